@@ -1,0 +1,108 @@
+"""Linen layers whose kernel can be N:M sparse: the forward uses W * (m + (1 - m) * beta).
+
+A layer is sparse for a call when the 'sparsity' variable collection holds `mask` (bool, kernel-shaped)
+and `beta` (scalar) for it; otherwise it is an ordinary dense layer. The gradient to W is straight-through
+(dL/dW = dL/dW~ for every entry), so that the optax transformation in `gradient_flow` alone decides what
+reaches pruned weights. Masks are computed once per step outside the model (see `sparsity.py`).
+"""
+from typing import Any, Callable, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+SPARSITY = 'sparsity'           # input collection: {'mask', 'beta'} per sparse layer
+SPARSE_LAYERS = 'sparse_layers'  # sown when a mask is applied; lets a setup check catch unused masks
+
+default_kernel_init = nn.initializers.lecun_normal()
+
+
+@jax.custom_vjp
+def mix_straight_through(w: jax.Array, mask: jax.Array, beta: jax.Array) -> jax.Array:
+  """W * (m + (1 - m) beta) forward; identity gradient to W, none to mask and beta."""
+  return jnp.where(mask, w, beta.astype(w.dtype) * w)
+
+
+def _mix_fwd(w, mask, beta):
+  return mix_straight_through(w, mask, beta), (mask, beta)
+
+
+def _mix_bwd(residuals, g):
+  mask, beta = residuals
+  return g, None, jnp.zeros_like(beta)
+
+
+mix_straight_through.defvjp(_mix_fwd, _mix_bwd)
+
+
+def effective_kernel(module: nn.Module, kernel: jax.Array) -> jax.Array:
+  """The kernel a sparse layer computes with for this call."""
+  if not module.has_variable(SPARSITY, 'mask'):
+    return kernel
+  mask = module.get_variable(SPARSITY, 'mask')
+  beta = module.get_variable(SPARSITY, 'beta')
+  if mask.shape != kernel.shape:
+    raise ValueError(f'{module.path}: mask shape {mask.shape} does not match kernel shape {kernel.shape}.')
+  module.sow(SPARSE_LAYERS, 'mask_applied', True)
+  return mix_straight_through(kernel, mask, jnp.asarray(beta, jnp.float32))
+
+
+class SparseDense(nn.Module):
+  """nn.Dense with an optionally N:M-masked kernel of shape (in, features); groups run along `in`."""
+  features: int
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+  kernel_init: Callable = default_kernel_init
+  bias_init: Callable = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
+    kernel = effective_kernel(self, kernel)
+    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision)
+    return y + bias if bias is not None else y
+
+
+class SparseDenseGeneral(nn.Module):
+  """nn.DenseGeneral with an optionally N:M-masked kernel of shape (contracted dims..., features...).
+
+  The contracted axes are the kernel's leading `len(axis)` axes: N:M groups run along them, flattened in
+  row-major order (configure the target with `in_ndim=len(axis)`).
+  """
+  features: Union[int, Sequence[int]]
+  axis: Union[int, Sequence[int]] = -1
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+  kernel_init: Callable = default_kernel_init
+  bias_init: Callable = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+    axes = (self.axis,) if isinstance(self.axis, int) else tuple(self.axis)
+    axes = tuple(a % x.ndim for a in axes)
+    in_shape = tuple(x.shape[a] for a in axes)
+    fan_in = 1
+    for d in in_shape:
+      fan_in *= d
+    fan_out = 1
+    for d in features:
+      fan_out *= d
+
+    def init_kernel(rng, shape, dtype):
+      flat = self.kernel_init(rng, (fan_in, fan_out), dtype)
+      return flat.reshape(shape)
+
+    kernel = self.param('kernel', init_kernel, in_shape + features, self.param_dtype)
+    kernel = effective_kernel(self, kernel)
+    bias = self.param('bias', self.bias_init, features, self.param_dtype) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = lax.dot_general(x, kernel, ((axes, tuple(range(len(axes)))), ((), ())), precision=self.precision)
+    return y + bias if bias is not None else y

@@ -1,0 +1,191 @@
+"""N:M masks: in every group of M consecutive weights along the grouped axis, keep the N of largest |w|.
+
+Ties are broken deterministically: among equal magnitudes the lower index within the group wins. Every
+method below is exact and returns the same mask; `nm_mask` picks the fastest one for (N, M), following the
+measurements of `scripts/bench_masks.py` (the cost of each method depends on N and M, not on the values).
+Ranking works on the int32 bit pattern of |w|, which orders non-negative floats exactly like their values.
+"""
+from typing import Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Axes = Union[int, Sequence[int]]
+
+_INT32_MAX = 2**31 - 1
+
+
+def validate_pattern(n, m) -> None:
+  """Raises ValueError unless 0 < n <= m are Python integers."""
+  for name, value in (('n', n), ('m', m)):
+    if isinstance(value, bool) or not isinstance(value, int):
+      raise ValueError(f'N:M pattern needs integers, got {name}={value!r}.')
+  if not 0 < n <= m:
+    raise ValueError(f'Invalid N:M pattern {n}:{m}: need 0 < N <= M (N is the number kept per group).')
+
+
+def _normalize_axes(axes: Axes, ndim: int) -> Tuple[int, ...]:
+  axes = (axes,) if isinstance(axes, int) else tuple(axes)
+  if not axes:
+    raise ValueError('nm_mask needs at least one grouping axis.')
+  normalized = []
+  for axis in axes:
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -ndim <= axis < ndim:
+      raise ValueError(f'Grouping axis {axis!r} is not valid for an array of rank {ndim}.')
+    normalized.append(axis % ndim)
+  if len(set(normalized)) != len(normalized):
+    raise ValueError(f'Grouping axes {axes} repeat an axis.')
+  return tuple(sorted(normalized))
+
+
+def check_groupable(shape: Sequence[int], n: int, m: int, axis: Axes = 0) -> Tuple[int, ...]:
+  """Validates an N:M pattern against a shape; returns the normalized grouping axes."""
+  validate_pattern(n, m)
+  axes = _normalize_axes(axis, len(shape))
+  length = 1
+  for a in axes:
+    length *= shape[a]
+  if length % m:
+    raise ValueError(f'M={m} does not divide the grouped length {length} (axes {axes} of shape '
+                     f'{tuple(shape)}); choose M dividing it or another grouping axis.')
+  return axes
+
+
+def _to_groups(x: jax.Array, axes: Tuple[int, ...], m: int):
+  """Moves the grouped axes together (row-major order kept) and returns (G, M, B) plus the inverse."""
+  ndim = x.ndim
+  contiguous = axes == tuple(range(axes[0], axes[0] + len(axes)))
+  perm = tuple(range(ndim)) if contiguous else axes + tuple(a for a in range(ndim) if a not in axes)
+  moved = jnp.transpose(x, perm) if not contiguous else x
+  start = axes[0] if contiguous else 0
+  lead = moved.shape[:start]
+  grouped_len = 1
+  for d in moved.shape[start:start + len(axes)]:
+    grouped_len *= d
+  trail = moved.shape[start + len(axes):]
+  b = 1
+  for d in trail:
+    b *= d
+  g = 1
+  for d in lead:
+    g *= d
+  groups = moved.reshape(g * grouped_len // m, m, b)
+
+  def restore(mask):
+    mask = mask.reshape(moved.shape)
+    return mask if contiguous else jnp.transpose(mask, tuple(sorted(range(ndim), key=perm.__getitem__)))
+
+  return groups, restore
+
+
+def _keys(w: jax.Array) -> jax.Array:
+  return lax.bitcast_convert_type(jnp.abs(w).astype(jnp.float32), jnp.int32)
+
+
+def _mask_by_argmax(key: jax.Array, n: int) -> jax.Array:
+  """N rounds of argmax (first occurrence wins): fastest for small groups."""
+  idx = lax.broadcasted_iota(jnp.int32, key.shape, 1)
+  keep = jnp.zeros(key.shape, bool)
+  for _ in range(n):
+    hit = idx == jnp.argmax(key, axis=1)[:, None, :]
+    keep = keep | hit
+    key = jnp.where(hit, -1, key)
+  return keep
+
+
+def _mask_by_extremes(key: jax.Array, n: int) -> jax.Array:
+  """min(N, M-N) rounds of picking the largest to keep, or the smallest to drop."""
+  m = key.shape[1]
+  idx = lax.broadcasted_iota(jnp.int32, key.shape, 1)
+  if n <= m - n:
+    keep = jnp.zeros(key.shape, bool)
+    for _ in range(n):
+      top = key.max(axis=1, keepdims=True)
+      first = jnp.where(key == top, idx, m).min(axis=1, keepdims=True)
+      hit = idx == first
+      keep = keep | hit
+      key = jnp.where(hit, -1, key)
+    return keep
+  drop = jnp.zeros(key.shape, bool)
+  for _ in range(m - n):
+    bottom = key.min(axis=1, keepdims=True)
+    last = jnp.where(key == bottom, idx, -1).max(axis=1, keepdims=True)  # the higher index loses a tie
+    hit = idx == last
+    drop = drop | hit
+    key = jnp.where(hit, _INT32_MAX, key)
+  return ~drop
+
+
+def _mask_by_bisection(key: jax.Array, n: int) -> jax.Array:
+  """Finds each group's N-th largest key bit by bit (31 counting passes), then splits ties by index."""
+  m = key.shape[1]
+
+  def count(x):
+    return x.sum(axis=1, keepdims=True, dtype=jnp.int32)
+
+  threshold = jnp.zeros((key.shape[0], 1, key.shape[2]), jnp.int32)
+  for bit in range(30, -1, -1):
+    candidate = threshold | (1 << bit)
+    threshold = jnp.where(count(key >= candidate) >= n, candidate, threshold)
+  above = key > threshold
+  at = key == threshold
+  still_needed = n - count(above)
+  idx = lax.broadcasted_iota(jnp.int32, key.shape, 1)
+  # Largest index bound s such that fewer than still_needed tied entries lie below it.
+  bound = jnp.zeros_like(threshold)
+  for bit in range(max(1, (m - 1).bit_length()) - 1, -1, -1):
+    candidate = bound | (1 << bit)
+    bound = jnp.where(count(at & (idx < candidate)) < still_needed, candidate, bound)
+  return above | (at & (idx <= bound))
+
+
+METHODS = {
+    'argmax': _mask_by_argmax,
+    'extremes': _mask_by_extremes,
+    'bisection': _mask_by_bisection,
+}
+
+
+def choose_method(n: int, m: int) -> str:
+  """The fastest exact method for N:M on a 2-core CPU (scripts/bench_masks.py prints the table).
+
+  On a 3072x768 kernel: argmax rounds cost ~0.2-0.3 ms each for M <= 16; picking extremes costs
+  ~0.25-0.4 ms per round (min(N, M-N) rounds); bisection costs a flat ~6 ms for M >= 64 but 12-60 ms for
+  M <= 32, where counting over the short group axis vectorises badly.
+  """
+  if m <= 16 and n <= m // 2:
+    return 'argmax'
+  return 'extremes' if min(n, m - n) <= 16 else 'bisection'
+
+
+def nm_mask(w: jax.Array, n: int, m: int, axis: Axes = 0, method: str = 'auto') -> jax.Array:
+  """Boolean mask of `w`'s shape keeping exactly `n` of every `m` consecutive entries along `axis`.
+
+  Args:
+    w: weights; ranked by |w|.
+    n: number kept per group (0 < n <= m).
+    m: group size; must divide the grouped length.
+    axis: the grouping axis: 0 (the input axis of a Flax Dense kernel, the default) or 1 ("COL",
+      the output axis), or a tuple of axes (the contracted axes of a DenseGeneral kernel), flattened in
+      row-major order.
+    method: 'auto' or one of METHODS; all give the same mask.
+
+  Ties: among equal |w| in a group, the lower index is kept.
+  """
+  axes = check_groupable(w.shape, n, m, axis)
+  if method == 'auto':
+    method = choose_method(n, m)
+  if method not in METHODS:
+    raise ValueError(f'Unknown mask method {method!r}; choose one of {sorted(METHODS)} or "auto".')
+  if n == m:
+    return jnp.ones(w.shape, bool)
+  groups, restore = _to_groups(lax.stop_gradient(w), axes, m)
+  return restore(METHODS[method](_keys(groups), n))
+
+
+def group_counts(mask: jax.Array, m: int, axis: Axes = 0) -> jax.Array:
+  """Number of kept entries in every group (flat array), for checks and summaries."""
+  axes = _normalize_axes(axis, mask.ndim)
+  groups, _ = _to_groups(mask, axes, m)
+  return groups.sum(axis=1, dtype=jnp.int32).reshape(-1)

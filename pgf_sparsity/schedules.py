@@ -1,0 +1,139 @@
+"""Phases, the mask value beta(t) of pruned weights, and SDGF pattern frames: pure functions of the step.
+
+Training = dense phase -> sparse phase (the recipe) -> fine-tune phase (binary masks at the target N:M).
+The decay clock t counts steps from the start of the sparse phase. Phase and frame are decided on the host
+(they pick the compiled step: at most one compilation per phase and frame); beta is computed from a traced
+step inside the jitted step, so a whole MDGF run compiles once.
+"""
+import dataclasses
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import jax.numpy as jnp
+
+from pgf_sparsity import nm
+
+Pattern = Tuple[int, int]
+
+DENSE, SPARSE, FINETUNE = 'dense', 'sparse', 'finetune'
+BETA_KINDS = ('zero', 'linear', 'exponential')
+SDGF_KINDS = ('stepwise', 'geometric', 'custom')
+
+
+def steps_from(total_steps: int, *, steps: Optional[int] = None, fraction: Optional[float] = None,
+               epochs: Optional[float] = None, steps_per_epoch: Optional[int] = None, name: str) -> int:
+  """Converts one duration, given in steps, as a fraction of training, or in epochs, to steps (once)."""
+  given = [k for k, v in (('steps', steps), ('fraction', fraction), ('epochs', epochs)) if v is not None]
+  if len(given) > 1:
+    raise ValueError(f'{name}: give the duration in one unit only, got {given}.')
+  if steps is not None:
+    value = int(steps)
+  elif fraction is not None:
+    if not 0.0 <= fraction <= 1.0:
+      raise ValueError(f'{name}: fraction must lie in [0, 1], got {fraction}.')
+    value = int(round(fraction * total_steps))
+  elif epochs is not None:
+    if not steps_per_epoch:
+      raise ValueError(f'{name}: a duration in epochs needs steps_per_epoch.')
+    value = int(round(epochs * steps_per_epoch))
+  else:
+    value = 0
+  if value < 0:
+    raise ValueError(f'{name}: duration must be >= 0, got {value} steps.')
+  return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Phases:
+  """Step boundaries: [0, dense) dense, [dense, dense + sparse) sparse, the rest fine-tune."""
+  total_steps: int
+  dense_steps: int = 0
+  finetune_steps: int = 0
+
+  def __post_init__(self):
+    if self.total_steps <= 0:
+      raise ValueError(f'total_steps must be positive, got {self.total_steps}.')
+    if self.dense_steps < 0 or self.finetune_steps < 0:
+      raise ValueError('Phase durations must be >= 0.')
+    if self.dense_steps + self.finetune_steps > self.total_steps:
+      raise ValueError(f'Dense ({self.dense_steps}) plus fine-tune ({self.finetune_steps}) steps exceed '
+                       f'the {self.total_steps} training steps.')
+
+  @property
+  def sparse_start(self) -> int:
+    return self.dense_steps
+
+  @property
+  def finetune_start(self) -> int:
+    return self.total_steps - self.finetune_steps
+
+  @property
+  def sparse_steps(self) -> int:
+    return self.finetune_start - self.sparse_start
+
+  def phase(self, step: int) -> str:
+    if step < self.sparse_start:
+      return DENSE
+    return SPARSE if step < self.finetune_start else FINETUNE
+
+  def sparse_clock(self, step):
+    """t: steps since the start of the sparse phase (0 before it). Works on ints and traced arrays."""
+    if isinstance(step, int):
+      return max(step - self.sparse_start, 0)
+    return jnp.maximum(step - self.sparse_start, 0)
+
+
+def beta(kind: str, t, alpha: float = 0.0):
+  """Mask value of pruned weights at sparse-clock t: 0 (binary), max(1 - alpha t, 0) or exp(-alpha t)."""
+  if kind == 'zero':
+    return jnp.zeros((), jnp.float32)
+  t = jnp.asarray(t, jnp.float32)
+  if kind == 'linear':
+    return jnp.maximum(1.0 - alpha * t, 0.0)
+  if kind == 'exponential':
+    return jnp.exp(-alpha * t)
+  raise ValueError(f'Unknown beta schedule {kind!r}; choose one of {BETA_KINDS}.')
+
+
+def sdgf_patterns(kind: str, n: int, m: int, custom: Optional[Sequence[Pattern]] = None) -> List[Pattern]:
+  """The N:M pattern of every SDGF frame, ending at the target n:m.
+
+  stepwise: (M-1):M, then (M/2^i):M for i >= 1 down to n:m, e.g. 1:8 -> 7:8, 4:8, 2:8, 1:8.
+  geometric: (n*2^(3-i)):(m*2^(3-i)) for i = 0..3, e.g. 1:8 -> 8:64, 4:32, 2:16, 1:8.
+  custom: the given list, which must end at n:m.
+  """
+  nm.validate_pattern(n, m)
+  if kind == 'stepwise':
+    if m & (m - 1) or n & (n - 1):
+      raise ValueError(f'SDGF-stepwise needs powers of two for N and M, got {n}:{m}.')
+    frames = [(m - 1, m)] + [(m >> i, m) for i in range(1, int(math.log2(m // n)) + 1)]
+    if n == m:
+      frames = [(m, m)]
+    # 1:2 gives frames (1,2),(1,2): keep one frame per distinct pattern.
+    return [p for i, p in enumerate(frames) if i == 0 or p != frames[i - 1]]
+  if kind == 'geometric':
+    return [(n * 2**(3 - i), m * 2**(3 - i)) for i in range(4)]
+  if kind == 'custom':
+    if not custom:
+      raise ValueError('SDGF-custom needs a non-empty list of patterns.')
+    frames = [tuple(p) for p in custom]
+    for p in frames:
+      if len(p) != 2:
+        raise ValueError(f'SDGF-custom patterns are (N, M) pairs, got {p!r}.')
+      nm.validate_pattern(*p)
+    if frames[-1] != (n, m):
+      raise ValueError(f'SDGF-custom patterns must end at the target {n}:{m}, got {frames[-1]}.')
+    return frames
+  raise ValueError(f'Unknown SDGF schedule {kind!r}; choose one of {SDGF_KINDS}.')
+
+
+def frame_index(t: int, sparse_steps: int, num_frames: int) -> int:
+  """Frame of sparse-clock step t when the sparse window is split into equal frames."""
+  if sparse_steps <= 0:
+    return num_frames - 1
+  return min(t * num_frames // sparse_steps, num_frames - 1)
+
+
+def frame_start(frame: int, sparse_steps: int, num_frames: int) -> int:
+  """First sparse-clock step of a frame (inverse of frame_index)."""
+  return -(-frame * sparse_steps // num_frames)

@@ -1,0 +1,39 @@
+"""Parameter trees addressed by '/'-joined path strings, the language of regex parameter selectors."""
+from typing import Any, Dict
+
+import jax
+
+
+def path_string(key_path) -> str:
+  parts = []
+  for k in key_path:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return '/'.join(parts)
+
+
+def flatten(tree) -> Dict[str, Any]:
+  """{'a/b/kernel': leaf} for every leaf of a nested-dict pytree."""
+  return {path_string(kp): leaf for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def unflatten_like(tree, flat: Dict[str, Any]):
+  """A tree of `tree`'s structure whose leaves are flat[path]."""
+  key_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  return jax.tree_util.tree_unflatten(treedef, [flat[path_string(kp)] for kp, _ in key_paths])
+
+
+def nest(flat: Dict[str, Any]) -> Dict[str, Any]:
+  """{'a/b': x} -> {'a': {'b': x}}."""
+  out: Dict[str, Any] = {}
+  for path, value in flat.items():
+    node = out
+    *parents, last = path.split('/')
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[last] = value
+  return out

@@ -1,0 +1,30 @@
+"""pgf_sparsity: N:M sparse training of Transformers by Progressive Gradient Flow (JAX/Flax)."""
+import setuptools
+
+# One tested set of versions (Python 3.11, CPU); bump together and rerun the tests.
+INSTALL_REQUIRES = [
+    'jax==0.10.2',
+    'jaxlib==0.10.2',
+    'flax==0.12.8',
+    'optax==0.2.8',
+    'ml-collections==1.1.0',
+    'absl-py==2.5.1',
+    'clu==0.0.12',
+    'orbax-checkpoint==0.12.8',
+    'tensorflow-cpu==2.21.0',
+    'tensorflow-datasets==4.9.10',
+    'tensorboard==2.21.0',
+    'numpy==2.4.6',
+    'scikit-learn==1.9.1',
+]
+TESTS_REQUIRE = ['pytest==9.2.0', 'hypothesis==6.170.17']
+
+setuptools.setup(
+    name='pgf_sparsity',
+    version='0.1.0',
+    description=__doc__,
+    packages=setuptools.find_packages(include=['pgf_sparsity', 'pgf_sparsity.*']),
+    python_requires='>=3.11',
+    install_requires=INSTALL_REQUIRES,
+    extras_require={'test': TESTS_REQUIRE},
+)

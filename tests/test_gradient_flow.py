@@ -1,0 +1,175 @@
+"""The gradient reaching W through a sparse layer plus the optax transform, recipe by recipe."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from pgf_sparsity import nm_gradient_flow
+from pgf_sparsity import SparseDense
+from pgf_sparsity.sparsity import Sparsity
+
+LAMBDA = 2e-4
+
+
+class TwoLayer(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(3, name='head')(SparseDense(4, name='fc')(x))
+
+
+def setup(recipe, semantics, step=5):
+  cfg = {'recipe': recipe, 'gradient_flow': semantics, 'targets': {'fc': {'regex': 'fc/kernel', 'n': 1, 'm': 4}},
+         'alpha': 0.1, 'srste_lambda': LAMBDA}
+  sp = Sparsity(cfg, total_steps=100)
+  model = TwoLayer()
+  x = jax.random.normal(jax.random.PRNGKey(0), (5, 32))
+  c = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
+  params = model.init(jax.random.PRNGKey(2), x)['params']
+  sp.bind(params)
+  sp.check_layers(model.apply, params, x)
+  return sp, model, x, c, params
+
+
+def loss_fn(model, params, collection, x, c):
+  return jnp.sum(model.apply({'params': params, 'sparsity': collection}, x) * c)
+
+
+def flowed_gradient(sp, model, x, c, params, step):
+  plan = sp.plan(step)
+  masks = sp.masks(params, plan)
+  beta = sp.beta(step, plan)
+  grads = jax.grad(loss_fn, argnums=1)(model, params, sp.collection(masks, beta), x, c)
+  tx = sp.transform()
+  out, _ = tx.update(grads, tx.init(params), params, nm_masks=masks, nm_beta=beta)
+  return out, grads, masks.get('fc/kernel'), float(beta)
+
+
+def hand_gradient(params, x, c):
+  """dL/dW~ of L = sum(head(x W~ + b) * c): x^T (c V^T) with V the head kernel."""
+  return x.T @ (c @ params['head']['kernel'].T)
+
+
+CASES = [
+    # recipe, semantics, expected gradient to W as a function of (g, m, beta, W)
+    ('static', 'decayed', lambda g, m, b, w: g * m),
+    ('static', 'ste', lambda g, m, b, w: g),
+    ('srste', 'ste', lambda g, m, b, w: g + LAMBDA * (1 - m) * w),
+    ('mdgf_linear', 'decayed', lambda g, m, b, w: g * (m + (1 - m) * b)),
+    ('mdgf_linear', 'ste', lambda g, m, b, w: g),
+    ('mdgf_exponential', 'decayed', lambda g, m, b, w: g * (m + (1 - m) * b)),
+    ('mdgf_exponential', 'ste', lambda g, m, b, w: g),
+    ('sdgf_stepwise', 'decayed', lambda g, m, b, w: g * m),
+    ('sdgf_stepwise', 'ste', lambda g, m, b, w: g),
+    ('dense', 'decayed', lambda g, m, b, w: g),
+]
+
+
+@pytest.mark.parametrize('recipe,semantics,formula', CASES)
+def test_gradient_matches_hand_derived_formula(recipe, semantics, formula):
+  sp, model, x, c, params = setup(recipe, semantics)
+  out, _, mask, beta = flowed_gradient(sp, model, x, c, params, step=5)
+  w = params['fc']['kernel']
+  if recipe == 'dense':
+    mask = jnp.ones_like(w)
+  else:
+    assert sp.plan(5).phase == 'sparse'
+  expected = formula(hand_gradient(params, x, c), mask.astype(jnp.float32), beta, w)
+  np.testing.assert_allclose(out['fc']['kernel'], expected, rtol=1e-5, atol=1e-7)
+  if recipe.startswith('mdgf'):
+    assert 0.0 < beta < 1.0
+  # Every other leaf is untouched, bit for bit.
+  grads = jax.grad(loss_fn, argnums=1)(model, params, sp.collection(sp.masks(params, sp.plan(5)),
+                                                                    sp.beta(5, sp.plan(5))), x, c)
+  for leaf in ('head',):
+    for k in ('kernel', 'bias'):
+      np.testing.assert_array_equal(out[leaf][k], grads[leaf][k])
+  np.testing.assert_array_equal(out['fc']['bias'], grads['fc']['bias'])
+
+
+def test_geometric_gradient():
+  cfg = {'recipe': 'sdgf_geometric', 'gradient_flow': 'decayed',
+         'targets': {'fc': {'regex': 'fc/kernel', 'n': 1, 'm': 4}}}
+  sp = Sparsity(cfg, total_steps=100)
+  model = TwoLayer()
+  x = jax.random.normal(jax.random.PRNGKey(0), (5, 32))
+  c = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
+  params = model.init(jax.random.PRNGKey(2), x)['params']
+  sp.bind(params)
+  assert sp.plan(0).pattern('fc') == (8, 32)
+  out, _, mask, _ = flowed_gradient(sp, model, x, c, params, step=0)
+  assert int(mask.sum()) == 8 * 4
+  np.testing.assert_allclose(out['fc']['kernel'], hand_gradient(params, x, c) * mask, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('recipe', ['static', 'mdgf_linear', 'mdgf_exponential', 'sdgf_stepwise',
+                                    'sdgf_geometric'])
+def test_decayed_equals_plain_autodiff_and_finite_differences(recipe):
+  sp, model, x, c, params = setup(recipe, 'decayed')
+  plan = sp.plan(5)
+  masks = sp.masks(params, plan)
+  beta = sp.beta(5, plan)
+  out, _, mask, b = flowed_gradient(sp, model, x, c, params, step=5)
+
+  def plain_loss(w):  # no straight-through: autodiff of W * (m + (1 - m) beta) itself
+    mixed = w * jnp.where(mask, 1.0, beta)
+    h = x @ mixed + params['fc']['bias']
+    return jnp.sum((h @ params['head']['kernel'] + params['head']['bias']) * c)
+
+  w = params['fc']['kernel']
+  np.testing.assert_allclose(out['fc']['kernel'], jax.grad(plain_loss)(w), rtol=1e-5, atol=1e-7)
+  # Central finite differences with the mask held fixed (float64 on the host).
+  w64 = np.asarray(w, np.float64)
+  mix = np.where(np.asarray(mask), 1.0, float(beta))
+  x64, c64 = np.asarray(x, np.float64), np.asarray(c, np.float64)
+  v64 = np.asarray(params['head']['kernel'], np.float64)
+  f = lambda ww: np.sum((x64 @ (ww * mix)) @ v64 * c64)
+  eps = 1e-6
+  for i, j in [(0, 0), (3, 1), (5, 2), (7, 3)]:
+    e = np.zeros_like(w64)
+    e[i, j] = eps
+    fd = (f(w64 + e) - f(w64 - e)) / (2 * eps)
+    assert float(out['fc']['kernel'][i, j]) == pytest.approx(fd, rel=1e-4, abs=1e-5)
+
+
+def test_forward_uses_exactly_n_m_weights_at_beta_zero():
+  sp, model, x, c, params = setup('static', 'decayed')
+  plan = sp.plan(5)
+  masks = sp.masks(params, plan)
+  y = model.apply({'params': params, 'sparsity': sp.collection(masks, sp.beta(5, plan))}, x)
+  w = params['fc']['kernel'] * masks['fc/kernel']
+  expected = (x @ w + params['fc']['bias']) @ params['head']['kernel'] + params['head']['bias']
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_chains_before_clipping_and_adamw():
+  sp, model, x, c, params = setup('srste', 'ste')
+  tx = optax.chain(sp.transform(), optax.clip_by_global_norm(1.0), optax.adamw(1e-3, weight_decay=0.01))
+  state = tx.init(params)
+  plan = sp.plan(0)
+  masks = sp.masks(params, plan)
+  grads = jax.grad(loss_fn, argnums=1)(model, params, sp.collection(masks, 0.0), x, c)
+  updates, _ = jax.jit(lambda g, s, p, mk: tx.update(g, s, p, nm_masks=mk, nm_beta=0.0))(
+      grads, state, params, masks)
+  assert jax.tree.structure(updates) == jax.tree.structure(params)
+  # Dense phase: no masks, gradients pass through untouched.
+  same, _ = sp.transform().update(grads, (), params)
+  np.testing.assert_array_equal(same['fc']['kernel'], grads['fc']['kernel'])
+
+
+def test_invalid_combinations_are_rejected_at_construction():
+  with pytest.raises(ValueError, match='straight-through'):
+    nm_gradient_flow(['.*'], 'decayed', srste_lambda=1e-4)
+  with pytest.raises(ValueError, match='semantics'):
+    nm_gradient_flow(['.*'], 'soft')
+  with pytest.raises(ValueError, match='srste_lambda'):
+    nm_gradient_flow(['.*'], 'ste', srste_lambda=-1.0)
+
+
+def test_masks_must_cover_exactly_the_selected_parameters():
+  tx = nm_gradient_flow(['fc/kernel'], 'decayed')
+  g = {'fc': {'kernel': jnp.ones((4, 2))}, 'head': {'kernel': jnp.ones((2, 2))}}
+  with pytest.raises(ValueError, match='Masks given for'):
+    tx.update(g, (), g, nm_masks={'head/kernel': jnp.ones((2, 2), bool)}, nm_beta=0.0)

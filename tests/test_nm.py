@@ -1,0 +1,113 @@
+import hypothesis.extra.numpy as hnp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pgf_sparsity import nm
+from pgf_sparsity import nm_mask
+
+
+def reference_mask(w, n, m, axis):
+  """Straightforward numpy: stable sort of -|w| in each group; lower index wins ties."""
+  a = np.moveaxis(np.abs(np.asarray(w, np.float32)), axis, -1)
+  groups = a.reshape(a.shape[:-1] + (a.shape[-1] // m, m))
+  order = np.argsort(-groups, axis=-1, kind='stable')
+  keep = np.zeros(groups.shape, bool)
+  np.put_along_axis(keep, order[..., :n], True, axis=-1)
+  return np.moveaxis(keep.reshape(a.shape), -1, axis)
+
+
+PATTERNS = [(1, 1), (1, 2), (2, 4), (1, 4), (3, 4), (1, 8), (4, 8), (7, 8), (2, 16), (8, 16), (15, 16),
+            (1, 32), (16, 32), (8, 32), (31, 32), (4, 64), (32, 64)]
+
+
+@st.composite
+def kernels(draw):
+  n, m = draw(st.sampled_from(PATTERNS))
+  axis = draw(st.sampled_from([0, 1]))
+  groups = draw(st.integers(1, 3))
+  other = draw(st.integers(1, 5))
+  shape = (groups * m, other) if axis == 0 else (other, groups * m)
+  tied = draw(st.booleans())
+  elements = (st.integers(-3, 3).map(float) if tied
+              else st.floats(-10, 10, allow_nan=False, width=32))
+  w = draw(hnp.arrays(np.float32, shape, elements=elements))
+  return w, n, m, axis
+
+
+@settings(max_examples=60, deadline=None)
+@given(kernels(), st.sampled_from(['auto'] + sorted(nm.METHODS)))
+def test_matches_reference_exactly(case, method):
+  w, n, m, axis = case
+  got = np.asarray(nm_mask(jnp.asarray(w), n, m, axis=axis, method=method))
+  np.testing.assert_array_equal(got, reference_mask(w, n, m, axis))
+  counts = np.asarray(nm.group_counts(jnp.asarray(got), m, axis))
+  assert (counts == n).all()
+
+
+@pytest.mark.parametrize('method', sorted(nm.METHODS))
+@pytest.mark.parametrize('n,m', [(2, 4), (1, 8), (4, 8), (16, 32), (1, 128), (64, 128), (127, 128)])
+def test_all_methods_exact_under_jit_on_ties(method, n, m):
+  # Half the entries tie at the same magnitude, with mixed signs: the lower index must win.
+  w = jax.random.randint(jax.random.PRNGKey(n * 1000 + m), (2 * m, 6), -2, 3).astype(jnp.float32)
+  got = jax.jit(lambda x: nm_mask(x, n, m, method=method))(w)
+  np.testing.assert_array_equal(np.asarray(got), reference_mask(w, n, m, 0))
+
+
+def test_tie_break_lower_index_wins():
+  w = jnp.array([[1.0], [-1.0], [1.0], [0.5]])
+  np.testing.assert_array_equal(nm_mask(w, 2, 4)[:, 0], [True, True, False, False])
+  np.testing.assert_array_equal(nm_mask(jnp.zeros((8, 1)), 1, 8)[:, 0], [True] + [False] * 7)
+
+
+def test_column_grouping_groups_along_the_output_axis():
+  w = jnp.array([[1., 4., 2., 3.], [9., 0., 0., 8.]])
+  np.testing.assert_array_equal(nm_mask(w, 2, 4, axis=1), [[False, True, False, True],
+                                                           [True, False, False, True]])
+
+
+def test_dense_general_kernel_groups_along_contracted_axes():
+  w = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 6))  # (heads, head_dim, out)
+  got = nm_mask(w, 2, 16, axis=(0, 1))
+  flat = reference_mask(np.asarray(w).reshape(32, 6), 2, 16, 0).reshape(4, 8, 6)
+  np.testing.assert_array_equal(got, flat)
+  # Non-adjacent axes: group along (0, 2) flattened row-major.
+  got = nm_mask(w, 1, 8, axis=(0, 2))
+  moved = np.transpose(np.asarray(w), (0, 2, 1)).reshape(24, 8)
+  ref = np.transpose(reference_mask(moved, 1, 8, 0).reshape(4, 6, 8), (0, 2, 1))
+  np.testing.assert_array_equal(got, ref)
+
+
+def test_mask_has_no_gradient_path():
+  w = jax.random.normal(jax.random.PRNGKey(2), (8, 4))
+  g = jax.grad(lambda x: (x * nm_mask(x, 1, 4)).sum())(w)
+  np.testing.assert_array_equal(g, nm_mask(w, 1, 4).astype(jnp.float32))
+
+
+@pytest.mark.parametrize('n,m,shape,axis,message', [
+    (0, 4, (8, 2), 0, 'need 0 < N <= M'),
+    (5, 4, (8, 2), 0, 'need 0 < N <= M'),
+    (-1, 4, (8, 2), 0, 'need 0 < N <= M'),
+    (1.0, 4, (8, 2), 0, 'needs integers'),
+    (1, 4.5, (8, 2), 0, 'needs integers'),
+    (True, 4, (8, 2), 0, 'needs integers'),
+    (1, 3, (8, 2), 0, 'does not divide'),
+    (1, 4, (8, 6), 1, 'does not divide'),
+    (1, 4, (8, 2), 2, 'not valid for an array of rank 2'),
+    (1, 4, (8, 2), (0, 0), 'repeat'),
+])
+def test_invalid_input_raises_clear_error(n, m, shape, axis, message):
+  with pytest.raises(ValueError, match=message):
+    nm_mask(jnp.ones(shape), n, m, axis=axis)
+
+
+def test_unknown_method():
+  with pytest.raises(ValueError, match='Unknown mask method'):
+    nm_mask(jnp.ones((4, 1)), 1, 4, method='sort')
+
+
+def test_auto_choice_covers_every_case():
+  for n, m in [(2, 4), (1, 8), (1, 32), (1, 128), (16, 32), (64, 128), (127, 128), (8, 1024)]:
+    assert nm.choose_method(n, m) in nm.METHODS
