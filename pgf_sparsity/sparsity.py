@@ -175,10 +175,16 @@ class Sparsity:
     if phase == schedules.DENSE:
       return StepPlan(phase, 0, (), 'zero')
     if phase == schedules.FINETUNE:
-      return StepPlan(phase, self.num_frames, tuple((t.name, t.n, t.m) for t in self.targets), 'zero')
+      return self.final_plan()
     frame = schedules.frame_index(self.phases.sparse_clock(step), self.phases.sparse_steps, self.num_frames)
     patterns = tuple((t.name, *self._frames[t.name][frame]) for t in self.targets)
     return StepPlan(phase, frame, patterns, _BETA_KIND.get(self.recipe, 'zero'))
+
+  def final_plan(self) -> StepPlan:
+    """Binary masks at the target N:M: fine-tuning, evaluation and export (dense for the dense recipe)."""
+    if self.recipe == 'dense':
+      return StepPlan(schedules.DENSE, 0, (), 'zero')
+    return StepPlan(schedules.FINETUNE, self.num_frames, tuple((t.name, t.n, t.m) for t in self.targets), 'zero')
 
   def plan_end(self, step: int) -> int:
     """First step after `step` with another plan (or total_steps): the host loop runs one plan at a time."""
@@ -274,7 +280,8 @@ class Sparsity:
     """Fails unless every selected kernel belongs to a layer that applies its mask."""
     masks = self.all_kept_masks(params)
     variables = {'params': params, layers.SPARSITY: self.collection(masks, jnp.zeros(()))}
-    _, state = jax.eval_shape(lambda: apply_fn(variables, *args, mutable=[layers.SPARSE_LAYERS], **kwargs))
+    _, state = jax.eval_shape(
+        lambda v, *a: apply_fn(v, *a, mutable=[layers.SPARSE_LAYERS], **kwargs), variables, *args)
     applied = {p.split('/mask_applied')[0] for p in tree_paths.flatten(state.get(layers.SPARSE_LAYERS, {}))}
     ignored = [p for p in masks if p.rsplit('/', 1)[0] not in applied]
     if ignored:

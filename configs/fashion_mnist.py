@@ -1,0 +1,49 @@
+r"""The offline default: a small ViT on Fashion-MNIST, MDGF-Exponential at 1:8 on the FF layers.
+
+  .venv/bin/python -m pgf_sparsity.main --config=configs/fashion_mnist.py --workdir=workdirs/fmnist
+  .venv/bin/python -m pgf_sparsity.main --config=configs/fashion_mnist.py:recipe=srste,flow=ste,ff=1:32 \
+      --workdir=workdirs/fmnist_srste
+
+Arguments: recipe, ff, qkv, attn_out (N:M or none), flow (decayed|ste), alpha (0: decays beta to 0.01 at
+80% of the sparse phase), dense, finetune (fractions), steps, seed, runlocal (a seconds-long smoke run).
+Needs the data from `bash scripts/get_data.sh`.
+"""
+import math
+
+import ml_collections
+
+from pgf_sparsity import config_lib
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, recipe='mdgf_exponential', ff='1:8', qkv='none', attn_out='none',
+                           flow='decayed', alpha=0.0, dense=0.0, finetune=0.1, steps=3000, seed=0,
+                           runlocal=False)
+  steps = 30 if a.runlocal else a.steps
+  config = ml_collections.ConfigDict()
+  config.seed = a.seed
+  config.dataset = dict(name='fashion_mnist', data_dir='', flip=True, pad=0, train_examples=0,
+                        eval_examples=0)
+  config.model = dict(name='vit', variant=None, num_classes=10, width=96, depth=3, mlp_dim=384, num_heads=3,
+                      patch_size=4, pool='gap', dropout=0.0, attention_dropout=0.0, stochastic_depth=0.0,
+                      dtype='float32')
+  sparse_steps = steps * (1.0 - a.dense - a.finetune)
+  alpha = a.alpha or math.log(100.0) / max(0.8 * sparse_steps, 1.0)
+  config.sparsity = config_lib.sparsity_config(
+      a.recipe, {name: (regex, a[name]) for name, regex in config_lib.VIT_TARGETS.items()},
+      gradient_flow=a.flow, alpha=alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  config.total_steps = steps
+  config.num_epochs = None
+  config.optimizer = dict(learning_rate=2e-3, init_learning_rate=0.0, min_learning_rate=1e-5,
+                          warmup_steps=max(steps // 20, 1), weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8,
+                          grad_clip_norm=1.0)
+  config.loss = 'softmax'
+  config.label_smoothing = 0.0
+  config.mixup_alpha = 0.0
+  config.log_every_steps = 10 if a.runlocal else 100
+  config.eval_every_steps = 30 if a.runlocal else 1000
+  config.checkpoint_every_steps = 30 if a.runlocal else 500
+  config.keep_checkpoints = 2
+  return config

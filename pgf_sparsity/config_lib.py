@@ -1,0 +1,66 @@
+"""Helpers for config files: big_vision-style `file.py:key=value,flag` arguments and sparsity blocks."""
+from typing import Any, Dict
+
+import ml_collections
+
+
+def parse_arg(arg: str, **defaults) -> ml_collections.ConfigDict:
+  """'recipe=static,ff=1:8,runlocal' -> defaults updated, typed like the default (bare key = True)."""
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if key not in out:
+      raise ValueError(f'Unknown config argument {key!r}; known: {sorted(out)}.')
+    default = out[key]
+    if not sep:
+      out[key] = True
+    elif isinstance(default, bool):
+      if value.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(f'Config argument {key} needs true/false, got {value!r}.')
+      out[key] = value.lower() in ('true', '1')
+    elif isinstance(default, int):
+      out[key] = int(value)
+    elif isinstance(default, float):
+      out[key] = float(value)
+    else:
+      out[key] = value
+  return ml_collections.ConfigDict(out)
+
+
+def parse_pattern(text: str):
+  """'1:8' -> (1, 8); '' or 'none' -> None."""
+  if not text or text.lower() == 'none':
+    return None
+  try:
+    n, m = (int(v) for v in text.split(':'))
+  except ValueError:
+    raise ValueError(f'An N:M pattern looks like "1:8", got {text!r}.') from None
+  return n, m
+
+
+def sparsity_config(recipe: str, targets: Dict[str, Any], *, gradient_flow: str = 'decayed',
+                    alpha: float = 0.0, dense_fraction: float = 0.0, finetune_fraction: float = 0.0,
+                    srste_lambda: float = 2e-4, mask_update_every: int = 1) -> ml_collections.ConfigDict:
+  """targets: {name: (regex, 'n:m' or None)}; entries without a pattern are left dense."""
+  config = ml_collections.ConfigDict()
+  config.recipe = recipe
+  config.gradient_flow = gradient_flow
+  config.alpha = alpha
+  config.srste_lambda = srste_lambda
+  config.group_axis = 'in'
+  config.dense_fraction = dense_fraction
+  config.finetune_fraction = finetune_fraction
+  config.mask_update_every = mask_update_every
+  config.targets = {}
+  for name, (regex, pattern) in targets.items():
+    nm = parse_pattern(pattern)
+    if nm:
+      config.targets[name] = {'regex': regex, 'n': nm[0], 'm': nm[1]}
+  return config
+
+
+VIT_TARGETS = {
+    'ff': r'.*/mlp/fc[12]/kernel',
+    'qkv': r'.*/attention/(query|key|value)/kernel',
+    'attn_out': r'.*/attention/out/kernel',
+}

@@ -1,0 +1,1 @@
+"""Input pipelines: in-memory arrays (offline datasets) and tfds (ImageNet and friends)."""

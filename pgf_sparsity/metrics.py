@@ -1,0 +1,42 @@
+"""Metric output: clu writers (TensorBoard + log) and a JSON-lines file, one object per logged step."""
+import json
+import os
+from typing import Mapping
+
+import jax
+import numpy as np
+from clu import metric_writers
+
+
+class MetricsLogger:
+  """write(step, split, scalars) goes to TensorBoard (as split/name) and to DIR/metrics.jsonl."""
+
+  def __init__(self, workdir: str):
+    self.is_lead = jax.process_index() == 0
+    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_lead)
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+
+  def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+    scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    self.writer.write_scalars(step, {f'{split}/{k}': v for k, v in scalars.items()})
+    if self.is_lead:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps({'step': int(step), 'split': split, **scalars}) + '\n')
+
+  def flush(self) -> None:
+    self.writer.flush()
+
+
+def read_jsonl(workdir: str):
+  """All records of DIR/metrics.jsonl (for tests, tables and plots)."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def mean_of(step_metrics) -> dict:
+  """Averages a list of per-step metric dicts (device arrays fetched once)."""
+  fetched = jax.device_get(step_metrics)
+  return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}

@@ -1,0 +1,57 @@
+"""Pieces shared by the vision Transformers."""
+from typing import Any, Dict, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pgf_sparsity.layers import SparseDense
+
+
+def resolve_fields(config: Mapping[str, Any], defaults: Dict[str, Any], variant_sizes: Dict[str, Any],
+                   model_name: str) -> Dict[str, Any]:
+  """Variant sizes, then explicit keys of `config` on top; unknown keys are an error."""
+  config = dict(config)
+  config.pop('name', None)
+  fields = dict(defaults)
+  fields.update(variant_sizes)
+  unknown = set(config) - set(fields) - {'variant'}
+  if unknown:
+    raise ValueError(f'Unknown model keys for {model_name}: {sorted(unknown)}; known: '
+                     f'{sorted(set(fields) | {"variant"})}.')
+  fields.update({k: v for k, v in config.items() if k != 'variant' and v is not None})
+  missing = [k for k, v in fields.items() if v is None]
+  if missing:
+    raise ValueError(f'{model_name}: give a model.variant or set {missing}.')
+  return fields
+
+
+class MlpBlock(nn.Module):
+  """fc1 -> GELU -> dropout -> fc2: the FF layers that the paper sparsifies."""
+  mlp_dim: int
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    width = x.shape[-1]
+    init = dict(kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.normal(1e-6))
+    x = SparseDense(self.mlp_dim, dtype=self.dtype, name='fc1', **init)(x)
+    x = nn.gelu(x)
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    x = SparseDense(width, dtype=self.dtype, name='fc2', **init)(x)
+    return nn.Dropout(self.dropout)(x, deterministic=deterministic)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops the whole residual branch per example."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, shape)
+    return jnp.where(mask, x / keep, 0.0).astype(x.dtype)

@@ -1,0 +1,319 @@
+"""The one training loop: config -> data + model + optimizer -> jitted step over a device mesh -> metrics,
+evaluation of the exact N:M model, checkpoints.
+
+One `jax.jit` train step per plan (phase / SDGF frame; see sparsity.StepPlan), data-parallel over a 1-D
+`Mesh` of all devices with `NamedSharding`: parameters replicated, batches split along 'data'.
+"""
+import functools
+import json
+import os
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import parameter_overview
+from clu import periodic_actions
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from pgf_sparsity import checkpoints
+from pgf_sparsity import metrics as metrics_lib
+from pgf_sparsity import models
+from pgf_sparsity import sparsity as sparsity_lib
+from pgf_sparsity.data import images as images_lib
+
+TOP_LEVEL_KEYS = {'seed', 'dataset', 'model', 'sparsity', 'batch_size', 'eval_batch_size', 'total_steps',
+                  'num_epochs', 'optimizer', 'loss', 'label_smoothing', 'mixup_alpha', 'log_every_steps',
+                  'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'}
+OPTIMIZER_KEYS = {'learning_rate', 'init_learning_rate', 'min_learning_rate', 'warmup_steps',
+                  'warmup_epochs', 'weight_decay', 'b1', 'b2', 'eps', 'grad_clip_norm'}
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  masks: Dict[str, jax.Array]  # the masks of the last sparse step (all True before the sparse phase)
+  rng: jax.Array
+
+
+def validate_config(config) -> None:
+  """Unknown or malformed keys fail here, before data loading or compilation."""
+  unknown = set(config.keys()) - TOP_LEVEL_KEYS
+  if unknown:
+    raise ValueError(f'Unknown config keys {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}.')
+  unknown = set(config.optimizer.keys()) - OPTIMIZER_KEYS
+  if unknown:
+    raise ValueError(f'Unknown config.optimizer keys {sorted(unknown)}; known: {sorted(OPTIMIZER_KEYS)}.')
+  if config.loss not in ('softmax', 'sigmoid'):
+    raise ValueError(f"config.loss must be 'softmax' or 'sigmoid', got {config.loss!r}.")
+  for key in ('batch_size', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
+    if not isinstance(config[key], int) or config[key] <= 0:
+      raise ValueError(f'config.{key} must be a positive integer, got {config[key]!r}.')
+  if (config.get('total_steps') is None) == (config.get('num_epochs') is None):
+    raise ValueError('Give exactly one of config.total_steps and config.num_epochs.')
+  if config.batch_size % jax.device_count():
+    raise ValueError(f'config.batch_size {config.batch_size} must be divisible by the {jax.device_count()} '
+                     'devices.')
+  if not 0.0 <= config.label_smoothing < 1.0:
+    raise ValueError(f'config.label_smoothing must lie in [0, 1), got {config.label_smoothing}.')
+  if config.mixup_alpha < 0:
+    raise ValueError(f'config.mixup_alpha must be >= 0, got {config.mixup_alpha}.')
+
+
+def build_data(config):
+  name = config.dataset.get('name')
+  eval_batch = config.get('eval_batch_size') or config.batch_size
+  if name == 'tfds':
+    from pgf_sparsity.data import tfds_images  # pylint: disable=g-import-not-at-top
+    return tfds_images.TfdsImages(config.dataset, config.batch_size, eval_batch, config.seed)
+  return images_lib.OfflineImages(config.dataset, config.batch_size, eval_batch, config.seed)
+
+
+def learning_rate_schedule(config, total_steps: int, steps_per_epoch: int):
+  opt = config.optimizer
+  warmup = opt.get('warmup_steps')
+  if opt.get('warmup_epochs') is not None:
+    if warmup is not None:
+      raise ValueError('Give one of optimizer.warmup_steps and optimizer.warmup_epochs.')
+    warmup = int(round(opt.warmup_epochs * steps_per_epoch))
+  warmup = min(int(warmup or 0), total_steps)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=opt.get('init_learning_rate', 0.0), peak_value=opt.learning_rate, warmup_steps=warmup,
+      decay_steps=total_steps, end_value=opt.get('min_learning_rate', 0.0))
+
+
+def make_optimizer(config, sparsity: sparsity_lib.Sparsity, schedule):
+  opt = config.optimizer
+  chain = [sparsity.transform()]
+  if opt.get('grad_clip_norm'):
+    chain.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+  # Weight decay on kernels only (not biases, norms, embeddings' positions, class token).
+  decay_mask = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+  chain.append(optax.adamw(schedule, b1=opt.get('b1', 0.9), b2=opt.get('b2', 0.999), eps=opt.get('eps', 1e-8),
+                           weight_decay=opt.get('weight_decay', 0.0), mask=decay_mask))
+  return optax.chain(*chain)
+
+
+def per_example_loss(logits, labels_onehot, loss_kind: str, label_smoothing: float):
+  if loss_kind == 'sigmoid':
+    per_example = optax.sigmoid_binary_cross_entropy(logits, labels_onehot).sum(axis=-1)
+  else:
+    n = labels_onehot.shape[-1]
+    smoothed = labels_onehot * (1.0 - label_smoothing) + label_smoothing / n
+    per_example = optax.softmax_cross_entropy(logits, smoothed)
+  return per_example
+
+
+class Trainer:
+  """Holds what the step functions close over; `train_and_evaluate` drives it."""
+
+  def __init__(self, config, workdir: str):
+    validate_config(config)
+    self.config = config
+    self.workdir = workdir
+    self.data = build_data(config)
+    steps_per_epoch = self.data.steps_per_epoch
+    self.total_steps = (config.total_steps if config.get('total_steps') is not None
+                        else int(round(config.num_epochs * steps_per_epoch)))
+    if self.total_steps <= 0:
+      raise ValueError(f'The run has {self.total_steps} training steps; raise total_steps or num_epochs.')
+    model_config = dict(config.model)
+    if model_config.get('num_classes') is None:
+      model_config['num_classes'] = self.data.num_classes
+    self.model: nn.Module = models.build(model_config)
+    self.num_classes = model_config['num_classes']
+    self.sparsity = sparsity_lib.Sparsity(config.sparsity, self.total_steps, steps_per_epoch)
+
+    self.mesh = Mesh(np.array(jax.devices()), ('data',))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.batch_sharding = NamedSharding(self.mesh, P('data'))
+
+    dummy = jnp.zeros((1,) + tuple(self.data.image_shape), jnp.float32)
+    abstract_params = jax.eval_shape(lambda: self.model.init(jax.random.PRNGKey(0), dummy)['params'])
+    self.sparsity.bind(abstract_params)
+    self.sparsity.check_layers(self.model.apply, abstract_params, dummy)
+    self.schedule = learning_rate_schedule(config, self.total_steps, steps_per_epoch)
+    self.tx = make_optimizer(config, self.sparsity, self.schedule)
+    self._dummy = dummy
+    self._train_steps = {}
+    self._eval_step = None
+
+  # ---- state ----
+  def _init_state(self, rng) -> TrainState:
+    init_rng, state_rng = jax.random.split(rng)
+    params = self.model.init(init_rng, self._dummy)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
+                      masks=self.sparsity.all_kept_masks(params), rng=state_rng)
+
+  def initial_state(self) -> TrainState:
+    init = jax.jit(self._init_state, out_shardings=self.replicated)
+    return init(jax.random.PRNGKey(self.config.seed))
+
+  def abstract_state(self):
+    shapes = jax.eval_shape(self._init_state, jax.random.PRNGKey(0))
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes)
+
+  # ---- steps ----
+  def _sparsity_for(self, state: TrainState, plan):
+    sp = self.sparsity
+    if not plan.sparse:
+      return None, jnp.ones((), jnp.float32), {}
+    if sp.mask_update_every == 1:
+      masks = sp.masks(state.params, plan)
+    else:
+      masks = jax.lax.cond(sp.is_refresh_step(state.step, plan), lambda: sp.masks(state.params, plan),
+                           lambda: state.masks)
+    beta = sp.beta(state.step, plan)
+    return masks, beta, {'sparsity': sp.collection(masks, beta)}
+
+  def _train_step(self, plan, state: TrainState, batch):
+    config = self.config
+    masks, beta, extra = self._sparsity_for(state, plan)
+    rng = jax.random.fold_in(state.rng, state.step)
+    dropout_rng, mixup_rng = jax.random.split(rng)
+    images = batch['image']
+    labels = jax.nn.one_hot(batch['label'], self.num_classes)
+    if config.mixup_alpha > 0:
+      lam = jax.random.beta(mixup_rng, config.mixup_alpha, config.mixup_alpha)
+      images = lam * images + (1 - lam) * images[::-1]
+      labels = lam * labels + (1 - lam) * labels[::-1]
+
+    def loss_fn(params):
+      logits = self.model.apply({'params': params, **extra}, images, train=True, rngs={'dropout': dropout_rng})
+      loss = per_example_loss(logits, labels, config.loss, config.label_smoothing).mean()
+      return loss, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params, nm_masks=masks, nm_beta=beta)
+    params = optax.apply_updates(state.params, updates)
+    step_metrics = {
+        'loss': loss,
+        'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+        'grad_norm': optax.tree.norm(grads),
+        'learning_rate': self.schedule(state.step),
+        'beta': beta,
+    }
+    if masks is not None:
+      flips = sum(jnp.sum(masks[p] != state.masks[p]) for p in masks)
+      step_metrics['mask_flip_rate'] = flips / sum(m.size for m in masks.values())
+    new_masks = masks if masks is not None else state.masks
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, masks=new_masks)
+    return new_state, step_metrics
+
+  def train_step_fn(self, plan):
+    if plan not in self._train_steps:
+      self._train_steps[plan] = jax.jit(
+          functools.partial(self._train_step, plan),
+          in_shardings=(self.replicated, self.batch_sharding),
+          out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+    return self._train_steps[plan]
+
+  def eval_plan(self):
+    """Evaluation always uses the exported model: binary masks at the target N:M."""
+    return self.sparsity.final_plan()
+
+  def _eval_step_impl(self, params, batch):
+    plan = self.eval_plan()
+    extra = {}
+    if plan.sparse and self.sparsity.sparse_paths:
+      masks = self.sparsity.masks(params, plan)
+      extra = {'sparsity': self.sparsity.collection(masks, jnp.zeros((), jnp.float32))}
+    logits = self.model.apply({'params': params, **extra}, batch['image'], train=False)
+    labels = jax.nn.one_hot(batch['label'], self.num_classes)
+    loss = per_example_loss(logits, labels, self.config.loss, 0.0)
+    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+    w = batch['mask']
+    return {'loss_sum': jnp.sum(loss * w), 'correct': jnp.sum(correct * w), 'count': jnp.sum(w)}
+
+  def evaluate(self, params) -> Dict[str, float]:
+    if self._eval_step is None:
+      self._eval_step = jax.jit(self._eval_step_impl, in_shardings=(self.replicated, self.batch_sharding),
+                                out_shardings=self.replicated)
+    totals = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0.0}
+    for batch in self.data.eval_batches():
+      out = jax.device_get(self._eval_step(params, self.shard(batch)))
+      for k in totals:
+        totals[k] += float(out[k])
+    count = max(totals['count'], 1.0)
+    return {'loss': totals['loss_sum'] / count, 'accuracy': totals['correct'] / count}
+
+  def shard(self, batch):
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       max_steps_this_run: Optional[int] = None) -> Tuple[TrainState, Dict[str, Any]]:
+  """Trains (resuming from the workdir's latest checkpoint), evaluates, checkpoints.
+
+  `max_steps_this_run` stops after that many steps (checkpointed), for job chaining on time-limited slots;
+  the next call resumes. Returns the final state and {'train': last logged train metrics, 'eval': the
+  last evaluation}.
+  """
+  trainer = Trainer(config, workdir)
+  os.makedirs(workdir, exist_ok=True)
+  logger = metrics_lib.MetricsLogger(workdir)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
+
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(trainer.abstract_state())
+    logging.info('Resumed from checkpoint at step %d.', int(state.step))
+  else:
+    state = trainer.initial_state()
+    parameter_overview.log_parameter_overview(state.params)
+    logging.info('Sparse kernels: %s', trainer.sparsity.sparse_paths)
+  total = trainer.total_steps
+  step = int(state.step)
+  stop = total if max_steps_this_run is None else min(total, step + max_steps_this_run)
+  report = periodic_actions.ReportProgress(num_train_steps=total, writer=logger.writer)
+  sp = trainer.sparsity
+  pending, last_train, final_eval = [], {}, {}
+  last_log_time, last_log_step = time.time(), step
+  previous_masks = None
+
+  while step < stop:
+    plan = sp.plan(step)
+    end = min(sp.plan_end(step), stop)
+    logging.info('Steps %d..%d: %s', step, end, plan)
+    step_fn = trainer.train_step_fn(plan)
+    for s in range(step, end):
+      state, step_metrics = step_fn(state, trainer.shard(trainer.data.train_batch(s)))
+      pending.append(step_metrics)
+      done = s + 1
+      report(done)
+      if done % config.log_every_steps == 0 or done == total:
+        scalars = metrics_lib.mean_of(pending)
+        now = time.time()
+        scalars['steps_per_second'] = (done - last_log_step) / max(now - last_log_time, 1e-9)
+        last_log_time, last_log_step = now, done
+        scalars['phase'] = {'dense': 0.0, 'sparse': 1.0, 'finetune': 2.0}[plan.phase]
+        if plan.sparse and sp.sparse_paths:
+          summary = sp.summary(state.params, state.masks, plan, scalars['beta'], previous_masks)
+          scalars.update({k: v for k, v in summary.items() if not k.startswith('nm_exact/')})
+          scalars['nm_exact'] = float(np.mean([v for k, v in summary.items() if k.startswith('nm_exact/')]))
+          previous_masks = jax.device_get(state.masks)
+        logger.write(done, 'train', scalars)
+        last_train, pending = scalars, []
+      if done % config.eval_every_steps == 0 or done == total:
+        final_eval = trainer.evaluate(state.params)
+        logger.write(done, 'eval', final_eval)
+      if done % config.checkpoint_every_steps == 0 or done == stop:
+        ckpt.save(done, state)
+    step = end
+
+  if not final_eval:  # resumed a finished run, or stopped between evaluations
+    final_eval = trainer.evaluate(state.params)
+  logger.flush()
+  ckpt.close()
+  return state, {'train': last_train, 'eval': final_eval}

@@ -1,0 +1,110 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgf_sparsity import layers
+from pgf_sparsity import models
+from pgf_sparsity import tree_paths
+from pgf_sparsity.sparsity import Sparsity
+
+
+def count_params(config, size):
+  model = models.build(config)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
+  return sum(x.size for x in jax.tree.leaves(shapes['params']))
+
+
+def test_vit_b16_parameter_count_matches_published():
+  # ViT-B/16, 1000 classes, class token: 86.6M (86,567,656) as in the ViT paper and timm.
+  assert count_params({'name': 'vit', 'variant': 'B/16', 'num_classes': 1000}, 224) == 86_567_656
+
+
+def test_swinv2_t_parameter_count_matches_published():
+  # SwinV2-T, window 8, 256 px: 28.3M (timm swinv2_tiny_window8_256: 28,347,154).
+  assert count_params({'name': 'swinv2', 'variant': 'T/8', 'num_classes': 1000}, 256) == 28_347_154
+
+
+TINY_VIT = {'name': 'vit', 'num_classes': 5, 'width': 16, 'depth': 2, 'mlp_dim': 32, 'num_heads': 2,
+            'patch_size': 4}
+TINY_SWIN = {'name': 'swinv2', 'num_classes': 5, 'embed_dim': 16, 'depths': (2, 2), 'num_heads': (2, 4),
+             'window_size': 4, 'patch_size': 2}
+
+
+@pytest.mark.parametrize('config,size', [(TINY_VIT, 16), (dict(TINY_VIT, pool='gap'), 16), (TINY_SWIN, 16)])
+def test_output_shapes_and_dropout_paths(config, size):
+  model = models.build(dict(config, dropout=0.1, stochastic_depth=0.1))
+  x = jnp.ones((3, size, size, 3))
+  params = model.init(jax.random.PRNGKey(0), x)['params']
+  assert model.apply({'params': params}, x).shape == (3, 5)
+  train_out = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(1)})
+  assert train_out.shape == (3, 5) and np.isfinite(np.asarray(train_out)).all()
+
+
+FF = r'.*/mlp/fc[12]/kernel'
+QKV = r'.*/attention/(query|key|value)/kernel'
+OUT = r'.*/attention/out/kernel'
+
+
+@pytest.mark.parametrize('config,size', [(TINY_VIT, 16), (TINY_SWIN, 16)])
+@pytest.mark.parametrize('targets', [{'ff': FF}, {'qkv': QKV}, {'ff': FF, 'qkv': QKV, 'out': OUT}])
+def test_sparse_layers_exactly_where_configured(config, size, targets):
+  model = models.build(config)
+  x = jnp.ones((2, size, size, 3))
+  params = model.init(jax.random.PRNGKey(0), x)['params']
+  sp = Sparsity({'recipe': 'static', 'targets': {k: {'regex': r, 'n': 1, 'm': 4} for k, r in targets.items()}},
+                10)
+  bound = sp.bind(params)
+  sp.check_layers(model.apply, params, x)
+  import re
+  expected = {p for p in tree_paths.flatten(params) if any(re.fullmatch(r, p) for r in targets.values())}
+  assert set(bound) == expected and expected
+  plan = sp.plan(0)
+  masks = sp.masks(params, plan)
+  _, state = model.apply({'params': params, 'sparsity': sp.collection(masks, 0.0)}, x,
+                         mutable=[layers.SPARSE_LAYERS])
+  applied = {p.split('/mask_applied')[0] for p in tree_paths.flatten(state[layers.SPARSE_LAYERS])}
+  assert applied == {p.rsplit('/', 1)[0] for p in expected}
+  # Everything else stays dense: embeddings, norms, head, position bias MLPs.
+  for p in tree_paths.flatten(params):
+    if p not in expected:
+      assert not any(p.startswith(a + '/') and p.endswith('kernel') for a in applied)
+
+
+def test_sparse_forward_differs_from_dense_and_matches_hardened_weights():
+  model = models.build(TINY_VIT)
+  x = jax.random.normal(jax.random.PRNGKey(3), (2, 16, 16, 3))
+  params = model.init(jax.random.PRNGKey(0), x)['params']
+  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(4), p.shape), params)
+  sp = Sparsity({'recipe': 'static', 'targets': {'ff': {'regex': FF, 'n': 1, 'm': 4}}}, 10)
+  sp.bind(params)
+  masks = sp.masks(params, sp.plan(0))
+  sparse = model.apply({'params': params, 'sparsity': sp.collection(masks, 0.0)}, x)
+  flat = tree_paths.flatten(params)
+  hardened = tree_paths.unflatten_like(params, {p: v * masks[p] if p in masks else v for p, v in flat.items()})
+  np.testing.assert_allclose(sparse, model.apply({'params': hardened}, x), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(sparse, model.apply({'params': params}, x))
+
+
+def test_config_errors_name_the_key():
+  with pytest.raises(ValueError, match='Unknown model keys.*widht'):
+    models.build(dict(TINY_VIT, widht=3))
+  with pytest.raises(ValueError, match='Unknown ViT variant'):
+    models.build({'name': 'vit', 'variant': 'X/16', 'num_classes': 3})
+  with pytest.raises(ValueError, match='Unknown model.name'):
+    models.build({'name': 'resnet'})
+  with pytest.raises(ValueError, match='set .*width'):
+    models.build({'name': 'vit', 'num_classes': 3})
+  assert models.vit.decode_variant('S/32')['patch_size'] == 32
+  assert models.swinv2.decode_variant('B/16') == {'embed_dim': 128, 'depths': (2, 2, 18, 2),
+                                                  'num_heads': (4, 8, 16, 32), 'window_size': 16}
+
+
+def test_non_sparse_capable_target_is_rejected():
+  model = models.build(TINY_VIT)
+  x = jnp.ones((1, 16, 16, 3))
+  params = model.init(jax.random.PRNGKey(0), x)['params']
+  sp = Sparsity({'recipe': 'static', 'targets': {'head': {'regex': 'head/kernel', 'n': 1, 'm': 4}}}, 10)
+  sp.bind(params)
+  with pytest.raises(ValueError, match='not sparse-capable'):
+    sp.check_layers(model.apply, params, x)

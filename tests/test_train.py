@@ -1,0 +1,112 @@
+"""End-to-end training through train_and_evaluate on real data (sklearn digits)."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from pgf_sparsity import metrics
+from pgf_sparsity import nm
+from pgf_sparsity import train
+from pgf_sparsity import tree_paths
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import ROOT, load_config  # noqa: E402
+
+RECIPES = ['dense', 'static', 'srste,flow=ste', 'mdgf_linear', 'mdgf_exponential', 'mdgf_exponential,flow=ste',
+           'sdgf_stepwise', 'sdgf_geometric']
+
+
+@pytest.mark.parametrize('recipe', RECIPES)
+def test_every_recipe_trains_a_vit_and_ends_exactly_n_m(recipe, tmp_path):
+  config = load_config('digits', f'recipe={recipe}')
+  state, results = train.train_and_evaluate(config, str(tmp_path))
+  assert results['eval']['accuracy'] > 0.7, results  # chance is 0.1
+  records = metrics.read_jsonl(str(tmp_path))
+  evals = [r for r in records if r['split'] == 'eval']
+  assert [r['step'] for r in evals] == [100, 200, 300]
+  assert evals[-1]['accuracy'] > evals[0]['accuracy'] or evals[0]['accuracy'] > 0.9
+  train_records = [r for r in records if r['split'] == 'train']
+  assert {'loss', 'accuracy', 'learning_rate', 'beta', 'steps_per_second', 'phase'} <= set(train_records[-1])
+  assert os.path.exists(tmp_path / 'config.json')
+  flat = tree_paths.flatten(jax.device_get(state.params))
+  kernels = [p for p in flat if '/mlp/fc' in p and p.endswith('kernel')]
+  assert len(kernels) == 2
+  if recipe == 'dense':
+    return
+  assert train_records[-1]['sparsity'] == pytest.approx(0.75)
+  assert train_records[-1]['nm_exact'] == 1.0
+  for p in kernels:  # the exported model: binary masks at the target 1:4
+    hardened = flat[p] * np.asarray(nm.nm_mask(flat[p], 1, 4))
+    assert (np.asarray(nm.group_counts(hardened != 0, 4)) == 1).all()
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
+  config = load_config('digits', 'recipe=sdgf_stepwise,steps=120')
+  config.checkpoint_every_steps = 40
+  config.eval_every_steps = 60
+  config.log_every_steps = 20
+  full, _ = train.train_and_evaluate(config, str(tmp_path / 'full'))
+  part, _ = train.train_and_evaluate(config, str(tmp_path / 'split'), max_steps_this_run=50)
+  assert int(part.step) == 50
+  resumed, results = train.train_and_evaluate(config, str(tmp_path / 'split'))
+  assert int(resumed.step) == 120
+  steps = [r['step'] for r in metrics.read_jsonl(str(tmp_path / 'split')) if r['split'] == 'train']
+  assert steps == [20, 40, 60, 80, 100, 120]
+  for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # A finished run resumed again does nothing more.
+  again, _ = train.train_and_evaluate(config, str(tmp_path / 'split'))
+  assert int(again.step) == 120
+
+
+ONE_STEP = r'''
+import sys, numpy as np, jax
+sys.path.insert(0, sys.argv[1])
+from helpers import load_config
+from pgf_sparsity import train
+config = load_config('digits', 'recipe=mdgf_exponential,steps=10')
+trainer = train.Trainer(config, '')
+state = trainer.initial_state()
+plan = trainer.sparsity.plan(0)
+state, m = trainer.train_step_fn(plan)(state, trainer.shard(trainer.data.train_batch(0)))
+state, m = trainer.train_step_fn(plan)(state, trainer.shard(trainer.data.train_batch(1)))
+leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
+np.savez(sys.argv[2], *leaves, loss=np.asarray(m['loss']), devices=jax.device_count())
+'''
+
+
+def test_eight_devices_match_one_device(tmp_path):
+  outputs = {}
+  for count in (1, 8):
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={count}', JAX_PLATFORMS='cpu')
+    out = tmp_path / f'{count}.npz'
+    subprocess.run([sys.executable, '-c', ONE_STEP, os.path.dirname(__file__), str(out)], check=True, env=env,
+                   cwd=ROOT, capture_output=True)
+    outputs[count] = np.load(out)
+  assert int(outputs[8]['devices']) == 8 and int(outputs[1]['devices']) == 1
+  for key in outputs[1].files:
+    if key != 'devices':
+      np.testing.assert_allclose(outputs[8][key], outputs[1][key], rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize('override,message', [
+    (lambda c: c.update(batch_size=0), 'batch_size'),
+    (lambda c: c.update(loss='hinge'), 'config.loss'),
+    (lambda c: c.sparsity.update(recipe='magnitude'), 'sparsity.recipe'),
+    (lambda c: c.sparsity.targets.ff.update(m=5), 'does not divide'),
+    (lambda c: c.sparsity.targets.ff.update(n=0), 'need 0 < N <= M'),
+    (lambda c: c.sparsity.targets.ff.update(regex='.*/nothing/kernel'), 'matches no parameter'),
+    (lambda c: c.sparsity.update(gradient_flow='half'), 'gradient_flow'),
+    (lambda c: c.model.update(name='resnet'), 'model.name'),
+    (lambda c: c.optimizer.update(momentum=0.9), 'optimizer keys'),
+])
+def test_bad_config_fails_before_training(override, message, tmp_path):
+  config = load_config('digits')
+  override(config)
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run' / 'checkpoints').exists()
+
