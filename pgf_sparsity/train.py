@@ -32,7 +32,7 @@ TOP_LEVEL_KEYS = {'seed', 'dataset', 'model', 'sparsity', 'batch_size', 'eval_ba
                   'num_epochs', 'optimizer', 'loss', 'label_smoothing', 'mixup_alpha', 'log_every_steps',
                   'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'}
 OPTIMIZER_KEYS = {'learning_rate', 'init_learning_rate', 'min_learning_rate', 'warmup_steps',
-                  'warmup_epochs', 'weight_decay', 'b1', 'b2', 'eps', 'grad_clip_norm'}
+                  'warmup_epochs', 'cooldown_epochs', 'weight_decay', 'b1', 'b2', 'eps', 'grad_clip_norm'}
 
 
 @flax.struct.dataclass
@@ -84,10 +84,17 @@ def learning_rate_schedule(config, total_steps: int, steps_per_epoch: int):
     if warmup is not None:
       raise ValueError('Give one of optimizer.warmup_steps and optimizer.warmup_epochs.')
     warmup = int(round(opt.warmup_epochs * steps_per_epoch))
-  warmup = min(int(warmup or 0), total_steps)
-  return optax.warmup_cosine_decay_schedule(
+  # Cooldown: the last epochs stay at the minimum learning rate (timm's cooldown_epochs).
+  cooldown = int(round((opt.get('cooldown_epochs') or 0) * steps_per_epoch))
+  decay_steps = max(total_steps - cooldown, 1)
+  warmup = min(int(warmup or 0), decay_steps)
+  min_lr = opt.get('min_learning_rate', 0.0)
+  schedule = optax.warmup_cosine_decay_schedule(
       init_value=opt.get('init_learning_rate', 0.0), peak_value=opt.learning_rate, warmup_steps=warmup,
-      decay_steps=total_steps, end_value=opt.get('min_learning_rate', 0.0))
+      decay_steps=decay_steps, end_value=min_lr)
+  if not cooldown:
+    return schedule
+  return optax.join_schedules([schedule, optax.constant_schedule(min_lr)], [decay_steps])
 
 
 def make_optimizer(config, sparsity: sparsity_lib.Sparsity, schedule):

@@ -1,0 +1,51 @@
+r"""The paper's released ViT-B/16 ImageNet-1k recipe (SPEC section 6), for users with tfds imagenet2012.
+
+  .venv/bin/python -m pgf_sparsity.main --config=configs/vit_i1k.py:variant=B/16,recipe=mdgf_exponential,ff=1:32 \
+      --workdir=workdirs/vit_b16_mdgf_1x32 --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
+
+350 epochs (+2 cooldown), cosine with 15 warmup epochs from 1e-7 to lr = 1e-3 sqrt(batch / 4096), min lr
+1e-7, AdamW (0.9, 0.999, 1e-8), weight decay 0.01, grad-norm clip 1.0, bf16, sigmoid loss on mixup (0.5)
+targets, RandAugment (2, 15), random-resized crop, flip, dropout 0.1, stochastic depth 0.1.
+Sparsity: MDGF-Exponential, alpha 1e-4, 1:32 on the FF layers, no dense or fine-tune phase.
+
+Arguments: variant (Ti/S/B/L + /16 or /32), recipe, ff, qkv, attn_out (N:M or none), flow, alpha, dense,
+finetune (fractions), batch, epochs, seed. `flow` defaults to 'ste', the reference code's gradient flow that
+produced the released runs; flow=decayed is the paper's progressively restricted flow. Report both.
+"""
+import math
+
+import ml_collections
+
+from pgf_sparsity import config_lib
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, variant='B/16', recipe='mdgf_exponential', ff='1:32', qkv='none',
+                           attn_out='none', flow='ste', alpha=1e-4, dense=0.0, finetune=0.0, batch=4096,
+                           epochs=350, seed=0)
+  config = ml_collections.ConfigDict()
+  config.seed = a.seed
+  config.dataset = dict(name='tfds', tfds_name='imagenet2012', tfds_data_dir='', train_split='train',
+                        eval_split='validation', image_size=224, flip=True,
+                        randaugment=dict(num_layers=2, magnitude=15), shuffle_buffer=250_000,
+                        num_train_examples=0, num_eval_examples=0)
+  config.model = dict(name='vit', variant=a.variant, num_classes=1000, pool='token', dropout=0.1,
+                      attention_dropout=0.0, stochastic_depth=0.1, dtype='bfloat16')
+  config.sparsity = config_lib.sparsity_config(
+      a.recipe, {name: (regex, a[name]) for name, regex in config_lib.VIT_TARGETS.items()},
+      gradient_flow=a.flow, alpha=a.alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+  config.batch_size = a.batch
+  config.eval_batch_size = 1024
+  config.total_steps = None
+  config.num_epochs = float(a.epochs + 2)
+  config.optimizer = dict(learning_rate=1e-3 * math.sqrt(a.batch / 4096), init_learning_rate=1e-7,
+                          min_learning_rate=1e-7, warmup_epochs=15.0, cooldown_epochs=2.0, weight_decay=0.01,
+                          b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=1.0)
+  config.loss = 'sigmoid'
+  config.label_smoothing = 0.0
+  config.mixup_alpha = 0.5
+  config.log_every_steps = 100
+  config.eval_every_steps = 3000
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  return config

@@ -1,0 +1,140 @@
+"""RandAugment (Cubuk et al. 2020) on uint8 images in TensorFlow: `num_layers` random ops per image, each at
+`magnitude` on the usual 0..30 scale (the reference ViT recipe uses 2 ops at magnitude 15)."""
+import math
+
+import tensorflow as tf
+
+_FILL = 128
+MAX_MAGNITUDE = 30.0
+
+
+def _blend(a, b, factor):
+  """a + factor (b - a), clipped to uint8 (factor > 1 extrapolates)."""
+  a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
+  return tf.cast(tf.clip_by_value(a + factor * (b - a), 0.0, 255.0), tf.uint8)
+
+
+def _transform(image, matrix):
+  """Projective transform with a flat 8-vector, nearest neighbour, grey fill."""
+  out = tf.raw_ops.ImageProjectiveTransformV3(
+      images=image[None], transforms=tf.cast(matrix, tf.float32)[None],
+      output_shape=tf.shape(image)[:2], fill_value=float(_FILL), interpolation='NEAREST', fill_mode='CONSTANT')
+  return out[0]
+
+
+def _grey(image):
+  return tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
+
+
+def autocontrast(image, _):
+  def channel(c):
+    c = tf.cast(c, tf.float32)
+    lo, hi = tf.reduce_min(c), tf.reduce_max(c)
+    scaled = (c - lo) * 255.0 / tf.maximum(hi - lo, 1.0)
+    return tf.cast(tf.where(hi > lo, scaled, c), tf.uint8)
+  return tf.stack([channel(image[..., i]) for i in range(3)], -1)
+
+
+def equalize(image, _):
+  def channel(c):
+    hist = tf.histogram_fixed_width(tf.cast(c, tf.int32), [0, 255], nbins=256)
+    nonzero = tf.boolean_mask(hist, hist != 0)
+    step = (tf.reduce_sum(nonzero) - nonzero[-1]) // 255
+    lut = (tf.cumsum(hist) + step // 2) // tf.maximum(step, 1)
+    lut = tf.clip_by_value(tf.concat([[0], lut[:-1]], 0), 0, 255)
+    return tf.cast(tf.where(step == 0, tf.cast(c, tf.int32), tf.gather(lut, tf.cast(c, tf.int32))), tf.uint8)
+  return tf.stack([channel(image[..., i]) for i in range(3)], -1)
+
+
+def invert(image, _):
+  return 255 - image
+
+
+def identity(image, _):
+  return image
+
+
+def _signed(level, scale):
+  value = level / MAX_MAGNITUDE * scale
+  return tf.where(tf.random.uniform([]) < 0.5, -value, value)
+
+
+def rotate(image, level):
+  angle = _signed(level, 30.0) * math.pi / 180.0
+  h, w = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+  cos, sin = tf.cos(angle), tf.sin(angle)
+  x0 = (w - 1) / 2 - (cos * (w - 1) / 2 - sin * (h - 1) / 2)
+  y0 = (h - 1) / 2 - (sin * (w - 1) / 2 + cos * (h - 1) / 2)
+  return _transform(image, [cos, -sin, x0, sin, cos, y0, 0.0, 0.0])
+
+
+def posterize(image, level):
+  shift = 8 - tf.cast(4 + tf.round(level / MAX_MAGNITUDE * 4) // 1, tf.uint8)
+  shift = tf.clip_by_value(shift, 0, 4)
+  return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
+
+
+def solarize(image, level):
+  threshold = tf.cast(256 - level / MAX_MAGNITUDE * 256, tf.int32)
+  return tf.where(tf.cast(image, tf.int32) < threshold, image, 255 - image)
+
+
+def solarize_add(image, level):
+  added = tf.cast(tf.clip_by_value(tf.cast(image, tf.int32) + int(110), 0, 255), tf.uint8)
+  del level
+  return tf.where(image < 128, added, image)
+
+
+def _enhance(fn):
+  return lambda image, level: fn(image, 1.0 + _signed(level, 0.9))
+
+
+color = _enhance(lambda image, f: _blend(_grey(image), image, f))
+contrast = _enhance(lambda image, f: _blend(
+    tf.fill(tf.shape(image), tf.cast(tf.reduce_mean(tf.cast(tf.image.rgb_to_grayscale(image), tf.float32)),
+                                     tf.uint8)), image, f))
+brightness = _enhance(lambda image, f: _blend(tf.zeros_like(image), image, f))
+
+
+def _sharpness(image, factor):
+  kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
+  kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
+  blurred = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[None], kernel, [1, 1, 1, 1], 'SAME')[0]
+  return _blend(tf.cast(tf.clip_by_value(tf.round(blurred), 0, 255), tf.uint8), image, factor)
+
+
+sharpness = _enhance(_sharpness)
+
+
+def shear_x(image, level):
+  return _transform(image, [1.0, _signed(level, 0.3), 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def shear_y(image, level):
+  return _transform(image, [1.0, 0.0, 0.0, _signed(level, 0.3), 1.0, 0.0, 0.0, 0.0])
+
+
+def translate_x(image, level):
+  pixels = _signed(level, 0.45) * tf.cast(tf.shape(image)[1], tf.float32)
+  return _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def translate_y(image, level):
+  pixels = _signed(level, 0.45) * tf.cast(tf.shape(image)[0], tf.float32)
+  return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0])
+
+
+OPS = [identity, autocontrast, equalize, invert, rotate, posterize, solarize, solarize_add, color, contrast,
+       brightness, sharpness, shear_x, shear_y, translate_x, translate_y]
+
+
+def randaugment(image, num_layers: int = 2, magnitude: float = 15.0):
+  """Applies `num_layers` ops chosen uniformly at random (per image) to a uint8 (h, w, 3) image."""
+  if not 0 <= magnitude <= MAX_MAGNITUDE:
+    raise ValueError(f'RandAugment magnitude must lie in [0, {MAX_MAGNITUDE}], got {magnitude}.')
+  level = tf.constant(float(magnitude))
+  for _ in range(num_layers):
+    choice = tf.random.uniform([], 0, len(OPS), tf.int32)
+    image = tf.switch_case(choice, [lambda op=op: op(image, level) for op in OPS])
+    image = tf.ensure_shape(image, [None, None, 3])
+  return image

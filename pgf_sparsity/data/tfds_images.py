@@ -1,0 +1,137 @@
+"""tfds image pipelines (ImageNet-1k and any tfds image-classification dataset) with tf.data.
+
+Never downloads: a dataset that is not prepared in `tfds_data_dir` fails at once with a message.
+Training: decode + random-resized crop (area 0.08-1) + flip + optional RandAugment, per-process shards
+(tfds.split_for_jax_process). Mixup happens in the train step. Evaluation: resize to size/0.875 and
+centre crop; every process yields the same number of batches, padded with mask 0.
+"""
+import math
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from pgf_sparsity.data import randaugment as randaugment_lib
+
+_KNOWN_SIZES = {('imagenet2012', 'train'): 1_281_167, ('imagenet2012', 'validation'): 50_000}
+
+
+def _num_examples(builder, split: str, name: str, override: int) -> int:
+  if override:
+    return override
+  try:
+    return builder.info.splits[split].num_examples
+  except (KeyError, ValueError):
+    if (name, split) in _KNOWN_SIZES:
+      return _KNOWN_SIZES[(name, split)]
+    raise ValueError(f'Cannot tell the size of {name}/{split}; set dataset.num_train_examples / '
+                     'num_eval_examples.') from None
+
+
+def _dataset(builder, split: str, name: str, shuffle: bool, seed: int):
+  try:
+    return builder.as_dataset(split=split, shuffle_files=shuffle, decoders={'image': tfds.decode.SkipDecoding()},
+                              read_config=tfds.ReadConfig(shuffle_seed=seed, skip_prefetch=True))
+  except (AssertionError, tfds.core.registered.DatasetNotFoundError, FileNotFoundError) as e:
+    raise FileNotFoundError(f'tfds dataset {name} (split {split}) is not prepared under data_dir '
+                            f'{builder.data_dir!r}; prepare it first (ImageNet needs a manual download, '
+                            f'see the tfds catalog). No download is attempted. ({type(e).__name__})') from None
+
+
+def random_resized_crop(image_bytes, size: int):
+  shape = tf.image.extract_jpeg_shape(image_bytes)
+  begin, crop, _ = tf.image.sample_distorted_bounding_box(
+      shape, tf.zeros([0, 0, 4], tf.float32), area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
+      min_object_covered=0.0, max_attempts=10, use_image_if_no_bounding_boxes=True)
+  y, x, _ = tf.unstack(begin)
+  h, w, _ = tf.unstack(crop)
+  image = tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([y, x, h, w]), channels=3)
+  return tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, [size, size])), 0, 255), tf.uint8)
+
+
+def center_crop(image_bytes, size: int, crop_fraction: float = 0.875):
+  image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+  h, w = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+  scale = (size / crop_fraction) / tf.minimum(h, w)
+  new_h, new_w = tf.cast(tf.round(h * scale), tf.int32), tf.cast(tf.round(w * scale), tf.int32)
+  image = tf.image.resize(image, [new_h, new_w])
+  top, left = (new_h - size) // 2, (new_w - size) // 2
+  return tf.cast(tf.clip_by_value(tf.round(image[top:top + size, left:left + size]), 0, 255), tf.uint8)
+
+
+def _to_model(image):
+  return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+class TfdsImages:
+
+  def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
+    name = config['tfds_name']
+    self.size = int(config.get('image_size', 224))
+    builder = tfds.builder(name, data_dir=config.get('tfds_data_dir') or None)
+    train_split, eval_split = config.get('train_split', 'train'), config.get('eval_split', 'validation')
+    self.num_classes = builder.info.features['label'].num_classes
+    self.image_shape = (self.size, self.size, 3)
+    n_train = _num_examples(builder, train_split, name, config.get('num_train_examples', 0))
+    self.num_eval = _num_examples(builder, eval_split, name, config.get('num_eval_examples', 0))
+    self.steps_per_epoch = max(n_train // global_batch, 1)
+    processes = jax.process_count()
+    self.local_batch, self.local_eval_batch = global_batch // processes, eval_batch // processes
+    self.eval_batch = eval_batch
+
+    ra = config.get('randaugment') or {}
+    size = self.size
+
+    def train_map(example):
+      image = random_resized_crop(example['image'], size)
+      if config.get('flip', True):
+        image = tf.image.random_flip_left_right(image)
+      if ra:
+        image = randaugment_lib.randaugment(image, ra.get('num_layers', 2), ra.get('magnitude', 15))
+      return {'image': _to_model(image), 'label': tf.cast(example['label'], tf.int32)}
+
+    tf.random.set_seed(seed)
+    ds = _dataset(builder, tfds.split_for_jax_process(train_split, drop_remainder=True), name, True,
+                  seed + jax.process_index())
+    ds = ds.repeat().shuffle(config.get('shuffle_buffer', 10_000), seed=seed + jax.process_index())
+    ds = ds.map(train_map, num_parallel_calls=tf.data.AUTOTUNE).batch(self.local_batch, drop_remainder=True)
+    self._train = iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
+    if config.get('num_eval_examples'):
+      eval_split = f'{eval_split}[:{self.num_eval}]'
+    self._eval_source = (builder, tfds.split_for_jax_process(eval_split, drop_remainder=False), name)
+
+  def train_batch(self, step: int):
+    del step  # a stream: resumed runs continue with a fresh shuffle, not the same examples
+    return next(self._train)
+
+  def eval_batches(self):
+    builder, split, name = self._eval_source
+    size = self.size
+
+    def eval_map(example):
+      return {'image': _to_model(center_crop(example['image'], size)),
+              'label': tf.cast(example['label'], tf.int32), 'mask': tf.constant(1.0, tf.float32)}
+
+    ds = _dataset(builder, split, name, False, 0).map(eval_map, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(self.local_eval_batch).prefetch(tf.data.AUTOTUNE)
+    # Every process runs the same number of (jitted, collective) eval steps.
+    num_batches = math.ceil(self.num_eval / self.eval_batch)
+    produced = 0
+    for batch in tfds.as_numpy(ds):
+      if produced == num_batches:
+        break
+      yield _pad(batch, self.local_eval_batch)
+      produced += 1
+    empty = {'image': np.zeros((self.local_eval_batch,) + self.image_shape, np.float32),
+             'label': np.zeros(self.local_eval_batch, np.int32), 'mask': np.zeros(self.local_eval_batch, np.float32)}
+    for _ in range(num_batches - produced):
+      yield empty
+
+
+def _pad(batch, size: int):
+  short = size - len(batch['label'])
+  if not short:
+    return batch
+  return {k: np.concatenate([v, np.zeros((short,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}

@@ -1,0 +1,90 @@
+"""The tfds (ImageNet) paths, on tfds mock data: pipelines, RandAugment, and a few training steps."""
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from pgf_sparsity import train
+from pgf_sparsity.data import randaugment
+from pgf_sparsity.data import tfds_images
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import load_config  # noqa: E402
+
+
+@pytest.fixture
+def mock_imagenet():
+  with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+    yield
+
+
+def test_pipeline_shapes_and_padding(mock_imagenet):
+  data = tfds_images.TfdsImages({'tfds_name': 'imagenet2012', 'image_size': 32,
+                                 'randaugment': {'num_layers': 2, 'magnitude': 15},
+                                 'num_train_examples': 24, 'num_eval_examples': 24}, 8, 10, 0)
+  batch = data.train_batch(0)
+  assert batch['image'].shape == (8, 32, 32, 3) and batch['image'].dtype == np.float32
+  assert -1.0 <= batch['image'].min() and batch['image'].max() <= 1.0
+  assert batch['label'].shape == (8,) and data.num_classes == 1000
+  evals = list(data.eval_batches())  # the mock's 24 validation examples in batches of 10
+  assert [float(b['mask'].sum()) for b in evals] == [10, 10, 4]
+  assert all(b['image'].shape == (10, 32, 32, 3) for b in evals)
+
+
+def test_missing_dataset_fails_fast_with_a_message(tmp_path):
+  start = time.time()
+  with pytest.raises(FileNotFoundError, match='not prepared.*No download is attempted'):
+    tfds_images.TfdsImages({'tfds_name': 'imagenet2012', 'tfds_data_dir': str(tmp_path),
+                            'num_train_examples': 10, 'num_eval_examples': 10}, 8, 8, 0)
+  assert time.time() - start < 30
+
+
+def test_randaugment_ops_keep_shape_and_dtype():
+  image = tf.constant(np.random.RandomState(0).randint(0, 256, (20, 24, 3)), tf.uint8)
+  for op in randaugment.OPS:
+    out = op(image, tf.constant(15.0))
+    assert out.shape == image.shape and out.dtype == tf.uint8, op.__name__
+  np.testing.assert_array_equal(randaugment.invert(randaugment.invert(image, 0), 0), image)
+  np.testing.assert_array_equal(randaugment.solarize(image, tf.constant(0.0)), image)
+  out = randaugment.randaugment(image, 2, 15)
+  assert out.shape == image.shape
+  with pytest.raises(ValueError, match='magnitude'):
+    randaugment.randaugment(image, 2, 31)
+
+
+TINY = {'vit_i1k': dict(name='vit', variant=None, width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=8),
+        'swinv2_i1k': dict(name='swinv2', variant=None, embed_dim=16, depths=(2, 2), num_heads=(2, 4),
+                           window_size=4, patch_size=2)}
+
+
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_paper_configs_train_on_mock_imagenet(name, mock_imagenet, tmp_path):
+  config = load_config(name, 'ff=1:4,alpha=0.1')
+  config.model.update(TINY[name])
+  config.model.dtype = 'float32'
+  config.dataset.update(image_size=32, num_train_examples=64, num_eval_examples=24, shuffle_buffer=16)
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_epochs = 0.5
+  config.optimizer.warmup_epochs = 0.25
+  config.optimizer.cooldown_epochs = 0.0
+  config.log_every_steps = 2
+  config.eval_every_steps = 4
+  state, results = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 4
+  assert np.isfinite(results['train']['loss']) and 0.0 <= results['eval']['accuracy'] <= 1.0
+
+
+def test_paper_config_matches_the_spec():
+  config = load_config('vit_i1k')
+  assert config.model.variant == 'B/16' and config.model.dtype == 'bfloat16'
+  assert config.sparsity.recipe == 'mdgf_exponential' and config.sparsity.alpha == 1e-4
+  assert config.sparsity.targets.to_dict() == {'ff': {'regex': r'.*/mlp/fc[12]/kernel', 'n': 1, 'm': 32}}
+  assert config.sparsity.gradient_flow == 'ste'
+  assert config.loss == 'sigmoid' and config.mixup_alpha == 0.5 and config.num_epochs == 352
+  assert config.optimizer.learning_rate == pytest.approx(1e-3)
+  assert load_config('vit_i1k', 'batch=1024').optimizer.learning_rate == pytest.approx(5e-4)
