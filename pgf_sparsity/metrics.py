@@ -5,13 +5,15 @@ from typing import Mapping
 
 import jax
 import numpy as np
-from clu import metric_writers
 
 
 class MetricsLogger:
   """write(step, split, scalars) goes to TensorBoard (as split/name) and to DIR/metrics.jsonl."""
 
   def __init__(self, workdir: str):
+    # clu's writers import TensorFlow: imported here so that the rest of the package (Trainer, steps)
+    # works where TensorFlow is not installed, e.g. accelerator images.
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
     self.is_lead = jax.process_index() == 0
     self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_lead)
     self.path = os.path.join(workdir, 'metrics.jsonl')

@@ -19,7 +19,6 @@ import numpy as np
 import optax
 from absl import logging
 from clu import parameter_overview
-from clu import periodic_actions
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from pgf_sparsity import checkpoints
@@ -74,6 +73,8 @@ def build_data(config):
   if name == 'tfds':
     from pgf_sparsity.data import tfds_images  # pylint: disable=g-import-not-at-top
     return tfds_images.TfdsImages(config.dataset, config.batch_size, eval_batch, config.seed)
+  if name == 'synthetic':
+    return images_lib.SyntheticImages(config.dataset, config.batch_size, eval_batch, config.seed)
   return images_lib.OfflineImages(config.dataset, config.batch_size, eval_batch, config.seed)
 
 
@@ -265,6 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   the next call resumes. Returns the final state and {'train': last logged train metrics, 'eval': the
   last evaluation}.
   """
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   trainer = Trainer(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   logger = metrics_lib.MetricsLogger(workdir)

@@ -110,3 +110,48 @@ def test_bad_config_fails_before_training(override, message, tmp_path):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / 'checkpoints').exists()
 
+
+
+def _run_steps(trainer, steps):
+  state = trainer.initial_state()
+  history = []
+  for s in range(steps):
+    state, _ = trainer.train_step_fn(trainer.sparsity.plan(s))(state, trainer.shard(trainer.data.train_batch(s)))
+    history.append(jax.device_get(state.masks))
+  return history
+
+
+def test_compiles_once_per_plan_mdgf_once_sdgf_once_per_frame():
+  traces = []
+  for recipe, expected_plans in (('mdgf_exponential', 1), ('sdgf_stepwise', 3)):
+    config = load_config('digits', f'recipe={recipe},steps=12,finetune=0')
+    trainer = train.Trainer(config, '')
+    original = trainer._train_step
+    count = [0]
+
+    def counting(plan, state, batch, original=original, count=count):
+      count[0] += 1
+      return original(plan, state, batch)
+
+    trainer._train_step = counting
+    _run_steps(trainer, 12)
+    traces.append((recipe, count[0], len({trainer.sparsity.plan(s) for s in range(12)})))
+    assert count[0] == expected_plans, traces
+
+
+def test_mask_update_every_refreshes_on_schedule_and_at_frame_starts():
+  config = load_config('digits', 'recipe=sdgf_stepwise,steps=24,finetune=0')
+  config.sparsity.mask_update_every = 5
+  trainer = train.Trainer(config, '')
+  history = _run_steps(trainer, 24)
+  sp = trainer.sparsity
+  # Frames of 8 steps (3:4, 2:4, 1:4): refreshes at t % 5 == 0 and at frame starts 8 and 16.
+  refresh = {0, 5, 8, 10, 15, 16, 20}
+  for s in range(1, 24):
+    changed = any((history[s][p] != history[s - 1][p]).any() for p in history[s])
+    if s not in refresh:
+      assert not changed, s
+  for s in (8, 16):  # a new pattern always means new masks
+    n, m = sp.plan(s).pattern('ff')
+    for p, mask in history[s].items():
+      assert (np.asarray(nm.group_counts(mask, m)) == n).all()

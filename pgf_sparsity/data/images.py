@@ -82,6 +82,30 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, global_batch: int) -> I
     yield {'image': normalize(img[lo:lo + local]), 'label': lab[lo:lo + local], 'mask': mask[lo:lo + local]}
 
 
+class SyntheticImages:
+  """Fixed random images and labels: for benchmarks, where input cost must not count."""
+
+  def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
+    size, channels = config.get('image_size', 224), config.get('channels', 3)
+    self.num_classes = config.get('num_classes', 1000)
+    self.image_shape = (size, size, channels)
+    self.steps_per_epoch = max(config.get('num_train_examples', 1_281_167) // global_batch, 1)
+    rng = np.random.default_rng(seed)
+    local, local_eval = global_batch // jax.process_count(), eval_batch // jax.process_count()
+    self._train = {'image': rng.uniform(-1, 1, (local,) + self.image_shape).astype(np.float32),
+                   'label': rng.integers(0, self.num_classes, local).astype(np.int32)}
+    self._eval = {'image': rng.uniform(-1, 1, (local_eval,) + self.image_shape).astype(np.float32),
+                  'label': rng.integers(0, self.num_classes, local_eval).astype(np.int32),
+                  'mask': np.ones(local_eval, np.float32)}
+
+  def train_batch(self, step: int):
+    del step
+    return self._train
+
+  def eval_batches(self):
+    yield self._eval
+
+
 class OfflineImages:
   """Train and eval pipelines for an offline dataset named in the config."""
 

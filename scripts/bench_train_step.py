@@ -1,0 +1,120 @@
+"""Train-step time of sparse recipes over dense, measured side by side in one run (interleaved rounds).
+
+  .venv/bin/python scripts/bench_train_step.py                  # the CPU benchmark model (issue #3)
+  .venv/bin/python scripts/bench_train_step.py --model=vit_b16  # ViT-B/16 bf16 at 224 px (for a GPU)
+
+Masks are recomputed at every step (mask_update_every = 1), FF layers sparse. Prints a markdown table with
+ms per step (median over rounds), the ratio to dense, and images/s; with --flops also the model FLOPs
+utilisation against --peak_tflops (FLOPs counted by hand for the dense model).
+"""
+import argparse
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from pgf_sparsity import config_lib
+from pgf_sparsity import train
+
+MODELS = {
+    # The CPU benchmark model: ViT width 384, depth 4, 6 heads, MLP 1536, 64x64 images, patch 8, batch 32.
+    'bench': dict(model=dict(name='vit', variant=None, width=384, depth=4, mlp_dim=1536, num_heads=6,
+                             patch_size=8, pool='gap', dtype='float32'), image_size=64, batch=32),
+    'vit_b16': dict(model=dict(name='vit', variant='B/16', pool='token', dtype='bfloat16'),
+                    image_size=224, batch=256),
+}
+
+
+def make_config(model: str, recipe: str, pattern: str, batch: int) -> ml_collections.ConfigDict:
+  spec = MODELS[model]
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.dataset = dict(name='synthetic', image_size=spec['image_size'], num_classes=1000)
+  config.model = dict(spec['model'], num_classes=1000)
+  config.sparsity = config_lib.sparsity_config(
+      recipe, {'ff': (config_lib.VIT_TARGETS['ff'], pattern if recipe != 'dense' else None)}, alpha=1e-4)
+  config.batch_size = batch or spec['batch']
+  config.eval_batch_size = config.batch_size
+  config.total_steps = 1_000_000
+  config.num_epochs = None
+  config.optimizer = dict(learning_rate=1e-3, warmup_steps=100, weight_decay=0.01, grad_clip_norm=1.0)
+  config.loss = 'sigmoid'
+  config.label_smoothing = 0.0
+  config.mixup_alpha = 0.0
+  config.log_every_steps = 100
+  config.eval_every_steps = 100
+  config.checkpoint_every_steps = 100
+  config.keep_checkpoints = 1
+  return config
+
+
+def model_flops_per_step(trainer) -> float:
+  """Dense ViT training FLOPs per step, counted by hand (XLA's cost analysis misses cuBLAS calls on GPU):
+  3x the forward's 2*MACs of the patch embedding, Q/K/V/out, attention scores and values, MLP and head."""
+  vit = trainer.model
+  size = trainer.data.image_shape[0]
+  patches = (size // vit.patch_size) ** 2
+  tokens = patches + (1 if vit.pool == 'token' else 0)
+  d, f = vit.width, vit.mlp_dim
+  per_layer = 2 * tokens * 4 * d * d + 2 * 2 * tokens * tokens * d + 2 * 2 * tokens * d * f
+  forward = (2 * patches * vit.patch_size ** 2 * trainer.data.image_shape[2] * d + vit.depth * per_layer
+             + 2 * d * vit.num_classes)
+  return 3.0 * forward * trainer.config.batch_size
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument('--model', default='bench', choices=sorted(MODELS))
+  parser.add_argument('--cases', default='dense,static:2:4,static:1:8,static:1:32,static:1:128,'
+                                         'mdgf_exponential:1:32')
+  parser.add_argument('--batch', type=int, default=0)
+  parser.add_argument('--steps', type=int, default=5, help='steps per round')
+  parser.add_argument('--rounds', type=int, default=5)
+  parser.add_argument('--flops', action='store_true')
+  parser.add_argument('--peak_tflops', type=float, default=989.0, help='H100/H200 dense bf16 peak')
+  args = parser.parse_args()
+
+  runs = {}
+  for case in args.cases.split(','):
+    recipe, _, pattern = case.partition(':')
+    config = make_config(args.model, recipe, pattern, args.batch)
+    trainer = train.Trainer(config, '')
+    state = trainer.initial_state()
+    plan = trainer.sparsity.plan(0)
+    step_fn = trainer.train_step_fn(plan)
+    batch = trainer.shard(trainer.data.train_batch(0))
+    for _ in range(3):  # compile and warm up
+      state, metrics = step_fn(state, batch)
+    jax.block_until_ready(metrics)
+    runs[case] = dict(trainer=trainer, state=state, step_fn=step_fn, batch=batch, times=[], config=config)
+
+  for _ in range(args.rounds):
+    for case, run in runs.items():
+      state = run['state']
+      start = time.perf_counter()
+      for _ in range(args.steps):
+        state, metrics = run['step_fn'](state, run['batch'])
+      jax.block_until_ready((state.params, metrics))
+      run['times'].append((time.perf_counter() - start) / args.steps)
+      run['state'] = state
+
+  first = next(iter(runs))
+  dense_ms = 1e3 * float(np.median(runs[first]['times']))
+  batch = runs[first]['config'].batch_size
+  flops = model_flops_per_step(runs[first]['trainer']) if args.flops else None
+  print(f'{args.model}: batch {batch}, {jax.devices()[0].device_kind} x{jax.device_count()}, '
+        f'{args.rounds} rounds x {args.steps} steps, masks refreshed every step\n')
+  header = '| case | ms/step | ratio to ' + first + ' | images/s |' + (' MFU |' if flops else '')
+  print(header)
+  print('|---' * (header.count('|') - 1) + '|')
+  for case, run in runs.items():
+    ms = 1e3 * float(np.median(run['times']))
+    row = f'| {case} | {ms:.2f} | {ms / dense_ms:.3f} | {batch / ms * 1e3:.0f} |'
+    if flops:
+      row += f' {flops / (ms * 1e-3) / (args.peak_tflops * 1e12):.3f} |'
+    print(row, flush=True)
+
+
+if __name__ == '__main__':
+  main()
