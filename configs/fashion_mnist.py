@@ -41,6 +41,7 @@ def get_config(arg=None):
                           grad_clip_norm=1.0)
   config.loss = 'softmax'
   config.label_smoothing = 0.0
+  config.nonfinite = 'stop'  # or 'skip': drop updates with a non-finite loss or gradient
   config.mixup_alpha = 0.0
   config.log_every_steps = 10 if a.runlocal else 100
   config.eval_every_steps = 30 if a.runlocal else 1000

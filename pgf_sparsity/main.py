@@ -1,5 +1,6 @@
 """Entry point: python -m pgf_sparsity.main --config=configs/X.py[:args] --workdir=DIR [--config.k=v]."""
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -11,7 +12,36 @@ config_flags.DEFINE_config_file('config', None, 'Training configuration file (fi
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl, TensorBoard and config.json.')
 flags.DEFINE_integer('max_steps_this_run', None, 'Stop (checkpointed) after this many steps; rerun to resume.')
+flags.DEFINE_bool('force_resume', False, 'Continue a workdir whose run used another config.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _one_line(error: BaseException) -> str:
+  """The informative line of an error (config_flags wraps config-file errors with their traceback)."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  for line in reversed(lines):
+    for prefix in ('ValueError: ', 'FileNotFoundError: ', 'KeyError: ', 'TypeError: ', 'AttributeError: '):
+      if line.startswith(prefix):
+        return line[len(prefix):]
+  if any('No such file or directory' in l for l in lines):
+    return next(l for l in lines if 'No such file or directory' in l)
+  return lines[-1] if lines else type(error).__name__
+
+
+def parse_flags(argv):
+  """absl parsing, plus the config file and its overrides, with bad input reported on one line."""
+  try:
+    rest = FLAGS(argv)
+    config = FLAGS.config  # config_flags loads the file and applies --config.* overrides lazily
+    if config is None:
+      raise ValueError('--config is required')
+    config.keys()  # a config that failed to load raises only when used
+  except (flags.Error, ValueError, KeyError, TypeError, AttributeError, OSError) as e:
+    message = _one_line(e)
+    if isinstance(e, AttributeError) and '--config.' in ' '.join(argv):
+      message = f'unknown config key in an override: {message}'
+    _fail(f'error: {message}', 2)
+  return rest
 
 
 def main(argv):
@@ -25,13 +55,22 @@ def main(argv):
     jax.distributed.initialize()
   from pgf_sparsity import train  # pylint: disable=g-import-not-at-top
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(), jax.devices())
+  from pgf_sparsity import checkpoints  # pylint: disable=g-import-not-at-top
   try:
     _, results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                                            max_steps_this_run=FLAGS.max_steps_this_run)
-  except (ValueError, FileNotFoundError) as e:
-    raise app.UsageError(str(e)) from None
+                                          max_steps_this_run=FLAGS.max_steps_this_run,
+                                          force_resume=FLAGS.force_resume)
+  except (ValueError, FileNotFoundError) as e:  # bad input: one line saying what to fix
+    _fail(f'error: {e}', 2)
+  except (train.NonFiniteError, checkpoints.NoUsableCheckpointError) as e:
+    _fail(f'error: {e}', 1)
   logging.info('Final: %s', results)
 
 
+def _fail(message: str, code: int):
+  sys.stderr.write(' '.join(message.split()) + '\n')
+  sys.exit(code)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -4,9 +4,12 @@ evaluation of the exact N:M model, checkpoints.
 One `jax.jit` train step per plan (phase / SDGF frame; see sparsity.StepPlan), data-parallel over a 1-D
 `Mesh` of all devices with `NamedSharding`: parameters replicated, batches split along 'data'.
 """
+import dataclasses
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -29,9 +32,31 @@ from pgf_sparsity.data import images as images_lib
 
 TOP_LEVEL_KEYS = {'seed', 'dataset', 'model', 'sparsity', 'batch_size', 'eval_batch_size', 'total_steps',
                   'num_epochs', 'optimizer', 'loss', 'label_smoothing', 'mixup_alpha', 'log_every_steps',
-                  'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'}
+                  'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'nonfinite'}
+# Keys that may change between a run and its resumption: they do not change what is trained.
+RESUMABLE_CHANGES = {'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
+                     'eval_batch_size'}
+NONFINITE_POLICIES = ('stop', 'skip')
 OPTIMIZER_KEYS = {'learning_rate', 'init_learning_rate', 'min_learning_rate', 'warmup_steps',
                   'warmup_epochs', 'cooldown_epochs', 'weight_decay', 'b1', 'b2', 'eps', 'grad_clip_norm'}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+  """What a run's shapes depend on besides the config; saved as DIR/run_info.json."""
+  image_shape: Tuple[int, ...]
+  num_classes: int
+  steps_per_epoch: int
+
+  @classmethod
+  def load(cls, workdir: str) -> 'RunInfo':
+    with open(os.path.join(workdir, 'run_info.json')) as f:
+      info = json.load(f)
+    return cls(tuple(info['image_shape']), int(info['num_classes']), int(info['steps_per_epoch']))
+
+  def save(self, workdir: str) -> None:
+    with open(os.path.join(workdir, 'run_info.json'), 'w') as f:
+      json.dump(dataclasses.asdict(self), f)
 
 
 @flax.struct.dataclass
@@ -41,6 +66,11 @@ class TrainState:
   opt_state: Any
   masks: Dict[str, jax.Array]  # the masks of the last sparse step (all True before the sparse phase)
   rng: jax.Array
+  nonfinite_step: jax.Array  # first step with a non-finite loss or gradient, -1 if none
+
+
+class NonFiniteError(RuntimeError):
+  pass
 
 
 def validate_config(config) -> None:
@@ -65,6 +95,8 @@ def validate_config(config) -> None:
     raise ValueError(f'config.label_smoothing must lie in [0, 1), got {config.label_smoothing}.')
   if config.mixup_alpha < 0:
     raise ValueError(f'config.mixup_alpha must be >= 0, got {config.mixup_alpha}.')
+  if config.get('nonfinite', 'stop') not in NONFINITE_POLICIES:
+    raise ValueError(f'config.nonfinite must be one of {NONFINITE_POLICIES}, got {config.nonfinite!r}.')
 
 
 def build_data(config):
@@ -124,11 +156,13 @@ def per_example_loss(logits, labels_onehot, loss_kind: str, label_smoothing: flo
 class Trainer:
   """Holds what the step functions close over; `train_and_evaluate` drives it."""
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config, workdir: str, data: Any = None):
+    """`data` defaults to the config's dataset; anything with image_shape, num_classes and steps_per_epoch
+    (a RunInfo) will do where no training or evaluation happens, e.g. when exporting."""
     validate_config(config)
     self.config = config
     self.workdir = workdir
-    self.data = build_data(config)
+    self.data = build_data(config) if data is None else data
     steps_per_epoch = self.data.steps_per_epoch
     self.total_steps = (config.total_steps if config.get('total_steps') is not None
                         else int(round(config.num_epochs * steps_per_epoch)))
@@ -160,7 +194,8 @@ class Trainer:
     init_rng, state_rng = jax.random.split(rng)
     params = self.model.init(init_rng, self._dummy)['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
-                      masks=self.sparsity.all_kept_masks(params), rng=state_rng)
+                      masks=self.sparsity.all_kept_masks(params), rng=state_rng,
+                      nonfinite_step=jnp.full((), -1, jnp.int32))
 
   def initial_state(self) -> TrainState:
     init = jax.jit(self._init_state, out_shardings=self.replicated)
@@ -214,7 +249,15 @@ class Trainer:
       flips = sum(jnp.sum(masks[p] != state.masks[p]) for p in masks)
       step_metrics['mask_flip_rate'] = flips / sum(m.size for m in masks.values())
     new_masks = masks if masks is not None else state.masks
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, masks=new_masks)
+    finite = jnp.isfinite(loss) & jnp.isfinite(step_metrics['grad_norm'])
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, masks=new_masks,
+                              nonfinite_step=jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
+                                                       state.nonfinite_step))
+    if config.get('nonfinite', 'stop') == 'skip':  # keep the previous parameters and optimizer state
+      keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+      new_state = new_state.replace(params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
+                                    masks=keep(new_masks, state.masks))
+      step_metrics['skipped_updates'] = 1.0 - finite.astype(jnp.float32)
     return new_state, step_metrics
 
   def train_step_fn(self, plan):
@@ -258,30 +301,86 @@ class Trainer:
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
 
 
+def check_workdir(config, workdir: str, force_resume: bool) -> None:
+  """Before anything is written: the workdir must be writable, and a run it holds must match the config."""
+  probe = workdir
+  while probe and not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if probe and (not os.path.isdir(probe) or not os.access(probe, os.W_OK)):
+    raise ValueError(f'workdir {workdir!r} cannot be created or written ({probe!r} is not a writable '
+                     'directory).')
+  saved_path = os.path.join(workdir, 'config.json')
+  if force_resume or not os.path.exists(saved_path):
+    return
+  with open(saved_path) as f:
+    saved = json.load(f)
+  current = json.loads(config.to_json_best_effort())
+  differing = sorted(k for k in set(saved) | set(current)
+                     if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  if differing:
+    raise ValueError(f'workdir {workdir!r} holds a run with another config (differs in {differing}); use a new '
+                     'workdir, or pass --force_resume to continue it with this config.')
+
+
+def _truncate_metrics(workdir: str, step: int) -> None:
+  """Drops metrics.jsonl records past the restored step, so that a resumed run's metrics continue."""
+  records = [r for r in metrics_lib.read_jsonl(workdir) if r['step'] <= step]
+  if jax.process_index() == 0 and os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in records)
+
+
+class _Preemption:
+  """SIGTERM (a preemption notice) asks the loop to checkpoint and return at the next step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       max_steps_this_run: Optional[int] = None) -> Tuple[TrainState, Dict[str, Any]]:
-  """Trains (resuming from the workdir's latest checkpoint), evaluates, checkpoints.
+                       max_steps_this_run: Optional[int] = None,
+                       force_resume: bool = False) -> Tuple[TrainState, Dict[str, Any]]:
+  """Trains (resuming from the workdir's newest good checkpoint), evaluates, checkpoints.
 
   `max_steps_this_run` stops after that many steps (checkpointed), for job chaining on time-limited slots;
-  the next call resumes. Returns the final state and {'train': last logged train metrics, 'eval': the
-  last evaluation}.
+  SIGTERM does the same at the next step. The next call resumes. A workdir holding a run of another config
+  is refused unless `force_resume`. Returns the final state and {'train': last logged train metrics,
+  'eval': the last evaluation, 'preempted': whether SIGTERM stopped the run}.
   """
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   trainer = Trainer(config, workdir)
+  check_workdir(config, workdir, force_resume)
   os.makedirs(workdir, exist_ok=True)
-  logger = metrics_lib.MetricsLogger(workdir)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
-
-  if ckpt.latest_step() is not None:
-    state = ckpt.restore(trainer.abstract_state())
-    logging.info('Resumed from checkpoint at step %d.', int(state.step))
+  state, restored_step = ckpt.restore_latest_good(trainer.abstract_state())
+  if state is not None:
+    logging.info('Resumed from checkpoint at step %d.', restored_step)
+    _truncate_metrics(workdir, restored_step)
   else:
     state = trainer.initial_state()
     parameter_overview.log_parameter_overview(state.params)
     logging.info('Sparse kernels: %s', trainer.sparsity.sparse_paths)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+    RunInfo(tuple(int(d) for d in trainer.data.image_shape), trainer.num_classes,
+            trainer.data.steps_per_epoch).save(workdir)
+  logger = metrics_lib.MetricsLogger(workdir)
   total = trainer.total_steps
   step = int(state.step)
   stop = total if max_steps_this_run is None else min(total, step + max_steps_this_run)
@@ -290,39 +389,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   pending, last_train, final_eval = [], {}, {}
   last_log_time, last_log_step = time.time(), step
   previous_masks = None
+  stop_on_nonfinite = config.get('nonfinite', 'stop') == 'stop'
 
-  while step < stop:
-    plan = sp.plan(step)
-    end = min(sp.plan_end(step), stop)
-    logging.info('Steps %d..%d: %s', step, end, plan)
-    step_fn = trainer.train_step_fn(plan)
-    for s in range(step, end):
-      state, step_metrics = step_fn(state, trainer.shard(trainer.data.train_batch(s)))
-      pending.append(step_metrics)
-      done = s + 1
-      report(done)
-      if done % config.log_every_steps == 0 or done == total:
-        scalars = metrics_lib.mean_of(pending)
-        now = time.time()
-        scalars['steps_per_second'] = (done - last_log_step) / max(now - last_log_time, 1e-9)
-        last_log_time, last_log_step = now, done
-        scalars['phase'] = {'dense': 0.0, 'sparse': 1.0, 'finetune': 2.0}[plan.phase]
-        if plan.sparse and sp.sparse_paths:
-          summary = sp.summary(state.params, state.masks, plan, scalars['beta'], previous_masks)
-          scalars.update({k: v for k, v in summary.items() if not k.startswith('nm_exact/')})
-          scalars['nm_exact'] = float(np.mean([v for k, v in summary.items() if k.startswith('nm_exact/')]))
-          previous_masks = jax.device_get(state.masks)
-        logger.write(done, 'train', scalars)
-        last_train, pending = scalars, []
-      if done % config.eval_every_steps == 0 or done == total:
-        final_eval = trainer.evaluate(state.params)
-        logger.write(done, 'eval', final_eval)
-      if done % config.checkpoint_every_steps == 0 or done == stop:
-        ckpt.save(done, state)
-    step = end
+  def check_finite(state):
+    bad = int(state.nonfinite_step)
+    if stop_on_nonfinite and bad >= 0:
+      ckpt.close()
+      raise NonFiniteError(f'Non-finite loss or gradients at step {bad}; stopped without saving. The last good '
+                           f'checkpoint is step {ckpt.latest_step()}. Lower the learning rate, or set '
+                           'config.nonfinite="skip" to skip such updates.')
 
+  with _Preemption() as preemption:
+    while step < stop and not preemption.requested:
+      plan = sp.plan(step)
+      end = min(sp.plan_end(step), stop)
+      logging.info('Steps %d..%d: %s', step, end, plan)
+      step_fn = trainer.train_step_fn(plan)
+      for s in range(step, end):
+        state, step_metrics = step_fn(state, trainer.shard(trainer.data.train_batch(s)))
+        pending.append(step_metrics)
+        done = s + 1
+        report(done)
+        if done % config.log_every_steps == 0 or done == total:
+          check_finite(state)
+          scalars = metrics_lib.mean_of(pending)
+          now = time.time()
+          scalars['steps_per_second'] = (done - last_log_step) / max(now - last_log_time, 1e-9)
+          last_log_time, last_log_step = now, done
+          scalars['phase'] = {'dense': 0.0, 'sparse': 1.0, 'finetune': 2.0}[plan.phase]
+          if plan.sparse and sp.sparse_paths:
+            summary = sp.summary(state.params, state.masks, plan, scalars['beta'], previous_masks)
+            scalars.update({k: v for k, v in summary.items() if not k.startswith('nm_exact/')})
+            scalars['nm_exact'] = float(np.mean([v for k, v in summary.items() if k.startswith('nm_exact/')]))
+            previous_masks = jax.device_get(state.masks)
+          logger.write(done, 'train', scalars)
+          last_train, pending = scalars, []
+        if done % config.eval_every_steps == 0 or done == total:
+          final_eval = trainer.evaluate(state.params)
+          logger.write(done, 'eval', final_eval)
+        if done % config.checkpoint_every_steps == 0 or done == stop or preemption.requested:
+          check_finite(state)
+          ckpt.save(done, state)
+        if preemption.requested:
+          logging.warning('SIGTERM: saved a checkpoint at step %d and stopped; rerun to resume.', done)
+          break
+      step = int(state.step)
+
+  check_finite(state)
   if not final_eval:  # resumed a finished run, or stopped between evaluations
     final_eval = trainer.evaluate(state.params)
   logger.flush()
   ckpt.close()
-  return state, {'train': last_train, 'eval': final_eval}
+  return state, {'train': last_train, 'eval': final_eval, 'preempted': preemption.requested}

@@ -102,6 +102,7 @@ def test_eight_devices_match_one_device(tmp_path):
     (lambda c: c.sparsity.update(gradient_flow='half'), 'gradient_flow'),
     (lambda c: c.model.update(name='resnet'), 'model.name'),
     (lambda c: c.optimizer.update(momentum=0.9), 'optimizer keys'),
+    (lambda c: c.update(nonfinite='maybe'), 'nonfinite'),
 ])
 def test_bad_config_fails_before_training(override, message, tmp_path):
   config = load_config('digits')

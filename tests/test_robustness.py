@@ -1,0 +1,271 @@
+"""Preemption, kill -9 at random points, corrupt checkpoints, non-finite values, incompatible resumes,
+the export round trip, and a catalogue of malformed invocations."""
+import concurrent.futures
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from pgf_sparsity import checkpoints
+from pgf_sparsity import export
+from pgf_sparsity import metrics
+from pgf_sparsity import nm
+from pgf_sparsity import train
+from pgf_sparsity import tree_paths
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import ROOT, load_config  # noqa: E402
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu')
+RUN_ARG = 'recipe=sdgf_stepwise,steps=600'
+RUN_FLAGS = ['--config.checkpoint_every_steps=25', '--config.log_every_steps=25', '--config.eval_every_steps=200']
+
+
+def run_config(arg=RUN_ARG):
+  config = load_config('digits', arg)
+  config.checkpoint_every_steps, config.log_every_steps, config.eval_every_steps = 25, 25, 200
+  return config
+
+
+def main_cmd(workdir, arg=RUN_ARG, extra=()):
+  return [sys.executable, '-m', 'pgf_sparsity.main', f'--config=configs/digits.py:{arg}', f'--workdir={workdir}',
+          *RUN_FLAGS, *extra]
+
+
+def restored_params(config, workdir):
+  trainer = train.Trainer(config, str(workdir))
+  ckpt = checkpoints.Checkpointer(str(workdir))
+  state, step = ckpt.restore_latest_good(trainer.abstract_state())
+  ckpt.close()
+  return jax.device_get(state.params), step
+
+
+def assert_same_params(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  state, _ = train.train_and_evaluate(run_config(), str(workdir))
+  return jax.device_get(state.params), workdir
+
+
+def wait_for_checkpoint_after(workdir, step, timeout=120):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    ckpt_dir = os.path.join(workdir, 'checkpoints')
+    steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
+    if steps and max(steps) > step:
+      return max(steps)
+    time.sleep(0.05)
+  raise TimeoutError('no new checkpoint')
+
+
+@pytest.mark.slow
+def test_sigterm_and_kill_9_at_random_points_resume_bit_identical(uninterrupted, tmp_path):
+  reference, _ = uninterrupted
+  workdir = str(tmp_path / 'interrupted')
+  rng = random.Random(0)
+  last = 0
+  for signum in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL):
+    proc = subprocess.Popen(main_cmd(workdir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    last = wait_for_checkpoint_after(workdir, last)
+    time.sleep(rng.uniform(0.0, 0.6))
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    if signum == signal.SIGTERM:
+      assert proc.returncode == 0, err[-2000:]
+      assert 'SIGTERM: saved a checkpoint' in err
+    else:
+      assert proc.returncode == -signal.SIGKILL
+    steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+    assert steps and steps[-1] < 600, steps
+    last = steps[-1]
+  finish = subprocess.run(main_cmd(workdir), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+  assert finish.returncode == 0, finish.stderr[-2000:]
+  params, step = restored_params(run_config(), workdir)
+  assert step == 600
+  assert_same_params(params, reference)
+  train_steps = [r['step'] for r in metrics.read_jsonl(workdir) if r['split'] == 'train']
+  assert train_steps == list(range(25, 601, 25))  # metrics continue: no gaps, no duplicates
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(uninterrupted, tmp_path):
+  reference, _ = uninterrupted
+  workdir = str(tmp_path / 'corrupt')
+  config = run_config()
+  train.train_and_evaluate(config, workdir, max_steps_this_run=100)
+  state_dir = os.path.join(workdir, 'checkpoints', '100', 'state')
+  files = [os.path.join(d, f) for d, _, fs in os.walk(state_dir) for f in fs]
+  biggest = max(files, key=os.path.getsize)
+  with open(biggest, 'r+b') as f:
+    size = os.path.getsize(biggest)
+    f.seek(size // 2)
+    f.write(os.urandom(min(64, size - size // 2)))
+  state, _ = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 600
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints_unusable', '100'))
+  assert_same_params(jax.device_get(state.params), reference)
+
+
+def test_non_finite_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = load_config('digits', 'steps=60')
+  config.optimizer.learning_rate = 1e12
+  config.optimizer.warmup_steps = 0
+  config.checkpoint_every_steps = 5
+  config.log_every_steps = 5
+  with pytest.raises(train.NonFiniteError, match=r'Non-finite loss or gradients at step \d+'):
+    train.train_and_evaluate(config, str(tmp_path / 'stop'))
+  ckpt = checkpoints.Checkpointer(str(tmp_path / 'stop'))
+  for step in ckpt.all_steps():  # whatever was saved is finite
+    trainer = train.Trainer(config, '')
+    state = ckpt.restore(trainer.abstract_state(), step)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+  ckpt.close()
+
+  config.nonfinite = 'skip'
+  state, results = train.train_and_evaluate(config, str(tmp_path / 'skip'))
+  assert int(state.step) == 60
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+  skipped = [r['skipped_updates'] for r in metrics.read_jsonl(str(tmp_path / 'skip')) if r['split'] == 'train']
+  assert max(skipped) > 0
+
+
+def test_incompatible_resume_is_refused_unless_forced(tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(load_config('digits', 'steps=20'), workdir)
+  before = sorted(os.listdir(workdir))
+  with pytest.raises(ValueError, match=r"another config \(differs in \['sparsity'\]\)"):
+    train.train_and_evaluate(load_config('digits', 'steps=20,ff=1:8'), workdir)
+  assert sorted(os.listdir(workdir)) == before
+  changed_logging = load_config('digits', 'steps=20')
+  changed_logging.log_every_steps = 5  # allowed: does not change what is trained
+  train.train_and_evaluate(changed_logging, workdir)
+  state, _ = train.train_and_evaluate(load_config('digits', 'steps=20,ff=1:8'), workdir, force_resume=True)
+  assert int(state.step) == 20
+
+
+def test_export_round_trip_is_exactly_n_m_and_computes_the_same_logits(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = load_config('digits', 'steps=40,qkv=2:4')
+  state, _ = train.train_and_evaluate(config, workdir)
+  report = export.export(workdir, str(tmp_path / 'model.npz'))
+  assert report['sparse_kernels'] == 5 and report['packed_bytes'] < report['dense_bytes']
+  params, meta = export.load(str(tmp_path / 'model.npz'))
+  assert meta['step'] == 40
+  trainer = train.Trainer(config, '')
+  plan = trainer.sparsity.final_plan()
+  masks = trainer.sparsity.masks(state.params, plan)
+  flat = tree_paths.flatten(params)
+  for path, spec in meta['patterns'].items():
+    groups = np.asarray(nm.group_counts(flat[path] != 0, spec['m']))
+    assert (groups <= spec['n']).all() and (np.asarray(nm.group_counts(masks[path], spec['m'])) == spec['n']).all()
+  x = trainer.data.train_batch(0)['image']
+  exact = trainer.model.apply({'params': state.params, 'sparsity': trainer.sparsity.collection(masks, 0.0)}, x)
+  np.testing.assert_allclose(trainer.model.apply({'params': params}, x), exact, rtol=1e-5, atol=1e-5)
+
+
+# ---- the bad-input catalogue ----
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('finished')
+  train.train_and_evaluate(load_config('digits', 'steps=20'), str(workdir))
+  return str(workdir)
+
+
+def snapshot(path):
+  return sorted((os.path.relpath(os.path.join(d, f), path), os.path.getsize(os.path.join(d, f)),
+                 os.path.getmtime(os.path.join(d, f))) for d, _, fs in os.walk(path) for f in fs)
+
+
+def catalogue(w, tmp):
+  digits = 'configs/digits.py'
+  a_file = os.path.join(tmp, 'a_file')
+  truncated = os.path.join(tmp, 'truncated.npz')
+  main = lambda *args, workdir=w: ['pgf_sparsity.main', *args] + ([f'--workdir={workdir}'] if workdir else [])
+  cfg = lambda arg='': f'--config={digits}' + (f':{arg}' if arg else '')
+  return [
+      (main(workdir=None), 'must have a value other than None'),
+      (['pgf_sparsity.main', cfg()], 'workdir'),
+      (main('--config=configs/nonexistent.py'), 'No such file'),
+      (main(cfg('foo=1')), "Unknown config argument 'foo'"),
+      (main(cfg('ff=1-8')), 'N:M pattern looks like'),
+      (main(cfg('ff=0:4')), 'need 0 < N <= M'),
+      (main(cfg('ff=5:4')), 'need 0 < N <= M'),
+      (main(cfg('ff=1:5')), 'does not divide'),
+      (main(cfg('qkv=1:64')), 'does not divide'),
+      (main(cfg('recipe=magnitude')), 'sparsity.recipe'),
+      (main(cfg('flow=half')), 'gradient_flow'),
+      (main(cfg('recipe=srste')), 'straight-through'),
+      (main(cfg('recipe=mdgf_linear,alpha=-1')), 'alpha'),
+      (main(cfg('dense=0.7,finetune=0.5')), 'exceed'),
+      (main(cfg('dense=1.5')), 'fraction must lie'),
+      (main(cfg('recipe=sdgf_stepwise,ff=3:4')), 'powers of two'),
+      (main(cfg('steps=abc')), 'invalid literal'),
+      (main(cfg(), '--config.batch_size=0'), 'batch_size'),
+      (main(cfg(), '--config.batch_size=abc'), 'invalid literal'),
+      (main(cfg(), '--config.nope=1'), 'unknown config key'),
+      (main(cfg(), '--config.optimizer.momentum=0.9'), 'unknown config key'),
+      (main(cfg(), '--config.model.name=resnet'), 'model.name'),
+      (main(cfg(), '--config.model.width=30'), 'does not divide'),
+      (main(cfg(), '--config.model.patch_size=3'), 'not divisible by patch size'),
+      (main(cfg(), '--config.loss=hinge'), 'config.loss'),
+      (main(cfg(), '--config.dataset.name=cifar10'), 'Unknown offline dataset'),
+      (main(cfg(), '--config.label_smoothing=1.5'), 'label_smoothing'),
+      (main(cfg(), '--config.mixup_alpha=-1.0'), 'mixup_alpha'),
+      (main(cfg(), '--config.sparsity.mask_update_every=0'), 'mask_update_every'),
+      (main(cfg(), '--config.nonfinite=maybe'), 'nonfinite'),
+      (main(cfg(), '--config.sparsity.targets.ff.regex=.*/nothing/kernel'), 'matches no parameter'),
+      (main(cfg(), '--config.sparsity.group_axis=diag'), 'group_axis'),
+      (main('--config=configs/vit_i1k.py', f'--config.dataset.tfds_data_dir={tmp}'), 'not prepared'),
+      (main(cfg(), workdir=os.path.join(a_file, 'sub')), 'cannot be created or written'),
+      (main(cfg('ff=1:8')), 'another config'),
+      (main(cfg(), '--max_steps_this_run=abc'), 'invalid literal'),
+      (['pgf_sparsity.export', f'--workdir={os.path.join(tmp, "nothing")}', '--output=x.npz'], 'holds no training run'),
+      (['pgf_sparsity.export', f'--verify={truncated}'], 'not a readable'),
+      (['pgf_sparsity.export', f'--verify={a_file}'], 'not a readable'),
+      (['pgf_sparsity.export', f'--workdir={w}', '--output=/nonexistent_dir/x.npz'], 'not a writable directory'),
+      (['pgf_sparsity.export'], 'give --workdir'),
+  ]
+
+
+@pytest.mark.slow
+def test_bad_input_catalogue(finished_run, tmp_path):
+  tmp = str(tmp_path)
+  with open(os.path.join(tmp, 'a_file'), 'w') as f:
+    f.write('not a directory, not an npz\n')
+  export.export(finished_run, os.path.join(tmp, 'good.npz'))
+  with open(os.path.join(tmp, 'good.npz'), 'rb') as f:
+    data = f.read()
+  with open(os.path.join(tmp, 'truncated.npz'), 'wb') as f:
+    f.write(data[:len(data) // 2])
+  before = snapshot(finished_run)
+  cases = catalogue(finished_run, tmp)
+  assert len(cases) >= 30
+
+  def run(case):
+    args, expected = case
+    start = time.time()
+    proc = subprocess.run([sys.executable, '-m', *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    return args, expected, proc, time.time() - start
+
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    results = list(pool.map(run, cases))
+  failures = []
+  for args, expected, proc, seconds in results:
+    errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+    if proc.returncode == 0 or len(errors) != 1 or expected not in errors[0] or seconds > 60:
+      failures.append((args, expected, proc.returncode, round(seconds, 1), errors or proc.stderr[-800:]))
+  assert not failures, failures
+  assert snapshot(finished_run) == before
