@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     'scikit-learn==1.9.1',
 ]
 TESTS_REQUIRE = ['pytest==9.2.0', 'hypothesis==6.170.17']
+SCRIPTS_REQUIRE = ['matplotlib==3.11.2']  # scripts/plot.py
 
 setuptools.setup(
     name='pgf_sparsity',
@@ -26,5 +27,5 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['pgf_sparsity', 'pgf_sparsity.*']),
     python_requires='>=3.11',
     install_requires=INSTALL_REQUIRES,
-    extras_require={'test': TESTS_REQUIRE},
+    extras_require={'test': TESTS_REQUIRE + SCRIPTS_REQUIRE, 'scripts': SCRIPTS_REQUIRE},
 )

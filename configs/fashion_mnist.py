@@ -5,7 +5,8 @@ r"""The offline default: a small ViT on Fashion-MNIST, MDGF-Exponential at 1:8 o
       --workdir=workdirs/fmnist_srste
 
 Arguments: recipe, ff, qkv, attn_out (N:M or none), flow (decayed|ste), alpha (0: decays beta to 0.01 at
-80% of the sparse phase), dense, finetune (fractions), steps, seed, runlocal (a seconds-long smoke run).
+80% of the sparse phase), dense, finetune (fractions), steps, seed, size (base: width 96, depth 3, patch 4;
+small: width 64, depth 2, patch 7, the small-scale study's model), runlocal (a seconds-long smoke run).
 Needs the data from `bash scripts/get_data.sh`.
 """
 import math
@@ -15,18 +16,25 @@ import ml_collections
 from pgf_sparsity import config_lib
 
 
+SIZES = {
+    'base': dict(width=96, depth=3, mlp_dim=384, num_heads=3, patch_size=4),
+    'small': dict(width=64, depth=2, mlp_dim=256, num_heads=2, patch_size=7),
+}
+
+
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, recipe='mdgf_exponential', ff='1:8', qkv='none', attn_out='none',
                            flow='decayed', alpha=0.0, dense=0.0, finetune=0.1, steps=3000, seed=0,
-                           runlocal=False)
+                           size='base', runlocal=False)
+  if a.size not in SIZES:
+    raise ValueError(f'size must be one of {sorted(SIZES)}, got {a.size!r}.')
   steps = 30 if a.runlocal else a.steps
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='fashion_mnist', data_dir='', flip=True, pad=0, train_examples=0,
                         eval_examples=0)
-  config.model = dict(name='vit', variant=None, num_classes=10, width=96, depth=3, mlp_dim=384, num_heads=3,
-                      patch_size=4, pool='gap', dropout=0.0, attention_dropout=0.0, stochastic_depth=0.0,
-                      dtype='float32')
+  config.model = dict(name='vit', variant=None, num_classes=10, **SIZES[a.size], pool='gap', dropout=0.0,
+                      attention_dropout=0.0, stochastic_depth=0.0, dtype='float32')
   sparse_steps = steps * (1.0 - a.dense - a.finetune)
   alpha = a.alpha or math.log(100.0) / max(0.8 * sparse_steps, 1.0)
   config.sparsity = config_lib.sparsity_config(
@@ -41,6 +49,7 @@ def get_config(arg=None):
                           grad_clip_norm=1.0)
   config.loss = 'softmax'
   config.label_smoothing = 0.0
+  config.diagnostics_every_steps = 0  # > 0: the gradient-noise diagnostic every that many steps
   config.nonfinite = 'stop'  # or 'skip': drop updates with a non-finite loss or gradient
   config.mixup_alpha = 0.0
   config.log_every_steps = 10 if a.runlocal else 100

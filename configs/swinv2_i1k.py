@@ -38,6 +38,7 @@ def get_config(arg=None):
                           warmup_epochs=20.0, weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=5.0)
   config.loss = 'softmax'
   config.label_smoothing = 0.1
+  config.diagnostics_every_steps = 0  # > 0: the gradient-noise diagnostic every that many steps
   config.nonfinite = 'stop'  # or 'skip': drop updates with a non-finite loss or gradient
   config.mixup_alpha = 0.8
   config.log_every_steps = 100

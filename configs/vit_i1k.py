@@ -43,6 +43,7 @@ def get_config(arg=None):
                           b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=1.0)
   config.loss = 'sigmoid'
   config.label_smoothing = 0.0
+  config.diagnostics_every_steps = 0  # > 0: the gradient-noise diagnostic every that many steps
   config.nonfinite = 'stop'  # or 'skip': drop updates with a non-finite loss or gradient
   config.mixup_alpha = 0.5
   config.log_every_steps = 100

@@ -220,7 +220,7 @@ class Sparsity:
     pattern of every frame against every selected kernel, before anything is compiled."""
     flat = tree_paths.flatten(params)
     bound = {}
-    for t in (self.targets if self.recipe != 'dense' else ()):
+    for t in self.targets:
       regex = re.compile(t.regex)
       hits = [p for p in flat if regex.fullmatch(p)]
       if not hits:
@@ -243,14 +243,22 @@ class Sparsity:
           except ValueError as e:
             raise ValueError(f'sparsity.targets.{t.name} at {path}, pattern {n}:{m}: {e}') from None
         bound[path] = (t, axes)
-    self._bound = bound
-    return bound
+    self._targeted = tuple(sorted(bound))  # the layers the targets name, sparse or not (dense recipe)
+    self._bound = bound if self.recipe != 'dense' else {}
+    return self._bound
 
   @property
   def sparse_paths(self) -> Tuple[str, ...]:
     if self._bound is None:
       raise RuntimeError('Call Sparsity.bind(params) first.')
     return tuple(sorted(self._bound))
+
+  @property
+  def targeted_paths(self) -> Tuple[str, ...]:
+    """Kernels the targets select, also under the dense recipe (for diagnostics and comparisons)."""
+    if self._bound is None:
+      raise RuntimeError('Call Sparsity.bind(params) first.')
+    return self._targeted
 
   def all_kept_masks(self, params) -> Dict[str, jax.Array]:
     """All-True masks: the state of the masks before the sparse phase starts."""

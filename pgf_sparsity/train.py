@@ -25,17 +25,21 @@ from clu import parameter_overview
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from pgf_sparsity import checkpoints
+from pgf_sparsity import diagnostics as diagnostics_lib
+from pgf_sparsity import flops as flops_lib
 from pgf_sparsity import metrics as metrics_lib
 from pgf_sparsity import models
 from pgf_sparsity import sparsity as sparsity_lib
+from pgf_sparsity import tree_paths
 from pgf_sparsity.data import images as images_lib
 
 TOP_LEVEL_KEYS = {'seed', 'dataset', 'model', 'sparsity', 'batch_size', 'eval_batch_size', 'total_steps',
                   'num_epochs', 'optimizer', 'loss', 'label_smoothing', 'mixup_alpha', 'log_every_steps',
-                  'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'nonfinite'}
+                  'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'nonfinite',
+                  'diagnostics_every_steps'}
 # Keys that may change between a run and its resumption: they do not change what is trained.
 RESUMABLE_CHANGES = {'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
-                     'eval_batch_size'}
+                     'eval_batch_size', 'diagnostics_every_steps'}
 NONFINITE_POLICIES = ('stop', 'skip')
 OPTIMIZER_KEYS = {'learning_rate', 'init_learning_rate', 'min_learning_rate', 'warmup_steps',
                   'warmup_epochs', 'cooldown_epochs', 'weight_decay', 'b1', 'b2', 'eps', 'grad_clip_norm'}
@@ -86,6 +90,9 @@ def validate_config(config) -> None:
   for key in ('batch_size', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ValueError(f'config.{key} must be a positive integer, got {config[key]!r}.')
+  every = config.get('diagnostics_every_steps', 0)
+  if not isinstance(every, int) or every < 0:
+    raise ValueError(f'config.diagnostics_every_steps must be an integer >= 0 (0: off), got {every!r}.')
   if (config.get('total_steps') is None) == (config.get('num_epochs') is None):
     raise ValueError('Give exactly one of config.total_steps and config.num_epochs.')
   if config.batch_size % jax.device_count():
@@ -218,7 +225,7 @@ class Trainer:
     beta = sp.beta(state.step, plan)
     return masks, beta, {'sparsity': sp.collection(masks, beta)}
 
-  def _train_step(self, plan, state: TrainState, batch):
+  def _train_step(self, plan, diagnostics: bool, state: TrainState, batch):
     config = self.config
     masks, beta, extra = self._sparsity_for(state, plan)
     rng = jax.random.fold_in(state.rng, state.step)
@@ -258,15 +265,28 @@ class Trainer:
       new_state = new_state.replace(params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
                                     masks=keep(new_masks, state.masks))
       step_metrics['skipped_updates'] = 1.0 - finite.astype(jnp.float32)
-    return new_state, step_metrics
+    if not diagnostics:
+      return new_state, step_metrics
+    # The gradient that reaches each targeted kernel after the recipe's flow, for the noise diagnostic.
+    flowed = grads
+    if masks is not None:
+      flowed, _ = self.sparsity.transform().update(grads, (), state.params, nm_masks=masks, nm_beta=beta)
+    flat = tree_paths.flatten(flowed)
+    paths = self.sparsity.targeted_paths
+    diag = {'grads': {p: flat[p] for p in paths},
+            'masks': {p: (masks[p] if masks is not None else jnp.ones(flat[p].shape, bool)) for p in paths}}
+    return new_state, step_metrics, diag
 
-  def train_step_fn(self, plan):
-    if plan not in self._train_steps:
-      self._train_steps[plan] = jax.jit(
-          functools.partial(self._train_step, plan),
+  def train_step_fn(self, plan, diagnostics: bool = False):
+    """The jitted step of a plan; the diagnostics variant also returns gradients and masks."""
+    key = (plan, diagnostics)
+    if key not in self._train_steps:
+      outputs = 3 if diagnostics else 2
+      self._train_steps[key] = jax.jit(
+          functools.partial(self._train_step, plan, diagnostics),
           in_shardings=(self.replicated, self.batch_sharding),
-          out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
-    return self._train_steps[plan]
+          out_shardings=(self.replicated,) * outputs, donate_argnums=(0,))
+    return self._train_steps[key]
 
   def eval_plan(self):
     """Evaluation always uses the exported model: binary masks at the target N:M."""
@@ -390,6 +410,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   last_log_time, last_log_step = time.time(), step
   previous_masks = None
   stop_on_nonfinite = config.get('nonfinite', 'stop') == 'stop'
+  diagnostics_every = config.get('diagnostics_every_steps', 0)
+  noise = diagnostics_lib.GradientNoise()
+  training_flops = flops_lib.TrainingFlops(trainer.model, trainer.data.image_shape, sp, config.batch_size)
 
   def check_finite(state):
     bad = int(state.nonfinite_step)
@@ -406,7 +429,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       logging.info('Steps %d..%d: %s', step, end, plan)
       step_fn = trainer.train_step_fn(plan)
       for s in range(step, end):
-        state, step_metrics = step_fn(state, trainer.shard(trainer.data.train_batch(s)))
+        batch = trainer.shard(trainer.data.train_batch(s))
+        if diagnostics_every and s % diagnostics_every == 0:
+          state, step_metrics, diag = trainer.train_step_fn(plan, diagnostics=True)(state, batch)
+          logger.write(s, 'diag', noise.update(*jax.device_get((diag['grads'], diag['masks']))))
+        else:
+          state, step_metrics = step_fn(state, batch)
         pending.append(step_metrics)
         done = s + 1
         report(done)
@@ -417,6 +445,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           scalars['steps_per_second'] = (done - last_log_step) / max(now - last_log_time, 1e-9)
           last_log_time, last_log_step = now, done
           scalars['phase'] = {'dense': 0.0, 'sparse': 1.0, 'finetune': 2.0}[plan.phase]
+          scalars['train_flops'] = training_flops.cumulative(done)
           if plan.sparse and sp.sparse_paths:
             summary = sp.summary(state.params, state.masks, plan, scalars['beta'], previous_masks)
             scalars.update({k: v for k, v in summary.items() if not k.startswith('nm_exact/')})
@@ -440,4 +469,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     final_eval = trainer.evaluate(state.params)
   logger.flush()
   ckpt.close()
-  return state, {'train': last_train, 'eval': final_eval, 'preempted': preemption.requested}
+  results = {'train': last_train, 'eval': final_eval, 'preempted': preemption.requested}
+  done = int(state.step)
+  if done == total and jax.process_index() == 0:  # the marker of a finished run (sweeps skip it)
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump({'step': done, 'eval': final_eval, 'train_flops': training_flops.cumulative(done),
+                 'dense_train_flops': training_flops.dense_cumulative(done)}, f)
+  return state, results

@@ -5,7 +5,7 @@
 
 Masks are recomputed at every step (mask_update_every = 1), FF layers sparse. Prints a markdown table with
 ms per step (median over rounds), the ratio to dense, and images/s; with --flops also the model FLOPs
-utilisation against --peak_tflops (FLOPs counted by hand for the dense model).
+utilisation against --peak_tflops (dense-model FLOPs from pgf_sparsity.flops).
 """
 import argparse
 import time
@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from pgf_sparsity import config_lib
+from pgf_sparsity import flops
 from pgf_sparsity import train
 
 MODELS = {
@@ -50,17 +51,11 @@ def make_config(model: str, recipe: str, pattern: str, batch: int) -> ml_collect
 
 
 def model_flops_per_step(trainer) -> float:
-  """Dense ViT training FLOPs per step, counted by hand (XLA's cost analysis misses cuBLAS calls on GPU):
-  3x the forward's 2*MACs of the patch embedding, Q/K/V/out, attention scores and values, MLP and head."""
-  vit = trainer.model
-  size = trainer.data.image_shape[0]
-  patches = (size // vit.patch_size) ** 2
-  tokens = patches + (1 if vit.pool == 'token' else 0)
-  d, f = vit.width, vit.mlp_dim
-  per_layer = 2 * tokens * 4 * d * d + 2 * 2 * tokens * tokens * d + 2 * 2 * tokens * d * f
-  forward = (2 * patches * vit.patch_size ** 2 * trainer.data.image_shape[2] * d + vit.depth * per_layer
-             + 2 * d * vit.num_classes)
-  return 3.0 * forward * trainer.config.batch_size
+  """Dense training FLOPs per step (pgf_sparsity.flops: 3x the forward matmuls; XLA's cost analysis misses
+  cuBLAS calls on GPU)."""
+  counter = flops.TrainingFlops(trainer.model, trainer.data.image_shape, trainer.sparsity,
+                                trainer.config.batch_size)
+  return counter.dense_cumulative(1)
 
 
 def main():

@@ -130,9 +130,9 @@ def test_compiles_once_per_plan_mdgf_once_sdgf_once_per_frame():
     original = trainer._train_step
     count = [0]
 
-    def counting(plan, state, batch, original=original, count=count):
+    def counting(plan, diagnostics, state, batch, original=original, count=count):
       count[0] += 1
-      return original(plan, state, batch)
+      return original(plan, diagnostics, state, batch)
 
     trainer._train_step = counting
     _run_steps(trainer, 12)

@@ -1,0 +1,127 @@
+"""Training FLOPs of a sparse run (SPEC section 8), for comparisons at equal training compute.
+
+Per linear layer with P weights applied to T tokens: forward 2PT rho_f, input gradient 2PT rho_b, weight
+gradient 2PT rho_w. Dense phase: rho = 1. Binary-mask phases (static, SR-STE, SDGF, fine-tune, MDGF once
+beta = 0): rho_f = rho_b = N/M and rho_w = 1, since pruned weights still get gradients, except under the
+'decayed' gradient flow, where they get none (rho_w = N/M). MDGF while beta > 0: dense cost. Attention
+score and value matmuls (3 x 4 n^2 c per attention call), embeddings and the head are always dense.
+Element-wise work (norms, activations, softmax) is not counted. Counts are per example and exact for the
+layers they cover; `cumulative(step)` is a pure function of the step, so a resumed run continues its count.
+"""
+import dataclasses
+import math
+from typing import Dict, List, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pgf_sparsity import schedules
+from pgf_sparsity.sparsity import Sparsity, StepPlan
+
+LINEAR_TYPES = ('SparseDense', 'SparseDenseGeneral', 'Dense', 'DenseGeneral', 'Conv')
+ATTENTION_TYPES = ('SelfAttention', 'WindowAttention')
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearLayer:
+  path: str        # module path; its kernel is path + '/kernel'
+  weights: int     # P
+  tokens: float    # T per example
+
+
+def count_layers(model: nn.Module, image_shape) -> Tuple[List[LinearLayer], float]:
+  """(linear layers with their tokens per example, attention matmul FLOPs per example forward)."""
+  layers: Dict[str, LinearLayer] = {}
+  attention = [0.0]
+  batch = 1
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    kind = type(module).__name__
+    if context.method_name == '__call__' and kind in ATTENTION_TYPES:
+      x = args[0]
+      calls, n, c = x.shape[0] // batch, x.shape[1], x.shape[2]
+      attention[0] += calls * 4.0 * n * n * c
+    out = next_fun(*args, **kwargs)
+    if context.method_name == '__call__' and kind in LINEAR_TYPES:
+      kernel = module.variables['params']['kernel']
+      weights = math.prod(kernel.shape)
+      x = args[0]
+      if kind == 'Conv':  # one token per output position
+        tokens = math.prod(out.shape[:-1]) / batch
+      elif kind in ('SparseDenseGeneral', 'DenseGeneral'):
+        axes = (module.axis,) if isinstance(module.axis, int) else tuple(module.axis)
+        tokens = math.prod(x.shape) / math.prod(x.shape[a] for a in axes) / batch
+      else:
+        tokens = math.prod(x.shape[:-1]) / batch
+      path = '/'.join(module.path)
+      layers[path] = LinearLayer(path, weights, tokens)
+    return out
+
+  x = jnp.zeros((batch,) + tuple(image_shape), jnp.float32)
+
+  def forward():
+    with nn.intercept_methods(interceptor):
+      variables = model.init(jax.random.PRNGKey(0), x)
+      layers.clear()
+      attention[0] = 0.0
+      return model.apply(variables, x)
+
+  jax.eval_shape(forward)
+  return list(layers.values()), attention[0]
+
+
+class TrainingFlops:
+  """FLOPs per step and cumulative FLOPs of a run, per example times the global batch."""
+
+  def __init__(self, model: nn.Module, image_shape, sparsity: Sparsity, batch_size: int):
+    self.layers, self.attention = count_layers(model, image_shape)
+    self.sparsity = sparsity
+    self.batch_size = batch_size
+    targets = {path.rsplit('/', 1)[0]: target for path, (target, _) in (sparsity._bound or {}).items()}  # pylint: disable=protected-access
+    self._target_of = {layer.path: targets.get(layer.path) for layer in self.layers}
+
+  def per_step(self, plan: StepPlan, beta_positive: bool) -> float:
+    """Training FLOPs of one step under `plan`, beta > 0 meaning MDGF's dense-cost regime."""
+    total = 3.0 * self.attention
+    for layer in self.layers:
+      target = self._target_of[layer.path]
+      base = 2.0 * layer.weights * layer.tokens
+      if target is None or not plan.sparse or beta_positive:
+        total += 3.0 * base
+        continue
+      n, m = plan.pattern(target.name)
+      density = n / m
+      weight_grad = density if self.sparsity.semantics == 'decayed' else 1.0
+      total += base * (2.0 * density + weight_grad)
+    return total * self.batch_size
+
+  def _segments(self, upto: int):
+    """(start, end, plan, beta_positive) pieces of [0, upto) with constant FLOPs per step."""
+    sp = self.sparsity
+    step = 0
+    while step < upto:
+      plan = sp.plan(step)
+      end = min(sp.plan_end(step), upto)
+      if plan.beta_kind == 'exponential':
+        yield step, end, plan, True
+      elif plan.beta_kind == 'linear':
+        zero_at = sp.phases.sparse_start + math.ceil(1.0 / sp.alpha)  # first step with beta = 0
+        split = min(max(zero_at, step), end)
+        if split > step:
+          yield step, split, plan, True
+        if end > split:
+          yield split, end, plan, False
+      else:
+        yield step, end, plan, False
+      step = end
+
+  def cumulative(self, step: int) -> float:
+    """Training FLOPs of steps [0, step)."""
+    return sum((end - start) * self.per_step(plan, beta_positive)
+               for start, end, plan, beta_positive in self._segments(step))
+
+  def dense_cumulative(self, step: int) -> float:
+    dense_plan = StepPlan(schedules.DENSE, 0, (), 'zero')
+    return step * self.per_step(dense_plan, False)

@@ -1,0 +1,131 @@
+r"""Runs a grid of one config, resumably, optionally in parallel processes, and collects one CSV.
+
+  .venv/bin/python scripts/sweep.py --config=configs/fashion_mnist.py --root=workdirs/sweep \
+      --grid='recipe=static|srste,flow=ste|mdgf_exponential' --grid='ff=2:4|1:8' --grid='seed=0|1' \
+      --set='steps=1000' --parallel=2 --csv=results/fashion_mnist.csv
+
+A --grid axis is name=v1|v2|...; a name starting with 'config.' is a --config.<key>=<value> override, any
+other name is a config-file argument (a value may carry more arguments after a comma, e.g.
+'srste,flow=ste'). --set adds fixed arguments the same way. Each run's workdir is named after its grid
+values; a run with results.json is finished and skipped, a half-finished one resumes from its checkpoint.
+The CSV has one row per run: the grid values, the resolved recipe/pattern/flow/seed, final eval accuracy and
+loss, training FLOPs (and the dense run's), and the wall time of this invocation.
+"""
+import argparse
+import concurrent.futures
+import csv
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_axis(text: str):
+  name, sep, values = text.partition('=')
+  if not sep or not values:
+    raise ValueError(f'A grid axis looks like name=v1|v2, got {text!r}.')
+  return name, values.split('|')
+
+
+def run_name(assignment) -> str:
+  return '_'.join(re.sub(r'[^A-Za-z0-9.]+', '-', f'{k.replace("config.", "")}-{v}') for k, v in assignment)
+
+
+def command(config: str, workdir: str, assignment, fixed):
+  file_args, overrides = [], []
+  for name, value in list(fixed) + list(assignment):
+    if name.startswith('config.'):
+      overrides.append(f'--{name}={value}')
+    else:
+      file_args.append(f'{name}={value}')
+  arg = ','.join(file_args)
+  return [sys.executable, '-m', 'pgf_sparsity.main', f'--config={config}' + (f':{arg}' if arg else ''),
+          f'--workdir={workdir}', *overrides]
+
+
+def run_one(cmd, workdir: str, threads: int):
+  if os.path.exists(os.path.join(workdir, 'results.json')):
+    return 'skipped', 0.0
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  if threads:
+    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen=false '
+                        f'intra_op_parallelism_threads={threads}').strip()
+  os.makedirs(workdir, exist_ok=True)
+  start = time.time()
+  with open(os.path.join(workdir, 'sweep.log'), 'a') as log:
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+  return ('ok' if proc.returncode == 0 else f'failed ({proc.returncode})'), time.time() - start
+
+
+def collect(workdir: str, assignment, status: str, seconds: float):
+  row = {k: v for k, v in assignment}
+  row.update(run=os.path.basename(workdir), status=status, seconds=round(seconds, 1))
+  config_path = os.path.join(workdir, 'config.json')
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      config = json.load(f)
+    sparsity = config.get('sparsity', {})
+    row['recipe'] = sparsity.get('recipe')
+    row['flow'] = sparsity.get('gradient_flow')
+    row['seed'] = config.get('seed')
+    row['steps'] = config.get('total_steps')
+    targets = sparsity.get('targets') or {}
+    row['pattern'] = ('dense' if row['recipe'] == 'dense' else
+                      ' '.join(f'{k}={t["n"]}:{t["m"]}' for k, t in sorted(targets.items())))
+  results_path = os.path.join(workdir, 'results.json')
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      results = json.load(f)
+    row.update(accuracy=results['eval']['accuracy'], loss=results['eval']['loss'],
+               train_flops=results['train_flops'], dense_train_flops=results['dense_train_flops'])
+  return row
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--config', required=True)
+  parser.add_argument('--root', required=True, help='parent directory of the run workdirs')
+  parser.add_argument('--grid', action='append', default=[], help='name=v1|v2|...')
+  parser.add_argument('--set', action='append', default=[], help='name=value, fixed for every run')
+  parser.add_argument('--parallel', type=int, default=1, help='runs at a time')
+  parser.add_argument('--threads', type=int, default=0, help='XLA CPU threads per run (0: XLA default)')
+  parser.add_argument('--csv', required=True)
+  args = parser.parse_args()
+  axes = [parse_axis(a) for a in args.grid]
+  fixed = [parse_axis(s) for s in args.set]
+  fixed = [(name, values[0]) for name, values in fixed]
+  assignments = [list(zip([n for n, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])]
+  jobs = []
+  for assignment in assignments:
+    workdir = os.path.join(os.path.abspath(args.root), run_name(assignment))
+    jobs.append((assignment, workdir, command(args.config, workdir, assignment, fixed)))
+
+  def execute(job):
+    assignment, workdir, cmd = job
+    status, seconds = run_one(cmd, workdir, args.threads)
+    sys.stdout.write(f'{status:>10}  {seconds:7.1f}s  {os.path.basename(workdir)}\n')
+    sys.stdout.flush()
+    return collect(workdir, assignment, status, seconds)
+
+  with concurrent.futures.ThreadPoolExecutor(max(args.parallel, 1)) as pool:
+    rows = list(pool.map(execute, jobs))
+  columns = []
+  for row in rows:
+    columns += [c for c in row if c not in columns]
+  os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
+  with open(args.csv, 'w', newline='') as f:
+    writer = csv.DictWriter(f, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  failed = [r['run'] for r in rows if r['status'].startswith('failed')]
+  sys.stdout.write(f'{len(rows)} runs, {len(failed)} failed -> {args.csv}\n')
+  sys.exit(1 if failed else 0)
+
+
+if __name__ == '__main__':
+  main()

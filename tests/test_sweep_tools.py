@@ -1,0 +1,67 @@
+"""scripts/sweep.py, make_tables.py and plot.py on a tiny grid."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import ROOT  # noqa: E402
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu')
+
+
+def script(name, *args):
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', name), *args], cwd=ROOT, env=ENV,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_sweep_tables_and_plots(tmp_path):
+  root, table = str(tmp_path / 'runs'), str(tmp_path / 'grid.csv')
+  sweep_args = ['--config=configs/digits.py', f'--root={root}', '--grid=recipe=dense|static|srste,flow=ste',
+                '--grid=ff=1:4', '--grid=seed=0|1', '--set=steps=30', '--set=config.diagnostics_every_steps=5',
+                '--parallel=2', '--threads=1', f'--csv={table}']
+  first = script('sweep.py', *sweep_args)
+  assert first.returncode == 0, first.stdout + first.stderr
+  with open(table) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 6 and all(r['status'] == 'ok' for r in rows)
+  assert {r['pattern'] for r in rows} == {'dense', 'ff=1:4'}
+  assert all(0.0 <= float(r['accuracy']) <= 1.0 and float(r['train_flops']) > 0 for r in rows)
+  sparse = [r for r in rows if r['recipe'] == 'static' and r['pattern'] == 'ff=1:4']
+  assert float(sparse[0]['train_flops']) < float(sparse[0]['dense_train_flops'])
+
+  # Finished runs are skipped; a half-finished one resumes.
+  half = os.path.join(root, 'recipe-static_ff-1-4_seed-0')
+  os.remove(os.path.join(half, 'results.json'))
+  again = script('sweep.py', *sweep_args)
+  assert again.returncode == 0
+  assert again.stdout.count('skipped') == 5 and 'ok' in again.stdout
+
+  tables = script('make_tables.py', f'--csv={table}')
+  assert tables.returncode == 0, tables.stderr
+  assert '| N:M | srste | static (decayed) |' in tables.stdout
+  assert 'Dense reference:' in tables.stdout and '(n=2)' in tables.stdout
+  assert '| ff=1:4 |' in tables.stdout and 'Training FLOPs relative' in tables.stdout
+
+  figures = str(tmp_path / 'figures')
+  plots = script('plot.py', f'--csv={table}', f'--root={root}', f'--out={figures}', '--noise_patterns=ff=1:4',
+                 '--schedules', '--steps=100', '--alpha=0.05', '--pattern=1:8')
+  assert plots.returncode == 0, plots.stderr
+  for name in ('accuracy_vs_sparsity', 'accuracy_vs_flops', 'gradient_noise', 'schedules'):
+    assert os.path.getsize(os.path.join(figures, f'{name}.png')) > 5000
+
+
+def test_iso_flops_interpolation():
+  sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+  import make_tables  # pylint: disable=g-import-not-at-top
+  rows = [dict(recipe='dense', flow='decayed', pattern='dense', seed='0', steps=100, accuracy=0.8,
+               train_flops=100.0, dense_train_flops=100.0),
+          dict(recipe='static', flow='ste', pattern='ff=1:4', seed='0', steps=100, accuracy=0.7,
+               train_flops=50.0, dense_train_flops=100.0),
+          dict(recipe='static', flow='ste', pattern='ff=1:4', seed='0', steps=300, accuracy=0.9,
+               train_flops=150.0, dense_train_flops=300.0)]
+  table = make_tables.iso_flops_table(rows, ['static (ste)'], ['ff=1:4'])
+  assert '| ff=1:4 | 80.00 |' in table  # halfway between 50 and 150 FLOPs
