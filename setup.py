@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     'tensorboard==2.21.0',
     'numpy==2.4.6',
     'scikit-learn==1.9.1',
+    'sentencepiece==0.2.3',
+    'sacrebleu==2.6.0',
 ]
 TESTS_REQUIRE = ['pytest==9.2.0', 'hypothesis==6.170.17']
 SCRIPTS_REQUIRE = ['matplotlib==3.11.2']  # scripts/plot.py

@@ -64,3 +64,10 @@ VIT_TARGETS = {
     'qkv': r'.*/attention/(query|key|value)/kernel',
     'attn_out': r'.*/attention/out/kernel',
 }
+
+# T5: the same pattern for encoder and decoder (the layers differ by prefix: encoder_layers_i, decoder_layers_i).
+T5_TARGETS = {
+    'ff': r'(encoder|decoder)_layers_\d+/mlp/(wi_0|wi_1|wo)/kernel',
+    'qkv': r'(encoder|decoder)_layers_\d+/\w*attention/(query|key|value)/kernel',
+    'attn_out': r'(encoder|decoder)_layers_\d+/\w*attention/out/kernel',
+}

@@ -20,7 +20,7 @@ from pgf_sparsity import schedules
 from pgf_sparsity.sparsity import Sparsity, StepPlan
 
 LINEAR_TYPES = ('SparseDense', 'SparseDenseGeneral', 'Dense', 'DenseGeneral', 'Conv')
-ATTENTION_TYPES = ('SelfAttention', 'WindowAttention')
+ATTENTION_TYPES = ('SelfAttention', 'WindowAttention', 'MultiHeadAttention')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,8 +30,9 @@ class LinearLayer:
   tokens: float    # T per example
 
 
-def count_layers(model: nn.Module, image_shape) -> Tuple[List[LinearLayer], float]:
-  """(linear layers with their tokens per example, attention matmul FLOPs per example forward)."""
+def count_layers(model: nn.Module, inputs) -> Tuple[List[LinearLayer], float]:
+  """(linear layers with their tokens per example, attention matmul FLOPs per example forward), from an
+  abstract forward pass on `inputs` (a tuple of batch-1 arrays, or an image shape)."""
   layers: Dict[str, LinearLayer] = {}
   attention = [0.0]
   batch = 1
@@ -40,9 +41,10 @@ def count_layers(model: nn.Module, image_shape) -> Tuple[List[LinearLayer], floa
     module = context.module
     kind = type(module).__name__
     if context.method_name == '__call__' and kind in ATTENTION_TYPES:
-      x = args[0]
-      calls, n, c = x.shape[0] // batch, x.shape[1], x.shape[2]
-      attention[0] += calls * 4.0 * n * n * c
+      q = args[0]
+      kv = args[1] if kind == 'MultiHeadAttention' else q  # (inputs_q, inputs_kv, ...) vs self-attention
+      inner = module.num_heads * module.head_dim if kind == 'MultiHeadAttention' else q.shape[2]
+      attention[0] += q.shape[0] // batch * 4.0 * q.shape[1] * kv.shape[1] * inner
     out = next_fun(*args, **kwargs)
     if context.method_name == '__call__' and kind in LINEAR_TYPES:
       kernel = module.variables['params']['kernel']
@@ -59,14 +61,15 @@ def count_layers(model: nn.Module, image_shape) -> Tuple[List[LinearLayer], floa
       layers[path] = LinearLayer(path, weights, tokens)
     return out
 
-  x = jnp.zeros((batch,) + tuple(image_shape), jnp.float32)
+  if not isinstance(inputs, tuple) or not hasattr(inputs[0], 'shape'):
+    inputs = (jnp.zeros((batch,) + tuple(inputs), jnp.float32),)
 
   def forward():
     with nn.intercept_methods(interceptor):
-      variables = model.init(jax.random.PRNGKey(0), x)
+      variables = model.init(jax.random.PRNGKey(0), *inputs)
       layers.clear()
       attention[0] = 0.0
-      return model.apply(variables, x)
+      return model.apply(variables, *inputs)
 
   jax.eval_shape(forward)
   return list(layers.values()), attention[0]
@@ -75,8 +78,8 @@ def count_layers(model: nn.Module, image_shape) -> Tuple[List[LinearLayer], floa
 class TrainingFlops:
   """FLOPs per step and cumulative FLOPs of a run, per example times the global batch."""
 
-  def __init__(self, model: nn.Module, image_shape, sparsity: Sparsity, batch_size: int):
-    self.layers, self.attention = count_layers(model, image_shape)
+  def __init__(self, model: nn.Module, inputs, sparsity: Sparsity, batch_size: int):
+    self.layers, self.attention = count_layers(model, inputs)
     self.sparsity = sparsity
     self.batch_size = batch_size
     targets = {path.rsplit('/', 1)[0]: target for path, (target, _) in (sparsity._bound or {}).items()}  # pylint: disable=protected-access

@@ -30,6 +30,7 @@ from pgf_sparsity import flops as flops_lib
 from pgf_sparsity import metrics as metrics_lib
 from pgf_sparsity import models
 from pgf_sparsity import sparsity as sparsity_lib
+from pgf_sparsity import tasks
 from pgf_sparsity import tree_paths
 from pgf_sparsity.data import images as images_lib
 
@@ -47,16 +48,34 @@ OPTIMIZER_KEYS = {'learning_rate', 'init_learning_rate', 'min_learning_rate', 'w
 
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
-  """What a run's shapes depend on besides the config; saved as DIR/run_info.json."""
-  image_shape: Tuple[int, ...]
-  num_classes: int
+  """What a run's shapes depend on besides the config; saved as DIR/run_info.json. It stands in for the
+  data where nothing is trained or evaluated (export)."""
+  task: str
+  input_shapes: Dict[str, Tuple[int, ...]]
+  output_size: int  # classes, or the vocabulary size
   steps_per_epoch: int
+
+  @property
+  def num_classes(self) -> int:
+    return self.output_size
+
+  @property
+  def vocab_size(self) -> int:
+    return self.output_size
+
+  @classmethod
+  def of(cls, data) -> 'RunInfo':
+    task = getattr(data, 'task', 'image_classification')
+    size = data.vocab_size if task == 'seq2seq' else data.num_classes
+    return cls(task, {k: tuple(int(d) for d in v) for k, v in data.input_shapes.items()}, int(size),
+               int(data.steps_per_epoch))
 
   @classmethod
   def load(cls, workdir: str) -> 'RunInfo':
     with open(os.path.join(workdir, 'run_info.json')) as f:
       info = json.load(f)
-    return cls(tuple(info['image_shape']), int(info['num_classes']), int(info['steps_per_epoch']))
+    return cls(info['task'], {k: tuple(v) for k, v in info['input_shapes'].items()}, int(info['output_size']),
+               int(info['steps_per_epoch']))
 
   def save(self, workdir: str) -> None:
     with open(os.path.join(workdir, 'run_info.json'), 'w') as f:
@@ -114,6 +133,9 @@ def build_data(config):
     return tfds_images.TfdsImages(config.dataset, config.batch_size, eval_batch, config.seed)
   if name == 'synthetic':
     return images_lib.SyntheticImages(config.dataset, config.batch_size, eval_batch, config.seed)
+  if name in ('shakespeare', 'tfds_text'):
+    from pgf_sparsity.data import text  # pylint: disable=g-import-not-at-top
+    return text.build(config.dataset, config.batch_size, eval_batch, config.seed)
   return images_lib.OfflineImages(config.dataset, config.batch_size, eval_batch, config.seed)
 
 
@@ -150,22 +172,11 @@ def make_optimizer(config, sparsity: sparsity_lib.Sparsity, schedule):
   return optax.chain(*chain)
 
 
-def per_example_loss(logits, labels_onehot, loss_kind: str, label_smoothing: float):
-  if loss_kind == 'sigmoid':
-    per_example = optax.sigmoid_binary_cross_entropy(logits, labels_onehot).sum(axis=-1)
-  else:
-    n = labels_onehot.shape[-1]
-    smoothed = labels_onehot * (1.0 - label_smoothing) + label_smoothing / n
-    per_example = optax.softmax_cross_entropy(logits, smoothed)
-  return per_example
-
-
 class Trainer:
   """Holds what the step functions close over; `train_and_evaluate` drives it."""
 
   def __init__(self, config, workdir: str, data: Any = None):
-    """`data` defaults to the config's dataset; anything with image_shape, num_classes and steps_per_epoch
-    (a RunInfo) will do where no training or evaluation happens, e.g. when exporting."""
+    """`data` defaults to the config's dataset; a RunInfo will do where nothing is trained or evaluated."""
     validate_config(config)
     self.config = config
     self.workdir = workdir
@@ -175,31 +186,33 @@ class Trainer:
                         else int(round(config.num_epochs * steps_per_epoch)))
     if self.total_steps <= 0:
       raise ValueError(f'The run has {self.total_steps} training steps; raise total_steps or num_epochs.')
+    self.task = tasks.build(config, self.data)
     model_config = dict(config.model)
-    if model_config.get('num_classes') is None:
-      model_config['num_classes'] = self.data.num_classes
+    size_key = 'vocab_size' if self.task.name == 'seq2seq' else 'num_classes'
+    if model_config.get(size_key) is None:
+      model_config[size_key] = getattr(self.data, size_key)
     self.model: nn.Module = models.build(model_config)
-    self.num_classes = model_config['num_classes']
     self.sparsity = sparsity_lib.Sparsity(config.sparsity, self.total_steps, steps_per_epoch)
 
     self.mesh = Mesh(np.array(jax.devices()), ('data',))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P('data'))
 
-    dummy = jnp.zeros((1,) + tuple(self.data.image_shape), jnp.float32)
-    abstract_params = jax.eval_shape(lambda: self.model.init(jax.random.PRNGKey(0), dummy)['params'])
+    dummy = self.task.dummy_inputs(self.data.input_shapes)
+    abstract_params = jax.eval_shape(lambda: self.model.init(jax.random.PRNGKey(0), *dummy)['params'])
     self.sparsity.bind(abstract_params)
-    self.sparsity.check_layers(self.model.apply, abstract_params, dummy)
+    self.sparsity.check_layers(self.model.apply, abstract_params, *dummy)
     self.schedule = learning_rate_schedule(config, self.total_steps, steps_per_epoch)
     self.tx = make_optimizer(config, self.sparsity, self.schedule)
     self._dummy = dummy
     self._train_steps = {}
     self._eval_step = None
+    self._predict_step = None
 
   # ---- state ----
   def _init_state(self, rng) -> TrainState:
     init_rng, state_rng = jax.random.split(rng)
-    params = self.model.init(init_rng, self._dummy)['params']
+    params = self.model.init(init_rng, *self._dummy)['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
                       masks=self.sparsity.all_kept_masks(params), rng=state_rng,
                       nonfinite_step=jnp.full((), -1, jnp.int32))
@@ -229,25 +242,17 @@ class Trainer:
     config = self.config
     masks, beta, extra = self._sparsity_for(state, plan)
     rng = jax.random.fold_in(state.rng, state.step)
-    dropout_rng, mixup_rng = jax.random.split(rng)
-    images = batch['image']
-    labels = jax.nn.one_hot(batch['label'], self.num_classes)
-    if config.mixup_alpha > 0:
-      lam = jax.random.beta(mixup_rng, config.mixup_alpha, config.mixup_alpha)
-      images = lam * images + (1 - lam) * images[::-1]
-      labels = lam * labels + (1 - lam) * labels[::-1]
 
     def loss_fn(params):
-      logits = self.model.apply({'params': params, **extra}, images, train=True, rngs={'dropout': dropout_rng})
-      loss = per_example_loss(logits, labels, config.loss, config.label_smoothing).mean()
-      return loss, logits
+      apply_fn = lambda p, *args, **kwargs: self.model.apply({'params': p, **extra}, *args, **kwargs)
+      return self.task.train_loss(apply_fn, params, batch, rng)
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, task_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params, nm_masks=masks, nm_beta=beta)
     params = optax.apply_updates(state.params, updates)
     step_metrics = {
         'loss': loss,
-        'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+        **task_metrics,
         'grad_norm': optax.tree.norm(grads),
         'learning_rate': self.schedule(state.step),
         'beta': beta,
@@ -292,30 +297,50 @@ class Trainer:
     """Evaluation always uses the exported model: binary masks at the target N:M."""
     return self.sparsity.final_plan()
 
-  def _eval_step_impl(self, params, batch):
+  def _eval_extra(self, params):
     plan = self.eval_plan()
-    extra = {}
     if plan.sparse and self.sparsity.sparse_paths:
       masks = self.sparsity.masks(params, plan)
-      extra = {'sparsity': self.sparsity.collection(masks, jnp.zeros((), jnp.float32))}
-    logits = self.model.apply({'params': params, **extra}, batch['image'], train=False)
-    labels = jax.nn.one_hot(batch['label'], self.num_classes)
-    loss = per_example_loss(logits, labels, self.config.loss, 0.0)
-    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-    w = batch['mask']
-    return {'loss_sum': jnp.sum(loss * w), 'correct': jnp.sum(correct * w), 'count': jnp.sum(w)}
+      return {'sparsity': self.sparsity.collection(masks, jnp.zeros((), jnp.float32))}
+    return {}
+
+  def _eval_step_impl(self, params, batch):
+    extra = self._eval_extra(params)
+    apply_fn = lambda p, *args, **kwargs: self.model.apply({'params': p, **extra}, *args, **kwargs)
+    return self.task.eval_sums(apply_fn, params, batch)
 
   def evaluate(self, params) -> Dict[str, float]:
     if self._eval_step is None:
       self._eval_step = jax.jit(self._eval_step_impl, in_shardings=(self.replicated, self.batch_sharding),
                                 out_shardings=self.replicated)
-    totals = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0.0}
+    totals = {}
     for batch in self.data.eval_batches():
-      out = jax.device_get(self._eval_step(params, self.shard(batch)))
-      for k in totals:
-        totals[k] += float(out[k])
-    count = max(totals['count'], 1.0)
-    return {'loss': totals['loss_sum'] / count, 'accuracy': totals['correct'] / count}
+      for k, v in jax.device_get(self._eval_step(params, self.shard(batch))).items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+    results = self.task.finalize(totals)
+    if getattr(self.data, 'generates', False):  # GLUE and translation: greedy decoding, then their metric
+      results.update(self.data.generation_metrics(self.predict(params)))
+    return results
+
+  def predict(self, params) -> list:
+    """Greedy predictions (token ids) for every evaluation example of this process, in order."""
+    if self._predict_step is None:
+      length = self.data.input_shapes['targets'][0]
+
+      def predict(params, batch):
+        extra = self._eval_extra(params)
+        apply_fn = lambda p, *args, **kwargs: self.model.apply({'params': p, **extra}, *args, **kwargs)
+        return tasks.greedy_decode(apply_fn, params, batch['inputs'], length)
+
+      self._predict_step = jax.jit(predict, in_shardings=(self.replicated, self.batch_sharding),
+                                   out_shardings=self.batch_sharding)
+    out = []
+    for batch in self.data.eval_batches():
+      predicted = self._predict_step(params, self.shard(batch))
+      shards = sorted(predicted.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+      local = np.concatenate([np.asarray(shard.data) for shard in shards])  # this process's rows, in order
+      out.extend(local[batch['mask'] > 0])
+    return out
 
   def shard(self, batch):
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
@@ -398,8 +423,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
-    RunInfo(tuple(int(d) for d in trainer.data.image_shape), trainer.num_classes,
-            trainer.data.steps_per_epoch).save(workdir)
+    RunInfo.of(trainer.data).save(workdir)
   logger = metrics_lib.MetricsLogger(workdir)
   total = trainer.total_steps
   step = int(state.step)
@@ -412,7 +436,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   stop_on_nonfinite = config.get('nonfinite', 'stop') == 'stop'
   diagnostics_every = config.get('diagnostics_every_steps', 0)
   noise = diagnostics_lib.GradientNoise()
-  training_flops = flops_lib.TrainingFlops(trainer.model, trainer.data.image_shape, sp, config.batch_size)
+  training_flops = flops_lib.TrainingFlops(trainer.model, trainer._dummy, sp, config.batch_size)  # pylint: disable=protected-access
 
   def check_finite(state):
     bad = int(state.nonfinite_step)

@@ -89,6 +89,7 @@ class SyntheticImages:
     size, channels = config.get('image_size', 224), config.get('channels', 3)
     self.num_classes = config.get('num_classes', 1000)
     self.image_shape = (size, size, channels)
+    self.input_shapes = {'image': self.image_shape}
     self.steps_per_epoch = max(config.get('num_train_examples', 1_281_167) // global_batch, 1)
     rng = np.random.default_rng(seed)
     local, local_eval = global_batch // jax.process_count(), eval_batch // jax.process_count()
@@ -125,6 +126,7 @@ class OfflineImages:
     self.eval_batch = eval_batch
     self.num_classes = NUM_CLASSES[name]
     self.image_shape = train_images.shape[1:]
+    self.input_shapes = {'image': self.image_shape}
     self.steps_per_epoch = self.train.steps_per_epoch
 
   def train_batch(self, step: int):

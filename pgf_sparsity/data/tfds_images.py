@@ -74,6 +74,7 @@ class TfdsImages:
     train_split, eval_split = config.get('train_split', 'train'), config.get('eval_split', 'validation')
     self.num_classes = builder.info.features['label'].num_classes
     self.image_shape = (self.size, self.size, 3)
+    self.input_shapes = {'image': self.image_shape}
     n_train = _num_examples(builder, train_split, name, config.get('num_train_examples', 0))
     self.num_eval = _num_examples(builder, eval_split, name, config.get('num_eval_examples', 0))
     self.steps_per_epoch = max(n_train // global_batch, 1)

@@ -176,9 +176,9 @@ class T5(nn.Module):
 
   def setup(self):
     self.embedding = self.param('token_embedding', nn.initializers.normal(1.0), (self.vocab_size, self.d_model))
-    if not self.tie_embeddings:
-      self.lm_head = self.param('lm_head', nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal'),
-                                (self.d_model, self.vocab_size))
+    if not self.tie_embeddings:  # a plain (dense) Dense, so that FLOPs counting sees it
+      self.lm_head = nn.Dense(self.vocab_size, use_bias=False, name='lm_head',
+                              kernel_init=nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal'))
     self.encoder_bias = RelativePositionBias(self.num_heads, bidirectional=True, name='encoder_position_bias')
     self.decoder_bias = RelativePositionBias(self.num_heads, bidirectional=False, name='decoder_position_bias')
     args = (self.num_heads, self.head_dim, self.d_ff, self.dropout, self.dtype)
@@ -208,7 +208,7 @@ class T5(nn.Module):
     x = self.drop(self.decoder_norm(x), deterministic=not train).astype(jnp.float32)
     if self.tie_embeddings:
       return x @ self.embedding.T / math.sqrt(self.d_model)
-    return x @ self.lm_head
+    return self.lm_head(x)
 
   def __call__(self, encoder_tokens, decoder_inputs, *, train: bool = False):
     encoded, valid = self.encode(encoder_tokens, train)

@@ -1,0 +1,45 @@
+r"""Fine-tune T5 on a GLUE task as text to text (tfds glue/<task>); eval: exact-match accuracy of greedy
+decoding, plus teacher-forced loss and token accuracy.
+
+  .venv/bin/python -m pgf_sparsity.main --config=configs/t5_glue.py:task=sst2,variant=base,ff=1:32 \
+      --workdir=workdirs/t5_sst2 --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
+
+Arguments: task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), variant, recipe, ff, qkv, attn_out,
+flow, alpha, dense, finetune, steps, batch, seed.
+"""
+import ml_collections
+
+from pgf_sparsity import config_lib
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, task='sst2', variant='base', recipe='mdgf_exponential', ff='1:32', qkv='none',
+                           attn_out='none', flow='ste', alpha=1e-3, dense=0.0, finetune=0.0, steps=20000,
+                           batch=128, seed=0)
+  config = ml_collections.ConfigDict()
+  config.seed = a.seed
+  eval_split = 'validation_matched' if a.task == 'mnli' else 'validation'
+  config.dataset = dict(name='tfds_text', tfds_name=f'glue/{a.task}', tfds_data_dir='', train_split='train',
+                        eval_split=eval_split, vocab=dict(kind='byte', model_path=''), inputs_length=512,
+                        targets_length=16, chunk_length=0, num_train_examples=0, num_eval_examples=0)
+  config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.1, tie_embeddings=False,
+                      dtype='bfloat16')
+  config.sparsity = config_lib.sparsity_config(
+      a.recipe, {name: (regex, a[name]) for name, regex in config_lib.T5_TARGETS.items()},
+      gradient_flow=a.flow, alpha=a.alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+  config.batch_size = a.batch
+  config.eval_batch_size = 128
+  config.total_steps = a.steps
+  config.num_epochs = None
+  config.optimizer = dict(learning_rate=1e-4, init_learning_rate=0.0, min_learning_rate=1e-6, warmup_steps=500,
+                          weight_decay=0.0, b1=0.9, b2=0.99, eps=1e-8, grad_clip_norm=1.0)
+  config.loss = 'softmax'
+  config.label_smoothing = 0.0
+  config.mixup_alpha = 0.0
+  config.log_every_steps = 100
+  config.eval_every_steps = 2000
+  config.checkpoint_every_steps = 2000
+  config.keep_checkpoints = 2
+  config.diagnostics_every_steps = 0
+  config.nonfinite = 'stop'
+  return config

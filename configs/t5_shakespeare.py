@@ -1,0 +1,49 @@
+r"""Offline language default: a tiny T5 (byte vocabulary) on span-corrupted Shakespeare, held-out plays.
+
+  .venv/bin/python -m pgf_sparsity.main --config=configs/t5_shakespeare.py --workdir=workdirs/t5_shakespeare
+  .venv/bin/python -m pgf_sparsity.main --config=configs/t5_shakespeare.py:recipe=srste,flow=ste,ff=1:8 \
+      --workdir=workdirs/t5_srste
+
+Arguments: recipe, ff, qkv, attn_out (N:M for encoder and decoder alike, or none), flow, alpha (0: beta
+reaches 0.01 at 80% of the sparse phase), dense, finetune, steps, seed, variant (tiny/small/base/large).
+Needs `bash scripts/get_data.sh` (the Shakespeare texts).
+"""
+import math
+
+import ml_collections
+
+from pgf_sparsity import config_lib
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, recipe='mdgf_exponential', ff='1:8', qkv='none', attn_out='none',
+                           flow='decayed', alpha=0.0, dense=0.0, finetune=0.1, steps=1500, seed=0,
+                           variant='tiny')
+  config = ml_collections.ConfigDict()
+  config.seed = a.seed
+  config.dataset = dict(name='shakespeare', data_dir='', vocab=dict(kind='byte', model_path=''),
+                        chunk_length=128, noise_density=0.15, mean_noise_span_length=3.0, eval_examples=512)
+  config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.0, tie_embeddings=False,
+                      dtype='float32')
+  sparse_steps = a.steps * (1.0 - a.dense - a.finetune)
+  alpha = a.alpha or math.log(100.0) / max(0.8 * sparse_steps, 1.0)
+  config.sparsity = config_lib.sparsity_config(
+      a.recipe, {name: (regex, a[name]) for name, regex in config_lib.T5_TARGETS.items()},
+      gradient_flow=a.flow, alpha=alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+  config.batch_size = 32
+  config.eval_batch_size = 128
+  config.total_steps = a.steps
+  config.num_epochs = None
+  config.optimizer = dict(learning_rate=3e-3, init_learning_rate=0.0, min_learning_rate=1e-5,
+                          warmup_steps=max(a.steps // 20, 1), weight_decay=0.0, b1=0.9, b2=0.99, eps=1e-8,
+                          grad_clip_norm=1.0)
+  config.loss = 'softmax'
+  config.label_smoothing = 0.0
+  config.mixup_alpha = 0.0
+  config.log_every_steps = 50
+  config.eval_every_steps = 250
+  config.checkpoint_every_steps = 250
+  config.keep_checkpoints = 2
+  config.diagnostics_every_steps = 0
+  config.nonfinite = 'stop'
+  return config

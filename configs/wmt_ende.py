@@ -1,0 +1,45 @@
+r"""Encoder-decoder translation on tfds wmt14_translate/de-en ("translate German to English: ..."); eval:
+corpus BLEU of greedy decoding (sacrebleu), plus teacher-forced loss and token accuracy.
+
+  .venv/bin/python -m pgf_sparsity.main --config=configs/wmt_ende.py:variant=base,ff=1:32 \
+      --workdir=workdirs/wmt_ende --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
+
+Arguments: pair (the tfds config, e.g. de-en, fr-en), variant, recipe, ff, qkv, attn_out, flow, alpha,
+dense, finetune, steps, batch, seed.
+"""
+import ml_collections
+
+from pgf_sparsity import config_lib
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, pair='de-en', variant='base', recipe='mdgf_exponential', ff='1:32', qkv='none',
+                           attn_out='none', flow='ste', alpha=1e-4, dense=0.0, finetune=0.0, steps=100000,
+                           batch=256, seed=0)
+  config = ml_collections.ConfigDict()
+  config.seed = a.seed
+  config.dataset = dict(name='tfds_text', tfds_name=f'wmt14_translate/{a.pair}', tfds_data_dir='',
+                        train_split='train', eval_split='validation', vocab=dict(kind='byte', model_path=''),
+                        inputs_length=256, targets_length=256, chunk_length=0, num_train_examples=4_508_785,
+                        num_eval_examples=3000)
+  config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.1, tie_embeddings=False,
+                      dtype='bfloat16')
+  config.sparsity = config_lib.sparsity_config(
+      a.recipe, {name: (regex, a[name]) for name, regex in config_lib.T5_TARGETS.items()},
+      gradient_flow=a.flow, alpha=a.alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+  config.batch_size = a.batch
+  config.eval_batch_size = 128
+  config.total_steps = a.steps
+  config.num_epochs = None
+  config.optimizer = dict(learning_rate=1e-3, init_learning_rate=0.0, min_learning_rate=1e-5, warmup_steps=4000,
+                          weight_decay=0.0, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=1.0)
+  config.loss = 'softmax'
+  config.label_smoothing = 0.1
+  config.mixup_alpha = 0.0
+  config.log_every_steps = 100
+  config.eval_every_steps = 5000
+  config.checkpoint_every_steps = 5000
+  config.keep_checkpoints = 3
+  config.diagnostics_every_steps = 0
+  config.nonfinite = 'stop'
+  return config

@@ -1,0 +1,149 @@
+"""tfds text tasks for the encoder-decoder, for users who have the data (never downloaded here):
+
+  c4/en                   span corruption of the 'text' feature (pretraining)
+  glue/<task>             text to text: "<task> name: value ..." -> the label's name; exact-match accuracy
+  wmt14_translate/de-en   "translate German to English: ..." -> English; BLEU (sacrebleu)
+
+Tokens come from the configured vocabulary (bytes by default, or a SentencePiece model). Training streams
+with a fresh shuffle on resume; every process evaluates the same number of padded batches.
+"""
+import math
+from typing import Any, Dict, List, Mapping
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from pgf_sparsity.data import span_corruption
+from pgf_sparsity.data import vocab as vocab_lib
+from pgf_sparsity.data.text import pad_to, span_corruption_lengths
+from pgf_sparsity.data.vocab import EOS
+
+_LANGUAGES = {'de': 'German', 'en': 'English', 'fr': 'French', 'cs': 'Czech', 'hi': 'Hindi', 'ru': 'Russian'}
+
+
+def _text(value) -> str:
+  return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
+
+
+class TfdsText:
+  task = 'seq2seq'
+
+  def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
+    self.name = config['tfds_name']
+    self.kind = self.name.split('/')[0]
+    if self.kind not in ('c4', 'glue', 'wmt14_translate', 'wmt16_translate', 'wmt19_translate'):
+      raise ValueError(f'dataset.tfds_name {self.name!r}: supported are c4/*, glue/* and wmt*_translate/*.')
+    self.vocab = vocab_lib.build(config.get('vocab') or {})
+    self.vocab_size = self.vocab.size
+    self.builder = tfds.builder(self.name, data_dir=config.get('tfds_data_dir') or None)
+    self.train_split = config.get('train_split', 'train')
+    self.eval_split = config.get('eval_split', 'validation')
+    self.seed = seed
+    self.local_batch = global_batch // jax.process_count()
+    self.eval_batch = eval_batch
+    self.num_eval = int(config.get('num_eval_examples', 0) or 0)
+    if self.kind == 'c4':
+      self.chunk = int(config.get('chunk_length', 512))
+      inputs_length, targets_length = span_corruption_lengths(self.chunk, 0.15, 3.0)
+    else:
+      inputs_length, targets_length = int(config.get('inputs_length', 128)), int(config.get('targets_length', 32))
+    self.input_shapes = {'inputs': (inputs_length,), 'targets': (targets_length,)}
+    self.steps_per_epoch = max(int(config.get('num_train_examples', 0) or 100_000) // global_batch, 1)
+    if self.kind == 'wmt14_translate' or self.kind.startswith('wmt'):
+      source, target = self.name.split('/')[1].split('-')
+      self.source, self.target = source, target
+    self._train = self._stream()
+
+  # ---- examples ----
+  def _dataset(self, split: str, shuffle: bool):
+    try:
+      return self.builder.as_dataset(split=tfds.split_for_jax_process(split, drop_remainder=shuffle),
+                                     shuffle_files=shuffle,
+                                     read_config=tfds.ReadConfig(shuffle_seed=self.seed, skip_prefetch=True))
+    except (AssertionError, tfds.core.registered.DatasetNotFoundError, FileNotFoundError) as e:
+      raise FileNotFoundError(f'tfds dataset {self.name} ({split}) is not prepared under data_dir '
+                              f'{self.builder.data_dir!r}; prepare it first. No download is attempted. '
+                              f'({type(e).__name__})') from None
+
+  def _pair(self, example, rng):
+    """(input ids, target ids, reference text) of one example."""
+    if self.kind == 'c4':
+      tokens = np.asarray(self.vocab.encode(_text(example['text'])), np.int32)
+      if len(tokens) < 8:
+        return None
+      start = int(rng.integers(0, max(len(tokens) - self.chunk, 0) + 1))
+      inputs, targets = span_corruption.corrupt(tokens[start:start + self.chunk], self.vocab, rng)
+      return inputs, targets, ''
+    if self.kind == 'glue':
+      task = self.name.split('/')[1]
+      fields = ' '.join(f'{k}: {_text(v)}' for k, v in sorted(example.items())
+                        if k not in ('idx', 'label') and isinstance(v, (bytes, str)))
+      label = self.builder.info.features['label'].names[int(example['label'])] if int(example['label']) >= 0 \
+          else 'unknown'
+      source, reference = f'{task} {fields}', label
+    else:
+      source = (f'translate {_LANGUAGES.get(self.source, self.source)} to '
+                f'{_LANGUAGES.get(self.target, self.target)}: {_text(example[self.source])}')
+      reference = _text(example[self.target])
+    inputs = self.vocab.encode(source)[:self.input_shapes['inputs'][0] - 1] + [EOS]
+    targets = self.vocab.encode(reference)[:self.input_shapes['targets'][0] - 1] + [EOS]
+    return np.asarray(inputs, np.int32), np.asarray(targets, np.int32), reference
+
+  def _batch(self, pairs) -> Dict[str, np.ndarray]:
+    return {'inputs': pad_to([p[0] for p in pairs], self.input_shapes['inputs'][0]),
+            'targets': pad_to([p[1] for p in pairs], self.input_shapes['targets'][0])}
+
+  def _stream(self):
+    ds = self._dataset(self.train_split, True).repeat().shuffle(10_000, seed=self.seed + jax.process_index())
+    rng = np.random.default_rng([self.seed, jax.process_index()])
+    pairs = []
+    for example in tfds.as_numpy(ds):
+      pair = self._pair(example, rng)
+      if pair is not None:
+        pairs.append(pair)
+      if len(pairs) == self.local_batch:
+        yield self._batch(pairs)
+        pairs = []
+
+  def train_batch(self, step: int):
+    del step  # a stream
+    return next(self._train)
+
+  def _eval_examples(self) -> List:
+    ds = self._dataset(self.eval_split, False)
+    if self.num_eval:
+      ds = ds.take(self.num_eval)
+    rng = np.random.default_rng([7, jax.process_index()])
+    return [p for p in (self._pair(e, rng) for e in tfds.as_numpy(ds)) if p is not None]
+
+  def eval_batches(self):
+    examples = self._eval_examples()
+    local = self.eval_batch // jax.process_count()
+    total = self.num_eval or len(examples) * jax.process_count()
+    for b in range(math.ceil(total / self.eval_batch)):
+      chunk = examples[b * local:(b + 1) * local]
+      mask = np.zeros(local, np.float32)
+      mask[:len(chunk)] = 1.0
+      filler = (np.array([EOS], np.int32), np.array([EOS], np.int32), '')
+      batch = self._batch(chunk + [filler] * (local - len(chunk)))
+      batch['mask'] = mask
+      yield batch
+
+  # ---- generation metrics (GLUE, WMT) ----
+  @property
+  def generates(self) -> bool:
+    return self.kind != 'c4'
+
+  def references(self) -> List[str]:
+    return [p[2] for p in self._eval_examples()]
+
+  def generation_metrics(self, predicted_ids: List[np.ndarray]) -> Dict[str, float]:
+    """Exact-match accuracy (GLUE) or corpus BLEU (translation) of greedy predictions, in eval order."""
+    references = self.references()
+    predictions = [self.vocab.decode(ids) for ids in predicted_ids[:len(references)]]
+    if self.kind == 'glue':
+      return {'exact_match': float(np.mean([p.strip() == r for p, r in zip(predictions, references)]))}
+    import sacrebleu  # pylint: disable=g-import-not-at-top
+    return {'bleu': float(sacrebleu.corpus_bleu(predictions, [references]).score)}

@@ -1,0 +1,120 @@
+"""What the one training loop trains: how a batch enters the model, the loss, and evaluation sums.
+
+ImageClassification: batches {'image', 'label'(, 'mask')}; softmax (label smoothing) or sigmoid loss,
+mixup. Seq2Seq: batches {'inputs', 'targets'(, 'mask')} of padded token ids (0 = padding); teacher-forced
+cross entropy over the target tokens (padding weighs 0; label smoothing in training only), token accuracy
+and perplexity; greedy decoding.
+"""
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def per_example_loss(logits, labels_onehot, loss_kind: str, label_smoothing: float):
+  if loss_kind == 'sigmoid':
+    return optax.sigmoid_binary_cross_entropy(logits, labels_onehot).sum(axis=-1)
+  n = labels_onehot.shape[-1]
+  smoothed = labels_onehot * (1.0 - label_smoothing) + label_smoothing / n
+  return optax.softmax_cross_entropy(logits, smoothed)
+
+
+class ImageClassification:
+  name = 'image_classification'
+
+  def __init__(self, config, num_classes: int):
+    self.config = config
+    self.num_classes = num_classes
+
+  def dummy_inputs(self, input_shapes) -> Tuple[jax.Array, ...]:
+    return (jnp.zeros((1,) + tuple(input_shapes['image']), jnp.float32),)
+
+  def train_loss(self, apply_fn, params, batch, rng) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    config = self.config
+    dropout_rng, mixup_rng = jax.random.split(rng)
+    images = batch['image']
+    labels = jax.nn.one_hot(batch['label'], self.num_classes)
+    if config.mixup_alpha > 0:
+      lam = jax.random.beta(mixup_rng, config.mixup_alpha, config.mixup_alpha)
+      images = lam * images + (1 - lam) * images[::-1]
+      labels = lam * labels + (1 - lam) * labels[::-1]
+    logits = apply_fn(params, images, train=True, rngs={'dropout': dropout_rng})
+    loss = per_example_loss(logits, labels, config.loss, config.label_smoothing).mean()
+    return loss, {'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
+
+  def eval_sums(self, apply_fn, params, batch) -> Dict[str, jax.Array]:
+    logits = apply_fn(params, batch['image'], train=False)
+    loss = per_example_loss(logits, jax.nn.one_hot(batch['label'], self.num_classes), self.config.loss, 0.0)
+    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+    w = batch['mask']
+    return {'loss_sum': jnp.sum(loss * w), 'correct': jnp.sum(correct * w), 'count': jnp.sum(w)}
+
+  @staticmethod
+  def finalize(totals: Dict[str, float]) -> Dict[str, float]:
+    count = max(totals['count'], 1.0)
+    return {'loss': totals['loss_sum'] / count, 'accuracy': totals['correct'] / count}
+
+
+def shift_right(targets):
+  """Decoder inputs: the targets moved one step right behind the start token 0."""
+  return jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
+
+
+class Seq2Seq:
+  name = 'seq2seq'
+
+  def __init__(self, config, vocab_size: int):
+    self.config = config
+    self.vocab_size = vocab_size
+
+  def dummy_inputs(self, input_shapes) -> Tuple[jax.Array, ...]:
+    return (jnp.ones((1,) + tuple(input_shapes['inputs']), jnp.int32),
+            jnp.ones((1,) + tuple(input_shapes['targets']), jnp.int32))
+
+  def _token_losses(self, logits, targets, label_smoothing: float = 0.0):
+    weights = (targets > 0).astype(jnp.float32)
+    if label_smoothing:
+      smoothed = optax.smooth_labels(jax.nn.one_hot(targets, logits.shape[-1]), label_smoothing)
+      losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), smoothed)
+    else:
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    return losses * weights, correct * weights, weights
+
+  def train_loss(self, apply_fn, params, batch, rng):
+    targets = batch['targets']
+    logits = apply_fn(params, batch['inputs'], shift_right(targets), train=True, rngs={'dropout': rng})
+    losses, correct, weights = self._token_losses(logits, targets, self.config.label_smoothing)
+    tokens = jnp.maximum(weights.sum(), 1.0)
+    return losses.sum() / tokens, {'accuracy': correct.sum() / tokens}
+
+  def eval_sums(self, apply_fn, params, batch):
+    logits = apply_fn(params, batch['inputs'], shift_right(batch['targets']), train=False)
+    losses, correct, weights = self._token_losses(logits, batch['targets'])
+    w = batch['mask'][:, None]
+    return {'loss_sum': jnp.sum(losses * w), 'correct': jnp.sum(correct * w), 'count': jnp.sum(weights * w)}
+
+  @staticmethod
+  def finalize(totals: Dict[str, float]) -> Dict[str, float]:
+    count = max(totals['count'], 1.0)
+    loss = totals['loss_sum'] / count
+    return {'loss': loss, 'accuracy': totals['correct'] / count, 'perplexity': float(jnp.exp(min(loss, 50.0)))}
+
+
+def greedy_decode(apply_fn, params, inputs, max_length: int):
+  """Greedy decoding (no cache: the decoder reruns on the prefix, fine for short targets)."""
+  batch = inputs.shape[0]
+
+  def body(i, tokens):
+    logits = apply_fn(params, inputs, shift_right(tokens), train=False)
+    next_token = jnp.argmax(logits[:, i], axis=-1).astype(jnp.int32)
+    return tokens.at[:, i].set(next_token)
+
+  return jax.lax.fori_loop(0, max_length, body, jnp.zeros((batch, max_length), jnp.int32))
+
+
+def build(config, data) -> Any:
+  if getattr(data, 'task', 'image_classification') == 'seq2seq':
+    return Seq2Seq(config, data.vocab_size)
+  return ImageClassification(config, data.num_classes)

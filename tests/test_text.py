@@ -1,0 +1,142 @@
+"""The language path: vocabularies, span corruption, the Shakespeare corpus, T5, and training end to end."""
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from pgf_sparsity import metrics
+from pgf_sparsity import models
+from pgf_sparsity import nm
+from pgf_sparsity import train
+from pgf_sparsity import tree_paths
+from pgf_sparsity.data import shakespeare
+from pgf_sparsity.data import span_corruption
+from pgf_sparsity.data import vocab as vocab_lib
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import load_config  # noqa: E402
+
+
+@pytest.mark.parametrize('length', [10, 20, 64, 128, 513])
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_span_corruption_exact_density_and_recoverable(length, seed):
+  vocab = vocab_lib.ByteVocabulary()
+  tokens = np.random.RandomState(seed).randint(3, 259, length).astype(np.int32)
+  inputs, targets = span_corruption.corrupt(tokens, vocab, np.random.default_rng(seed))
+  noise = int(round(0.15 * length))
+  spans = max(int(round(noise / 3.0)), 1)
+  sentinels = lambda x: int(np.sum(x >= vocab.size - vocab.num_sentinels))
+  assert sentinels(inputs) == sentinels(targets) == spans
+  assert len(targets) == noise + spans + 1 and len(inputs) == length - noise + spans + 1
+  assert inputs[-1] == vocab_lib.EOS and targets[-1] == vocab_lib.EOS
+  np.testing.assert_array_equal(span_corruption.uncorrupt(inputs, targets, vocab), tokens)
+  mask = span_corruption.noise_mask(length, np.random.default_rng(seed))
+  assert mask.sum() == noise and not mask[0]  # starts with non-noise
+
+
+def test_byte_vocabulary_round_trip_and_sentinels():
+  vocab = vocab_lib.ByteVocabulary()
+  text = 'Ay, marry — ’tis so.'
+  ids = vocab.encode(text)
+  assert vocab.decode(ids + [vocab_lib.EOS, 77]) == text
+  assert min(ids) >= 3 and max(ids) < 259 <= vocab.sentinel(vocab.num_sentinels - 1)
+  assert vocab.sentinel(0) == vocab.size - 1
+  with pytest.raises(ValueError, match='sentinel'):
+    vocab.sentinel(vocab.num_sentinels)
+
+
+def test_sentencepiece_vocabulary(tmp_path):
+  import sentencepiece  # pylint: disable=g-import-not-at-top
+  text = ' '.join(shakespeare.load_split('validation')[:1])[:200_000]
+  corpus = tmp_path / 'corpus.txt'
+  corpus.write_text('\n'.join(text[i:i + 200] for i in range(0, len(text), 200)))
+  sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / 'sp'), vocab_size=300,
+                                           pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+  vocab = vocab_lib.build({'kind': 'sentencepiece', 'model_path': str(tmp_path / 'sp.model')})
+  assert vocab.size == 300 + 100 and vocab.sentinel(0) == 399
+  sample = 'Friends, Romans, countrymen, lend me your ears'
+  assert vocab.decode(vocab.encode(sample)) == sample
+  with pytest.raises(ValueError, match='model_path'):
+    vocab_lib.build({'kind': 'sentencepiece'})
+
+
+def test_shakespeare_held_out_split_is_by_play():
+  files = shakespeare.split_files(shakespeare.find_texts())
+  assert len(files['validation']) >= 4 and not set(files['train']) & set(files['validation'])
+  assert len(files['train']) + len(files['validation']) == len(shakespeare.find_texts())
+
+
+def test_t5_base_parameter_count_matches_published():
+  model = models.build({'name': 't5', 'variant': 'base', 'vocab_size': 32128})
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32),
+                                             jnp.ones((1, 4), jnp.int32)))
+  assert sum(x.size for x in jax.tree.leaves(shapes['params'])) == 247_577_856  # T5 v1.1 base, ~248M
+
+
+def test_t5_shapes_causality_and_padding():
+  model = models.build({'name': 't5', 'variant': 'tiny', 'vocab_size': 384})
+  rng = np.random.RandomState(0)
+  enc = jnp.asarray(rng.randint(3, 300, (2, 10)), jnp.int32)
+  dec = jnp.asarray(rng.randint(3, 300, (2, 7)), jnp.int32)
+  params = model.init(jax.random.PRNGKey(0), enc, dec)
+  logits = model.apply(params, enc, dec)
+  assert logits.shape == (2, 7, 384)
+  changed = model.apply(params, enc, dec.at[:, 4].set(5))
+  np.testing.assert_allclose(changed[:, :4], logits[:, :4], rtol=1e-5, atol=1e-5)  # the future is invisible
+  assert not np.allclose(changed[:, 4:], logits[:, 4:])
+  padded = model.apply(params, jnp.pad(enc, ((0, 0), (0, 5))), dec)  # padding the encoder changes nothing
+  np.testing.assert_allclose(padded, logits, rtol=1e-4, atol=1e-4)
+  tied = models.build({'name': 't5', 'variant': 'tiny', 'vocab_size': 384, 'tie_embeddings': True})
+  tied_params = tied.init(jax.random.PRNGKey(0), enc, dec)['params']
+  assert 'lm_head' not in tied_params and tied.apply({'params': tied_params}, enc, dec).shape == (2, 7, 384)
+
+
+TINY_T5 = dict(variant=None, d_model=64, d_ff=128, num_heads=2, head_dim=32, encoder_layers=1, decoder_layers=1)
+RECIPES = ['dense', 'static', 'srste,flow=ste', 'mdgf_linear', 'mdgf_exponential', 'sdgf_stepwise',
+           'sdgf_geometric']
+
+
+@pytest.mark.parametrize('recipe', RECIPES)
+def test_every_recipe_improves_validation_loss_and_ends_exactly_n_m(recipe, tmp_path):
+  qkv = (1, 4) if recipe.startswith('sdgf') else (2, 4)  # SDGF targets need the same number of frames
+  config = load_config('t5_shakespeare', f'recipe={recipe},ff=1:4,qkv={qkv[0]}:{qkv[1]},steps=90')
+  config.model.update(TINY_T5)
+  config.dataset.update(chunk_length=64, eval_examples=64)
+  config.batch_size, config.eval_batch_size = 16, 64
+  config.eval_every_steps, config.log_every_steps = 30, 30
+  state, _ = train.train_and_evaluate(config, str(tmp_path))
+  evals = [r for r in metrics.read_jsonl(str(tmp_path)) if r['split'] == 'eval']
+  assert [r['step'] for r in evals] == [30, 60, 90]
+  assert evals[-1]['loss'] < evals[0]['loss'], evals
+  assert evals[-1]['perplexity'] == pytest.approx(np.exp(evals[-1]['loss']), rel=1e-4)
+  if recipe == 'dense':
+    return
+  flat = tree_paths.flatten(jax.device_get(state.params))
+  ff = [p for p in flat if '/mlp/' in p]
+  qkv_paths = [p for p in flat if p.endswith(('query/kernel', 'key/kernel', 'value/kernel'))]
+  assert len(ff) == 6 and len(qkv_paths) == 9
+  for paths, (n, m) in ((ff, (1, 4)), (qkv_paths, qkv)):
+    for p in paths:
+      hardened = flat[p] * np.asarray(nm.nm_mask(flat[p], n, m))
+      assert (np.asarray(nm.group_counts(hardened != 0, m)) == n).all(), p
+
+
+@pytest.mark.parametrize('name,metric', [('glue/sst2', 'exact_match'), ('wmt14_translate/de-en', 'bleu'),
+                                         ('c4/en', None)])
+def test_tfds_text_tasks_on_mock_data(name, metric, tmp_path):
+  config = load_config('t5_shakespeare', 'steps=4')
+  config.model.update(TINY_T5)
+  config.dataset = dict(name='tfds_text', tfds_name=name, tfds_data_dir='', vocab=dict(kind='byte'),
+                        inputs_length=48, targets_length=12, chunk_length=48, num_eval_examples=8,
+                        num_train_examples=64)
+  config.batch_size, config.eval_batch_size = 4, 4
+  config.log_every_steps, config.eval_every_steps = 2, 4
+  with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+    state, results = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 4 and np.isfinite(results['eval']['loss'])
+  if metric:
+    assert 0.0 <= results['eval'][metric] <= (100.0 if metric == 'bleu' else 1.0)
