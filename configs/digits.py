@@ -4,8 +4,6 @@ r"""A seconds-long run: a tiny ViT on sklearn's 8x8 digits (bundled with scikit-
 
 Arguments as in configs/fashion_mnist.py: recipe, ff, qkv, attn_out, flow, alpha, dense, finetune, steps, seed.
 """
-import math
-
 import ml_collections
 
 from pgf_sparsity import config_lib
@@ -20,11 +18,8 @@ def get_config(arg=None):
   config.model = dict(name='vit', variant=None, num_classes=10, width=32, depth=1, mlp_dim=64, num_heads=2,
                       patch_size=2, pool='gap', dropout=0.0, attention_dropout=0.0, stochastic_depth=0.0,
                       dtype='float32')
-  sparse_steps = a.steps * (1.0 - a.dense - a.finetune)
-  alpha = a.alpha or math.log(100.0) / max(0.8 * sparse_steps, 1.0)
-  config.sparsity = config_lib.sparsity_config(
-      a.recipe, {name: (regex, a[name]) for name, regex in config_lib.VIT_TARGETS.items()},
-      gradient_flow=a.flow, alpha=alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+  alpha = config_lib.decay_alpha(a, a.steps)
+  config.sparsity = config_lib.sparsity_from_args(a, config_lib.VIT_TARGETS, alpha)
   config.batch_size = 64
   config.eval_batch_size = 400
   config.total_steps = a.steps

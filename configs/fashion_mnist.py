@@ -9,8 +9,6 @@ Arguments: recipe, ff, qkv, attn_out (N:M or none), flow (decayed|ste), alpha (0
 small: width 64, depth 2, patch 7, the small-scale study's model), runlocal (a seconds-long smoke run).
 Needs the data from `bash scripts/get_data.sh`.
 """
-import math
-
 import ml_collections
 
 from pgf_sparsity import config_lib
@@ -35,11 +33,8 @@ def get_config(arg=None):
                         eval_examples=0)
   config.model = dict(name='vit', variant=None, num_classes=10, **SIZES[a.size], pool='gap', dropout=0.0,
                       attention_dropout=0.0, stochastic_depth=0.0, dtype='float32')
-  sparse_steps = steps * (1.0 - a.dense - a.finetune)
-  alpha = a.alpha or math.log(100.0) / max(0.8 * sparse_steps, 1.0)
-  config.sparsity = config_lib.sparsity_config(
-      a.recipe, {name: (regex, a[name]) for name, regex in config_lib.VIT_TARGETS.items()},
-      gradient_flow=a.flow, alpha=alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+  alpha = config_lib.decay_alpha(a, steps)
+  config.sparsity = config_lib.sparsity_from_args(a, config_lib.VIT_TARGETS, alpha)
   config.batch_size = 128
   config.eval_batch_size = 1000
   config.total_steps = steps

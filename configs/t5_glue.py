@@ -24,9 +24,7 @@ def get_config(arg=None):
                         targets_length=16, chunk_length=0, num_train_examples=0, num_eval_examples=0)
   config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.1, tie_embeddings=False,
                       dtype='bfloat16')
-  config.sparsity = config_lib.sparsity_config(
-      a.recipe, {name: (regex, a[name]) for name, regex in config_lib.T5_TARGETS.items()},
-      gradient_flow=a.flow, alpha=a.alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+  config.sparsity = config_lib.sparsity_from_args(a, config_lib.T5_TARGETS, a.alpha)
   config.batch_size = a.batch
   config.eval_batch_size = 128
   config.total_steps = a.steps

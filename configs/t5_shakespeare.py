@@ -8,8 +8,6 @@ Arguments: recipe, ff, qkv, attn_out (N:M for encoder and decoder alike, or none
 reaches 0.01 at 80% of the sparse phase), dense, finetune, steps, seed, variant (tiny/small/base/large).
 Needs `bash scripts/get_data.sh` (the Shakespeare texts).
 """
-import math
-
 import ml_collections
 
 from pgf_sparsity import config_lib
@@ -25,11 +23,8 @@ def get_config(arg=None):
                         chunk_length=128, noise_density=0.15, mean_noise_span_length=3.0, eval_examples=512)
   config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.0, tie_embeddings=False,
                       dtype='float32')
-  sparse_steps = a.steps * (1.0 - a.dense - a.finetune)
-  alpha = a.alpha or math.log(100.0) / max(0.8 * sparse_steps, 1.0)
-  config.sparsity = config_lib.sparsity_config(
-      a.recipe, {name: (regex, a[name]) for name, regex in config_lib.T5_TARGETS.items()},
-      gradient_flow=a.flow, alpha=alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+  alpha = config_lib.decay_alpha(a, a.steps)
+  config.sparsity = config_lib.sparsity_from_args(a, config_lib.T5_TARGETS, alpha)
   config.batch_size = 32
   config.eval_batch_size = 128
   config.total_steps = a.steps

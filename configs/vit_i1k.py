@@ -31,9 +31,7 @@ def get_config(arg=None):
                         num_train_examples=0, num_eval_examples=0)
   config.model = dict(name='vit', variant=a.variant, num_classes=1000, pool='token', dropout=0.1,
                       attention_dropout=0.0, stochastic_depth=0.1, dtype='bfloat16')
-  config.sparsity = config_lib.sparsity_config(
-      a.recipe, {name: (regex, a[name]) for name, regex in config_lib.VIT_TARGETS.items()},
-      gradient_flow=a.flow, alpha=a.alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+  config.sparsity = config_lib.sparsity_from_args(a, config_lib.VIT_TARGETS, a.alpha)
   config.batch_size = a.batch
   config.eval_batch_size = 1024
   config.total_steps = None

@@ -1,4 +1,5 @@
 """Helpers for config files: big_vision-style `file.py:key=value,flag` arguments and sparsity blocks."""
+import math
 from typing import Any, Dict
 
 import ml_collections
@@ -57,6 +58,19 @@ def sparsity_config(recipe: str, targets: Dict[str, Any], *, gradient_flow: str 
     if nm:
       config.targets[name] = {'regex': regex, 'n': nm[0], 'm': nm[1]}
   return config
+
+
+def sparsity_from_args(a, targets: Dict[str, str], alpha: float) -> ml_collections.ConfigDict:
+  """The sparsity block from parsed config arguments (recipe, flow, dense, finetune and one N:M argument
+  per target name)."""
+  return sparsity_config(a.recipe, {name: (regex, a[name]) for name, regex in targets.items()},
+                         gradient_flow=a.flow, alpha=alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+
+
+def decay_alpha(a, total_steps: int) -> float:
+  """The alpha argument, or (when 0) the one that brings beta to 0.01 at 80% of the sparse phase."""
+  sparse_steps = total_steps * (1.0 - a.dense - a.finetune)
+  return a.alpha or math.log(100.0) / max(0.8 * sparse_steps, 1.0)
 
 
 VIT_TARGETS = {

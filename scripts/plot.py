@@ -75,12 +75,14 @@ def accuracy_vs_flops(rows, out):
   plt.close(fig)
 
 
-def gradient_noise(rows, csv_path, out, patterns, root):
+def gradient_noise(rows, out, patterns, root):
   fig, axes = plt.subplots(1, len(patterns), figsize=(5 * len(patterns), 3.6), squeeze=False)
   for ax, pattern in zip(axes[0], patterns):
+    shown = set()
     for r in rows:
-      if r['pattern'] not in (pattern, 'dense') or r.get('seed', '0') not in ('0', 0):
-        continue
+      if r['pattern'] not in (pattern, 'dense') or r.get('seed', '0') not in ('0', 0) or r['label'] in shown:
+        continue  # seed 0 only; dense runs repeat across the grid's patterns
+      shown.add(r['label'])
       records = [x for x in metrics.read_jsonl(os.path.join(root, r['run'])) if x['split'] == 'diag']
       steps, values = [], []
       for x in records:
@@ -147,7 +149,7 @@ def main():
     accuracy_vs_sparsity(rows, args.out)
     accuracy_vs_flops(rows, args.out)
     if args.root:
-      gradient_noise(rows, args.csv, args.out, args.noise_patterns.split(','), args.root)
+      gradient_noise(rows, args.out, args.noise_patterns.split(','), args.root)
 
 
 if __name__ == '__main__':
