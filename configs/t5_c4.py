@@ -6,7 +6,8 @@ r"""The paper-scale language run: T5 v1.1 span-corruption pretraining on tfds c4
 
 T5X-Base defaults: 524,288 steps at batch 256, inputs 512 tokens (span corruption 15%, mean span 3),
 Adafactor-like schedule replaced by AdamW with warmup and cosine (documented deviation), no dropout.
-Arguments: variant, recipe, ff, qkv, attn_out, flow, alpha, dense, finetune, steps, batch, seed.
+Arguments: variant, recipe, ff, qkv, attn_out, dec_ff, dec_qkv, dec_attn_out (the decoder's own pattern,
+default 'same'), flow, alpha, dense, finetune, steps, batch, seed.
 """
 import ml_collections
 
@@ -16,7 +17,7 @@ from pgf_sparsity import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='base', recipe='mdgf_exponential', ff='1:32', qkv='none',
                            attn_out='none', flow='ste', alpha=1e-4, dense=0.0, finetune=0.0, steps=524288,
-                           batch=256, seed=0)
+                           batch=256, seed=0, **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='tfds_text', tfds_name='c4/en:3.1.0', tfds_data_dir='', train_split='train',
@@ -24,7 +25,7 @@ def get_config(arg=None):
                         inputs_length=0, targets_length=0, num_train_examples=364_868_892, num_eval_examples=2048)
   config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.0, tie_embeddings=False,
                       dtype='bfloat16')
-  config.sparsity = config_lib.sparsity_from_args(a, config_lib.T5_TARGETS, a.alpha)
+  config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch
   config.eval_batch_size = 256
   config.total_steps = a.steps

@@ -5,7 +5,7 @@ decoding, plus teacher-forced loss and token accuracy.
       --workdir=workdirs/t5_sst2 --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
 
 Arguments: task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), variant, recipe, ff, qkv, attn_out,
-flow, alpha, dense, finetune, steps, batch, seed.
+dec_ff, dec_qkv, dec_attn_out, flow, alpha, dense, finetune, steps, batch, seed.
 """
 import ml_collections
 
@@ -15,7 +15,7 @@ from pgf_sparsity import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, task='sst2', variant='base', recipe='mdgf_exponential', ff='1:32', qkv='none',
                            attn_out='none', flow='ste', alpha=1e-3, dense=0.0, finetune=0.0, steps=20000,
-                           batch=128, seed=0)
+                           batch=128, seed=0, **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   eval_split = 'validation_matched' if a.task == 'mnli' else 'validation'
@@ -24,7 +24,7 @@ def get_config(arg=None):
                         targets_length=16, chunk_length=0, num_train_examples=0, num_eval_examples=0)
   config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.1, tie_embeddings=False,
                       dtype='bfloat16')
-  config.sparsity = config_lib.sparsity_from_args(a, config_lib.T5_TARGETS, a.alpha)
+  config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch
   config.eval_batch_size = 128
   config.total_steps = a.steps

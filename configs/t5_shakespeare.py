@@ -4,7 +4,8 @@ r"""Offline language default: a tiny T5 (byte vocabulary) on span-corrupted Shak
   .venv/bin/python -m pgf_sparsity.main --config=configs/t5_shakespeare.py:recipe=srste,flow=ste,ff=1:8 \
       --workdir=workdirs/t5_srste
 
-Arguments: recipe, ff, qkv, attn_out (N:M for encoder and decoder alike, or none), flow, alpha (0: beta
+Arguments: recipe, ff, qkv, attn_out (N:M for encoder and decoder, or none), dec_ff, dec_qkv, dec_attn_out
+(the decoder's own pattern, default 'same'), flow, alpha (0: beta
 reaches 0.01 at 80% of the sparse phase), dense, finetune, steps, seed, variant (tiny/small/base/large).
 Needs `bash scripts/get_data.sh` (the Shakespeare texts).
 """
@@ -16,7 +17,7 @@ from pgf_sparsity import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, recipe='mdgf_exponential', ff='1:8', qkv='none', attn_out='none',
                            flow='decayed', alpha=0.0, dense=0.0, finetune=0.1, steps=1500, seed=0,
-                           variant='tiny')
+                           variant='tiny', **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='shakespeare', data_dir='', vocab=dict(kind='byte', model_path=''),
@@ -24,7 +25,7 @@ def get_config(arg=None):
   config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.0, tie_embeddings=False,
                       dtype='float32')
   alpha = config_lib.decay_alpha(a, a.steps)
-  config.sparsity = config_lib.sparsity_from_args(a, config_lib.T5_TARGETS, alpha)
+  config.sparsity = config_lib.t5_sparsity_from_args(a, alpha)
   config.batch_size = 32
   config.eval_batch_size = 128
   config.total_steps = a.steps

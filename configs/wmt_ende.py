@@ -4,8 +4,8 @@ corpus BLEU of greedy decoding (sacrebleu), plus teacher-forced loss and token a
   .venv/bin/python -m pgf_sparsity.main --config=configs/wmt_ende.py:variant=base,ff=1:32 \
       --workdir=workdirs/wmt_ende --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
 
-Arguments: pair (the tfds config, e.g. de-en, fr-en), variant, recipe, ff, qkv, attn_out, flow, alpha,
-dense, finetune, steps, batch, seed.
+Arguments: pair (the tfds config, e.g. de-en, fr-en), variant, recipe, ff, qkv, attn_out, dec_ff, dec_qkv,
+dec_attn_out, flow, alpha, dense, finetune, steps, batch, seed.
 """
 import ml_collections
 
@@ -15,7 +15,7 @@ from pgf_sparsity import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, pair='de-en', variant='base', recipe='mdgf_exponential', ff='1:32', qkv='none',
                            attn_out='none', flow='ste', alpha=1e-4, dense=0.0, finetune=0.0, steps=100000,
-                           batch=256, seed=0)
+                           batch=256, seed=0, **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='tfds_text', tfds_name=f'wmt14_translate/{a.pair}', tfds_data_dir='',
@@ -24,7 +24,7 @@ def get_config(arg=None):
                         num_eval_examples=3000)
   config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.1, tie_embeddings=False,
                       dtype='bfloat16')
-  config.sparsity = config_lib.sparsity_from_args(a, config_lib.T5_TARGETS, a.alpha)
+  config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch
   config.eval_batch_size = 128
   config.total_steps = a.steps

@@ -79,9 +79,28 @@ VIT_TARGETS = {
     'attn_out': r'.*/attention/out/kernel',
 }
 
-# T5: the same pattern for encoder and decoder (the layers differ by prefix: encoder_layers_i, decoder_layers_i).
-T5_TARGETS = {
-    'ff': r'(encoder|decoder)_layers_\d+/mlp/(wi_0|wi_1|wo)/kernel',
-    'qkv': r'(encoder|decoder)_layers_\d+/\w*attention/(query|key|value)/kernel',
-    'attn_out': r'(encoder|decoder)_layers_\d+/\w*attention/out/kernel',
+# T5 layer kinds; the stacks differ by prefix (encoder_layers_i, decoder_layers_i).
+T5_LAYERS = {
+    'ff': r'mlp/(wi_0|wi_1|wo)/kernel',
+    'qkv': r'\w*attention/(query|key|value)/kernel',
+    'attn_out': r'\w*attention/out/kernel',
 }
+T5_TARGETS = {name: r'(encoder|decoder)_layers_\d+/' + regex for name, regex in T5_LAYERS.items()}
+
+
+def t5_sparsity_from_args(a, alpha: float) -> ml_collections.ConfigDict:
+  """Like sparsity_from_args for T5: arguments ff, qkv, attn_out set encoder and decoder together, and
+  dec_ff, dec_qkv, dec_attn_out (when not 'same') give the decoder its own pattern."""
+  targets = {}
+  for name, regex in T5_LAYERS.items():
+    decoder = a[f'dec_{name}']
+    if decoder == 'same':
+      targets[name] = (r'(encoder|decoder)_layers_\d+/' + regex, a[name])
+    else:
+      targets[f'enc_{name}'] = (r'encoder_layers_\d+/' + regex, a[name])
+      targets[f'dec_{name}'] = (r'decoder_layers_\d+/' + regex, decoder)
+  return sparsity_config(a.recipe, targets, gradient_flow=a.flow, alpha=alpha, dense_fraction=a.dense,
+                         finetune_fraction=a.finetune)
+
+
+T5_ARGS = dict(dec_ff='same', dec_qkv='same', dec_attn_out='same')

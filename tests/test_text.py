@@ -140,3 +140,15 @@ def test_tfds_text_tasks_on_mock_data(name, metric, tmp_path):
   assert int(state.step) == 4 and np.isfinite(results['eval']['loss'])
   if metric:
     assert 0.0 <= results['eval'][metric] <= (100.0 if metric == 'bleu' else 1.0)
+
+
+def test_encoder_and_decoder_patterns_can_differ():
+  config = load_config('t5_shakespeare', 'ff=1:8,dec_ff=1:4,qkv=2:4,dec_qkv=none')
+  config.model.update(TINY_T5)
+  trainer = train.Trainer(config, '')
+  bound = trainer.sparsity._bound  # pylint: disable=protected-access
+  patterns = {p: (t.n, t.m) for p, (t, _) in bound.items()}
+  assert patterns['encoder_layers_0/mlp/wi_0/kernel'] == (1, 8)
+  assert patterns['decoder_layers_0/mlp/wo/kernel'] == (1, 4)
+  assert patterns['encoder_layers_0/attention/query/kernel'] == (2, 4)
+  assert not any(p.startswith('decoder') and 'attention' in p for p in patterns)  # decoder Q/K/V dense
