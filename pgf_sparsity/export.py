@@ -27,8 +27,8 @@ FORMAT = 'pgf_sparsity.nm_export.v1'
 
 def pack(kernel: np.ndarray, mask: np.ndarray, n: int, m: int, axes) -> Tuple[np.ndarray, np.ndarray]:
   """Kept values (G, N, B) and their positions in the group (G, N, B), groups as in nm_mask."""
-  groups, _ = nm._to_groups(jnp.asarray(kernel), tuple(axes), m)  # pylint: disable=protected-access
-  keep, _ = nm._to_groups(jnp.asarray(mask), tuple(axes), m)  # pylint: disable=protected-access
+  groups, _ = nm.to_groups(jnp.asarray(kernel), tuple(axes), m)
+  keep, _ = nm.to_groups(jnp.asarray(mask), tuple(axes), m)
   keep = np.asarray(keep)
   if not (keep.sum(axis=1) == n).all():
     raise ValueError(f'mask is not exactly {n}:{m}')
@@ -44,7 +44,7 @@ def unpack(values: np.ndarray, index: np.ndarray, shape, m: int, axes) -> np.nda
     raise ValueError('index array does not match the values or points outside its group')
   dense = np.zeros((g, m, b), values.dtype)
   np.put_along_axis(dense, index.astype(np.int64), values, axis=1)
-  _, restore = nm._to_groups(jnp.zeros(shape, values.dtype), tuple(axes), m)  # pylint: disable=protected-access
+  _, restore = nm.to_groups(jnp.zeros(shape, values.dtype), tuple(axes), m)
   return np.asarray(restore(jnp.asarray(dense)))
 
 
@@ -72,7 +72,7 @@ def export(workdir: str, output: str) -> Dict[str, Any]:
   arrays, patterns = {}, {}
   for path, value in params.items():
     if path in masks:
-      target, axes = trainer.sparsity._bound[path]  # pylint: disable=protected-access
+      target, axes = trainer.sparsity.bound[path]
       n, m = plan.pattern(target.name)
       values, index = pack(value, masks[path], n, m, axes)
       arrays[f'nm_values/{path}'], arrays[f'nm_index/{path}'] = values, index

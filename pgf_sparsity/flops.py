@@ -82,7 +82,7 @@ class TrainingFlops:
     self.layers, self.attention = count_layers(model, inputs)
     self.sparsity = sparsity
     self.batch_size = batch_size
-    targets = {path.rsplit('/', 1)[0]: target for path, (target, _) in (sparsity._bound or {}).items()}  # pylint: disable=protected-access
+    targets = {path.rsplit('/', 1)[0]: target for path, (target, _) in sparsity.bound.items()}
     self._target_of = {layer.path: targets.get(layer.path) for layer in self.layers}
 
   def per_step(self, plan: StepPlan, beta_positive: bool) -> float:

@@ -52,7 +52,7 @@ def check_groupable(shape: Sequence[int], n: int, m: int, axis: Axes = 0) -> Tup
   return axes
 
 
-def _to_groups(x: jax.Array, axes: Tuple[int, ...], m: int):
+def to_groups(x: jax.Array, axes: Tuple[int, ...], m: int):
   """Moves the grouped axes together (row-major order kept) and returns (G, M, B) plus the inverse."""
   ndim = x.ndim
   contiguous = axes == tuple(range(axes[0], axes[0] + len(axes)))
@@ -180,12 +180,12 @@ def nm_mask(w: jax.Array, n: int, m: int, axis: Axes = 0, method: str = 'auto') 
     raise ValueError(f'Unknown mask method {method!r}; choose one of {sorted(METHODS)} or "auto".')
   if n == m:
     return jnp.ones(w.shape, bool)
-  groups, restore = _to_groups(lax.stop_gradient(w), axes, m)
+  groups, restore = to_groups(lax.stop_gradient(w), axes, m)
   return restore(METHODS[method](_keys(groups), n))
 
 
 def group_counts(mask: jax.Array, m: int, axis: Axes = 0) -> jax.Array:
   """Number of kept entries in every group (flat array), for checks and summaries."""
   axes = _normalize_axes(axis, mask.ndim)
-  groups, _ = _to_groups(mask, axes, m)
+  groups, _ = to_groups(mask, axes, m)
   return groups.sum(axis=1, dtype=jnp.int32).reshape(-1)

@@ -254,6 +254,13 @@ class Sparsity:
     return tuple(sorted(self._bound))
 
   @property
+  def bound(self) -> Dict[str, Tuple[Target, Tuple[int, ...]]]:
+    """{kernel path: (its target, its grouping axes)} of the sparse kernels."""
+    if self._bound is None:
+      raise RuntimeError('Call Sparsity.bind(params) first.')
+    return dict(self._bound)
+
+  @property
   def targeted_paths(self) -> Tuple[str, ...]:
     """Kernels the targets select, also under the dense recipe (for diagnostics and comparisons)."""
     if self._bound is None:

@@ -146,7 +146,7 @@ def test_encoder_and_decoder_patterns_can_differ():
   config = load_config('t5_shakespeare', 'ff=1:8,dec_ff=1:4,qkv=2:4,dec_qkv=none')
   config.model.update(TINY_T5)
   trainer = train.Trainer(config, '')
-  bound = trainer.sparsity._bound  # pylint: disable=protected-access
+  bound = trainer.sparsity.bound
   patterns = {p: (t.n, t.m) for p, (t, _) in bound.items()}
   assert patterns['encoder_layers_0/mlp/wi_0/kernel'] == (1, 8)
   assert patterns['decoder_layers_0/mlp/wo/kernel'] == (1, 4)

@@ -26,9 +26,15 @@ class ArrayPipeline:
     self.global_batch, self.seed, self.flip, self.pad = global_batch, seed, flip, pad
     self.local_batch = global_batch // jax.process_count()
     self.steps_per_epoch = max(len(images) // global_batch, 1)
+    self._orders: Dict[int, np.ndarray] = {}
 
   def _epoch_order(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
+    """The epoch's permutation, computed once (the batches of two epochs are in use at a time)."""
+    if epoch not in self._orders:
+      if len(self._orders) >= 2:
+        self._orders.pop(min(self._orders))
+      self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
+    return self._orders[epoch]
 
   def batch(self, step: int) -> Dict[str, np.ndarray]:
     start = step * self.global_batch

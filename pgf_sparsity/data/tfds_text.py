@@ -54,6 +54,7 @@ class TfdsText:
     if self.kind == 'wmt14_translate' or self.kind.startswith('wmt'):
       source, target = self.name.split('/')[1].split('-')
       self.source, self.target = source, target
+    self._eval_cache = None
     self._train = self._stream()
 
   # ---- examples ----
@@ -112,11 +113,14 @@ class TfdsText:
     return next(self._train)
 
   def _eval_examples(self) -> List:
-    ds = self._dataset(self.eval_split, False)
-    if self.num_eval:
-      ds = ds.take(self.num_eval)
-    rng = np.random.default_rng([7, jax.process_index()])
-    return [p for p in (self._pair(e, rng) for e in tfds.as_numpy(ds)) if p is not None]
+    """This process's evaluation examples, read once: evaluation, decoding and references share them."""
+    if self._eval_cache is None:
+      ds = self._dataset(self.eval_split, False)
+      if self.num_eval:
+        ds = ds.take(self.num_eval)
+      rng = np.random.default_rng([7, jax.process_index()])
+      self._eval_cache = [p for p in (self._pair(e, rng) for e in tfds.as_numpy(ds)) if p is not None]
+    return self._eval_cache
 
   def eval_batches(self):
     examples = self._eval_examples()
