@@ -12,7 +12,7 @@ Needs the data from `bash scripts/get_data.sh`.
 import ml_collections
 
 from pgf_sparsity import config_lib
-
+from pgf_sparsity.models import common
 
 SIZES = {
     'base': dict(width=96, depth=3, mlp_dim=384, num_heads=3, patch_size=4),
@@ -21,11 +21,9 @@ SIZES = {
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, recipe='mdgf_exponential', ff='1:8', qkv='none', attn_out='none',
-                           flow='decayed', alpha=0.0, dense=0.0, finetune=0.1, steps=3000, seed=0,
-                           size='base', runlocal=False)
+  a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, finetune=0.1), steps=3000, size='base')
   if a.size not in SIZES:
-    raise ValueError(f'size must be one of {sorted(SIZES)}, got {a.size!r}.')
+    raise ValueError(f'Config argument size must be one of {sorted(SIZES)}, got {a.size!r}.')
   steps = 30 if a.runlocal else a.steps
   config = ml_collections.ConfigDict()
   config.seed = a.seed
@@ -33,22 +31,16 @@ def get_config(arg=None):
                         eval_examples=0)
   config.model = dict(name='vit', variant=None, num_classes=10, **SIZES[a.size], pool='gap', dropout=0.0,
                       attention_dropout=0.0, stochastic_depth=0.0, dtype='float32')
-  alpha = config_lib.decay_alpha(a, steps)
-  config.sparsity = config_lib.sparsity_from_args(a, config_lib.VIT_TARGETS, alpha)
+  config.sparsity = config_lib.sparsity_from_args(a, common.SPARSE_TARGETS, config_lib.decay_alpha(a, steps))
   config.batch_size = 128
-  config.eval_batch_size = 1000
   config.total_steps = steps
   config.num_epochs = None
   config.optimizer = dict(learning_rate=2e-3, init_learning_rate=0.0, min_learning_rate=1e-5,
                           warmup_steps=max(steps // 20, 1), weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8,
                           grad_clip_norm=1.0)
-  config.loss = 'softmax'
-  config.label_smoothing = 0.0
-  config.diagnostics_every_steps = 0  # > 0: the gradient-noise diagnostic every that many steps
-  config.nonfinite = 'stop'  # or 'skip': drop updates with a non-finite loss or gradient
-  config.mixup_alpha = 0.0
-  config.log_every_steps = 10 if a.runlocal else 100
-  config.eval_every_steps = 30 if a.runlocal else 1000
-  config.checkpoint_every_steps = 30 if a.runlocal else 500
-  config.keep_checkpoints = 2
+  if a.runlocal:
+    config_lib.set_loop_defaults(config, log_every=10, eval_every=30, checkpoint_every=30)
+  else:
+    config_lib.set_loop_defaults(config, log_every=100, eval_every=1000, checkpoint_every=500)
+  config.eval_batch_size = 1000
   return config

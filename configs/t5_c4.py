@@ -7,7 +7,8 @@ r"""The paper-scale language run: T5 v1.1 span-corruption pretraining on tfds c4
 T5X-Base defaults: 524,288 steps at batch 256, inputs 512 tokens (span corruption 15%, mean span 3),
 Adafactor-like schedule replaced by AdamW with warmup and cosine (documented deviation), no dropout.
 Arguments: variant, recipe, ff, qkv, attn_out, dec_ff, dec_qkv, dec_attn_out (the decoder's own pattern,
-default 'same'), flow, alpha, dense, finetune, steps, batch, seed.
+default 'same'), flow, alpha, dense, finetune, steps, batch, seed, runlocal (a tiny T5 for 4 steps on
+64-token chunks, e.g. on tfds mock data).
 """
 import ml_collections
 
@@ -15,9 +16,8 @@ from pgf_sparsity import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, variant='base', recipe='mdgf_exponential', ff='1:32', qkv='none',
-                           attn_out='none', flow='ste', alpha=1e-4, dense=0.0, finetune=0.0, steps=524288,
-                           batch=256, seed=0, **config_lib.T5_ARGS)
+  a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, ff='1:32', flow='ste', alpha=1e-4),
+                           variant='base', steps=524288, batch=256, **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='tfds_text', tfds_name='c4/en:3.1.0', tfds_data_dir='', train_split='train',
@@ -27,18 +27,13 @@ def get_config(arg=None):
                       dtype='bfloat16')
   config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch
-  config.eval_batch_size = 256
   config.total_steps = a.steps
   config.num_epochs = None
   config.optimizer = dict(learning_rate=1e-3, init_learning_rate=0.0, min_learning_rate=1e-5, warmup_steps=10_000,
                           weight_decay=0.0, b1=0.9, b2=0.99, eps=1e-8, grad_clip_norm=1.0)
-  config.loss = 'softmax'
-  config.label_smoothing = 0.0
-  config.mixup_alpha = 0.0
-  config.log_every_steps = 100
-  config.eval_every_steps = 5000
-  config.checkpoint_every_steps = 5000
-  config.keep_checkpoints = 3
-  config.diagnostics_every_steps = 0
-  config.nonfinite = 'stop'
+  config_lib.set_loop_defaults(config, log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3)
+  config.eval_batch_size = 256
+  if a.runlocal:
+    config.dataset.update(chunk_length=64, num_eval_examples=8)
+    config_lib.t5_runlocal(config)
   return config

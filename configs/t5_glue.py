@@ -5,7 +5,8 @@ decoding, plus teacher-forced loss and token accuracy.
       --workdir=workdirs/t5_sst2 --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
 
 Arguments: task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), variant, recipe, ff, qkv, attn_out,
-dec_ff, dec_qkv, dec_attn_out, flow, alpha, dense, finetune, steps, batch, seed.
+dec_ff, dec_qkv, dec_attn_out, flow, alpha, dense, finetune, steps, batch, seed, runlocal (a tiny T5 for 4
+steps, e.g. on tfds mock data).
 """
 import ml_collections
 
@@ -13,9 +14,8 @@ from pgf_sparsity import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, task='sst2', variant='base', recipe='mdgf_exponential', ff='1:32', qkv='none',
-                           attn_out='none', flow='ste', alpha=1e-3, dense=0.0, finetune=0.0, steps=20000,
-                           batch=128, seed=0, **config_lib.T5_ARGS)
+  a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, ff='1:32', flow='ste', alpha=1e-3),
+                           task='sst2', variant='base', steps=20000, batch=128, **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   eval_split = 'validation_matched' if a.task == 'mnli' else 'validation'
@@ -26,18 +26,13 @@ def get_config(arg=None):
                       dtype='bfloat16')
   config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch
-  config.eval_batch_size = 128
   config.total_steps = a.steps
   config.num_epochs = None
   config.optimizer = dict(learning_rate=1e-4, init_learning_rate=0.0, min_learning_rate=1e-6, warmup_steps=500,
                           weight_decay=0.0, b1=0.9, b2=0.99, eps=1e-8, grad_clip_norm=1.0)
-  config.loss = 'softmax'
-  config.label_smoothing = 0.0
-  config.mixup_alpha = 0.0
-  config.log_every_steps = 100
-  config.eval_every_steps = 2000
-  config.checkpoint_every_steps = 2000
-  config.keep_checkpoints = 2
-  config.diagnostics_every_steps = 0
-  config.nonfinite = 'stop'
+  config_lib.set_loop_defaults(config, log_every=100, eval_every=2000, checkpoint_every=2000)
+  config.eval_batch_size = 128
+  if a.runlocal:
+    config.dataset.update(inputs_length=64, num_eval_examples=8)
+    config_lib.t5_runlocal(config)
   return config

@@ -5,8 +5,8 @@ r"""Offline language default: a tiny T5 (byte vocabulary) on span-corrupted Shak
       --workdir=workdirs/t5_srste
 
 Arguments: recipe, ff, qkv, attn_out (N:M for encoder and decoder, or none), dec_ff, dec_qkv, dec_attn_out
-(the decoder's own pattern, default 'same'), flow, alpha (0: beta
-reaches 0.01 at 80% of the sparse phase), dense, finetune, steps, seed, variant (tiny/small/base/large).
+(the decoder's own pattern, default 'same'), flow, alpha (0: beta reaches 0.01 at 80% of the sparse
+phase), dense, finetune, steps, seed, variant (tiny/small/base/large), runlocal (20 steps, 64 eval chunks).
 Needs `bash scripts/get_data.sh` (the Shakespeare texts).
 """
 import ml_collections
@@ -15,31 +15,26 @@ from pgf_sparsity import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, recipe='mdgf_exponential', ff='1:8', qkv='none', attn_out='none',
-                           flow='decayed', alpha=0.0, dense=0.0, finetune=0.1, steps=1500, seed=0,
-                           variant='tiny', **config_lib.T5_ARGS)
+  a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, finetune=0.1), steps=1500, variant='tiny',
+                           **config_lib.T5_ARGS)
+  steps = 20 if a.runlocal else a.steps
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='shakespeare', data_dir='', vocab=dict(kind='byte', model_path=''),
-                        chunk_length=128, noise_density=0.15, mean_noise_span_length=3.0, eval_examples=512)
+                        chunk_length=128, noise_density=0.15, mean_noise_span_length=3.0,
+                        eval_examples=64 if a.runlocal else 512)
   config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.0, tie_embeddings=False,
                       dtype='float32')
-  alpha = config_lib.decay_alpha(a, a.steps)
-  config.sparsity = config_lib.t5_sparsity_from_args(a, alpha)
+  config.sparsity = config_lib.t5_sparsity_from_args(a, config_lib.decay_alpha(a, steps))
   config.batch_size = 32
-  config.eval_batch_size = 128
-  config.total_steps = a.steps
+  config.total_steps = steps
   config.num_epochs = None
   config.optimizer = dict(learning_rate=3e-3, init_learning_rate=0.0, min_learning_rate=1e-5,
-                          warmup_steps=max(a.steps // 20, 1), weight_decay=0.0, b1=0.9, b2=0.99, eps=1e-8,
+                          warmup_steps=max(steps // 20, 1), weight_decay=0.0, b1=0.9, b2=0.99, eps=1e-8,
                           grad_clip_norm=1.0)
-  config.loss = 'softmax'
-  config.label_smoothing = 0.0
-  config.mixup_alpha = 0.0
-  config.log_every_steps = 50
-  config.eval_every_steps = 250
-  config.checkpoint_every_steps = 250
-  config.keep_checkpoints = 2
-  config.diagnostics_every_steps = 0
-  config.nonfinite = 'stop'
+  if a.runlocal:
+    config_lib.set_loop_defaults(config, log_every=10, eval_every=20, checkpoint_every=20)
+  else:
+    config_lib.set_loop_defaults(config, log_every=50, eval_every=250, checkpoint_every=250)
+  config.eval_batch_size = 128
   return config

@@ -9,20 +9,23 @@ targets, RandAugment (2, 15), random-resized crop, flip, dropout 0.1, stochastic
 Sparsity: MDGF-Exponential, alpha 1e-4, 1:32 on the FF layers, no dense or fine-tune phase.
 
 Arguments: variant (Ti/S/B/L + /16 or /32), recipe, ff, qkv, attn_out (N:M or none), flow, alpha, dense,
-finetune (fractions), batch, epochs, seed. `flow` defaults to 'ste', the reference code's gradient flow that
-produced the released runs; flow=decayed is the paper's progressively restricted flow. Report both.
+finetune (fractions), batch, epochs, seed, runlocal (a tiny ViT for 4 steps on 32 px images: a smoke test,
+e.g. on tfds mock data). `flow` defaults to 'ste', the reference code's gradient flow that produced the
+released runs; flow=decayed is the paper's progressively restricted flow. Report both.
 """
 import math
 
 import ml_collections
 
 from pgf_sparsity import config_lib
+from pgf_sparsity.models import common
+
+RUNLOCAL_MODEL = dict(variant=None, width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=8, dtype='float32')
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, variant='B/16', recipe='mdgf_exponential', ff='1:32', qkv='none',
-                           attn_out='none', flow='ste', alpha=1e-4, dense=0.0, finetune=0.0, batch=4096,
-                           epochs=350, seed=0)
+  a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, ff='1:32', flow='ste', alpha=1e-4),
+                           variant='B/16', batch=4096, epochs=350)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='tfds', tfds_name='imagenet2012', tfds_data_dir='', train_split='train',
@@ -31,21 +34,17 @@ def get_config(arg=None):
                         num_train_examples=0, num_eval_examples=0)
   config.model = dict(name='vit', variant=a.variant, num_classes=1000, pool='token', dropout=0.1,
                       attention_dropout=0.0, stochastic_depth=0.1, dtype='bfloat16')
-  config.sparsity = config_lib.sparsity_from_args(a, config_lib.VIT_TARGETS, a.alpha)
+  config.sparsity = config_lib.sparsity_from_args(a, common.SPARSE_TARGETS, a.alpha)
   config.batch_size = a.batch
-  config.eval_batch_size = 1024
   config.total_steps = None
   config.num_epochs = float(a.epochs + 2)
   config.optimizer = dict(learning_rate=1e-3 * math.sqrt(a.batch / 4096), init_learning_rate=1e-7,
                           min_learning_rate=1e-7, warmup_epochs=15.0, cooldown_epochs=2.0, weight_decay=0.01,
                           b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=1.0)
+  config_lib.set_loop_defaults(config, log_every=100, eval_every=3000, checkpoint_every=1000, keep_checkpoints=3)
   config.loss = 'sigmoid'
-  config.label_smoothing = 0.0
-  config.diagnostics_every_steps = 0  # > 0: the gradient-noise diagnostic every that many steps
-  config.nonfinite = 'stop'  # or 'skip': drop updates with a non-finite loss or gradient
   config.mixup_alpha = 0.5
-  config.log_every_steps = 100
-  config.eval_every_steps = 3000
-  config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 3
+  config.eval_batch_size = 1024
+  if a.runlocal:
+    config_lib.imagenet_runlocal(config, RUNLOCAL_MODEL)
   return config

@@ -5,7 +5,8 @@ corpus BLEU of greedy decoding (sacrebleu), plus teacher-forced loss and token a
       --workdir=workdirs/wmt_ende --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
 
 Arguments: pair (the tfds config, e.g. de-en, fr-en), variant, recipe, ff, qkv, attn_out, dec_ff, dec_qkv,
-dec_attn_out, flow, alpha, dense, finetune, steps, batch, seed.
+dec_attn_out, flow, alpha, dense, finetune, steps, batch, seed, runlocal (a tiny T5 for 4 steps, e.g. on
+tfds mock data).
 """
 import ml_collections
 
@@ -13,9 +14,8 @@ from pgf_sparsity import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, pair='de-en', variant='base', recipe='mdgf_exponential', ff='1:32', qkv='none',
-                           attn_out='none', flow='ste', alpha=1e-4, dense=0.0, finetune=0.0, steps=100000,
-                           batch=256, seed=0, **config_lib.T5_ARGS)
+  a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, ff='1:32', flow='ste', alpha=1e-4),
+                           pair='de-en', variant='base', steps=100000, batch=256, **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='tfds_text', tfds_name=f'wmt14_translate/{a.pair}', tfds_data_dir='',
@@ -26,18 +26,14 @@ def get_config(arg=None):
                       dtype='bfloat16')
   config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch
-  config.eval_batch_size = 128
   config.total_steps = a.steps
   config.num_epochs = None
   config.optimizer = dict(learning_rate=1e-3, init_learning_rate=0.0, min_learning_rate=1e-5, warmup_steps=4000,
                           weight_decay=0.0, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=1.0)
-  config.loss = 'softmax'
+  config_lib.set_loop_defaults(config, log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3)
   config.label_smoothing = 0.1
-  config.mixup_alpha = 0.0
-  config.log_every_steps = 100
-  config.eval_every_steps = 5000
-  config.checkpoint_every_steps = 5000
-  config.keep_checkpoints = 3
-  config.diagnostics_every_steps = 0
-  config.nonfinite = 'stop'
+  config.eval_batch_size = 128
+  if a.runlocal:
+    config.dataset.update(inputs_length=64, targets_length=32, num_eval_examples=8)
+    config_lib.t5_runlocal(config)
   return config

@@ -1,9 +1,10 @@
-"""pgf_sparsity: N:M sparse training of Transformers by Progressive Gradient Flow, in JAX."""
-from pgf_sparsity.gradient_flow import nm_gradient_flow
-from pgf_sparsity.layers import SparseDense, SparseDenseGeneral
-from pgf_sparsity.nm import nm_mask
-from pgf_sparsity.schedules import sdgf_patterns
-from pgf_sparsity.sparsity import Sparsity
+"""pgf_sparsity: N:M sparse training of Transformers by Progressive Gradient Flow, in JAX.
 
-__all__ = ['nm_gradient_flow', 'nm_mask', 'sdgf_patterns', 'SparseDense', 'SparseDenseGeneral', 'Sparsity']
+The method lives in `pgf_sparsity.sparsity`; training infrastructure (train, steps, optim, checkpoints),
+models and data each in their own module or subpackage."""
+from pgf_sparsity.sparsity import (BoundRecipe, Recipe, SparseDense, SparseDenseGeneral, nm_gradient_flow,
+                                   nm_mask, sdgf_patterns)
+
+__all__ = ['BoundRecipe', 'Recipe', 'SparseDense', 'SparseDenseGeneral', 'nm_gradient_flow', 'nm_mask',
+           'sdgf_patterns']
 __version__ = '0.1.0'

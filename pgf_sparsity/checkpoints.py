@@ -6,6 +6,8 @@ never exposes a checkpoint whose write did not finish: it writes to a temporary 
 """
 import hashlib
 import os
+import signal
+import threading
 from typing import Any, Optional, Tuple
 
 import jax
@@ -86,3 +88,26 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+class Preemption:
+  """Within the block, SIGTERM (a preemption notice) sets `requested`: the loop checkpoints and returns at
+  the next step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False

@@ -1,8 +1,40 @@
-"""Helpers for config files: big_vision-style `file.py:key=value,flag` arguments and sparsity blocks."""
+"""Helpers for config files: big_vision-style `file.py:key=value,flag` arguments, the sparsity block built
+from them, and the defaults of the training loop that every config shares."""
 import math
 from typing import Any, Dict
 
 import ml_collections
+
+from pgf_sparsity.models import t5
+
+# Arguments every config takes (a config may change the defaults): the recipe, an N:M pattern (or 'none')
+# per target kind, the gradient flow, MDGF's alpha (0: derived from the run length), the dense and fine-tune
+# phases as fractions of training, the seed, and runlocal (a seconds-long smoke run).
+SPARSITY_ARGS = dict(recipe='mdgf_exponential', ff='1:8', qkv='none', attn_out='none', flow='decayed', alpha=0.0,
+                     dense=0.0, finetune=0.0, seed=0, runlocal=False)
+# T5 configs: dec_ff, dec_qkv, dec_attn_out give the decoder its own pattern unless 'same'.
+T5_ARGS = dict(dec_ff='same', dec_qkv='same', dec_attn_out='same')
+
+
+def _typed(key: str, value: str, default):
+  """`value` converted to the type of the argument's default, or a ValueError naming the argument."""
+  kind = type(default).__name__
+  try:
+    if isinstance(default, bool):
+      if value.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError
+      return value.lower() in ('true', '1')
+    if isinstance(default, int):
+      return int(value)
+    if isinstance(default, float):
+      number = float(value)
+      if not math.isfinite(number):
+        raise ValueError
+      return number
+  except ValueError:
+    expected = 'true/false' if kind == 'bool' else f'a finite {kind}' if kind == 'float' else f'an {kind}'
+    raise ValueError(f'Config argument {key} needs {expected}, got {value!r}.') from None
+  return value
 
 
 def parse_arg(arg: str, **defaults) -> ml_collections.ConfigDict:
@@ -12,19 +44,7 @@ def parse_arg(arg: str, **defaults) -> ml_collections.ConfigDict:
     key, sep, value = item.partition('=')
     if key not in out:
       raise ValueError(f'Unknown config argument {key!r}; known: {sorted(out)}.')
-    default = out[key]
-    if not sep:
-      out[key] = True
-    elif isinstance(default, bool):
-      if value.lower() not in ('true', 'false', '1', '0'):
-        raise ValueError(f'Config argument {key} needs true/false, got {value!r}.')
-      out[key] = value.lower() in ('true', '1')
-    elif isinstance(default, int):
-      out[key] = int(value)
-    elif isinstance(default, float):
-      out[key] = float(value)
-    else:
-      out[key] = value
+    out[key] = _typed(key, value, out[key]) if sep else True
   return ml_collections.ConfigDict(out)
 
 
@@ -39,13 +59,13 @@ def parse_pattern(text: str):
   return n, m
 
 
-def sparsity_config(recipe: str, targets: Dict[str, Any], *, gradient_flow: str = 'decayed',
-                    alpha: float = 0.0, dense_fraction: float = 0.0, finetune_fraction: float = 0.0,
-                    srste_lambda: float = 2e-4, mask_update_every: int = 1) -> ml_collections.ConfigDict:
+def sparsity_config(recipe: str, targets: Dict[str, Any], *, flow: str = 'decayed', alpha: float = 0.0,
+                    dense_fraction: float = 0.0, finetune_fraction: float = 0.0, srste_lambda: float = 2e-4,
+                    mask_update_every: int = 1) -> ml_collections.ConfigDict:
   """targets: {name: (regex, 'n:m' or None)}; entries without a pattern are left dense."""
   config = ml_collections.ConfigDict()
   config.recipe = recipe
-  config.gradient_flow = gradient_flow
+  config.flow = flow
   config.alpha = alpha
   config.srste_lambda = srste_lambda
   config.group_axis = 'in'
@@ -63,8 +83,23 @@ def sparsity_config(recipe: str, targets: Dict[str, Any], *, gradient_flow: str 
 def sparsity_from_args(a, targets: Dict[str, str], alpha: float) -> ml_collections.ConfigDict:
   """The sparsity block from parsed config arguments (recipe, flow, dense, finetune and one N:M argument
   per target name)."""
-  return sparsity_config(a.recipe, {name: (regex, a[name]) for name, regex in targets.items()},
-                         gradient_flow=a.flow, alpha=alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+  return sparsity_config(a.recipe, {name: (regex, a[name]) for name, regex in targets.items()}, flow=a.flow,
+                         alpha=alpha, dense_fraction=a.dense, finetune_fraction=a.finetune)
+
+
+def t5_sparsity_from_args(a, alpha: float) -> ml_collections.ConfigDict:
+  """Like sparsity_from_args for T5: arguments ff, qkv, attn_out set encoder and decoder together, and
+  dec_ff, dec_qkv, dec_attn_out (when not 'same') give the decoder its own pattern."""
+  targets = {}
+  for name, regex in t5.SPARSE_LAYERS.items():
+    decoder = a[f'dec_{name}']
+    if decoder == 'same':
+      targets[name] = (f'({t5.ENCODER}|{t5.DECODER})' + regex, a[name])
+    else:
+      targets[f'enc_{name}'] = (t5.ENCODER + regex, a[name])
+      targets[f'dec_{name}'] = (t5.DECODER + regex, decoder)
+  return sparsity_config(a.recipe, targets, flow=a.flow, alpha=alpha, dense_fraction=a.dense,
+                         finetune_fraction=a.finetune)
 
 
 def decay_alpha(a, total_steps: int) -> float:
@@ -73,34 +108,40 @@ def decay_alpha(a, total_steps: int) -> float:
   return a.alpha or math.log(100.0) / max(0.8 * sparse_steps, 1.0)
 
 
-VIT_TARGETS = {
-    'ff': r'.*/mlp/fc[12]/kernel',
-    'qkv': r'.*/attention/(query|key|value)/kernel',
-    'attn_out': r'.*/attention/out/kernel',
-}
-
-# T5 layer kinds; the stacks differ by prefix (encoder_layers_i, decoder_layers_i).
-T5_LAYERS = {
-    'ff': r'mlp/(wi_0|wi_1|wo)/kernel',
-    'qkv': r'\w*attention/(query|key|value)/kernel',
-    'attn_out': r'\w*attention/out/kernel',
-}
-T5_TARGETS = {name: r'(encoder|decoder)_layers_\d+/' + regex for name, regex in T5_LAYERS.items()}
-
-
-def t5_sparsity_from_args(a, alpha: float) -> ml_collections.ConfigDict:
-  """Like sparsity_from_args for T5: arguments ff, qkv, attn_out set encoder and decoder together, and
-  dec_ff, dec_qkv, dec_attn_out (when not 'same') give the decoder its own pattern."""
-  targets = {}
-  for name, regex in T5_LAYERS.items():
-    decoder = a[f'dec_{name}']
-    if decoder == 'same':
-      targets[name] = (r'(encoder|decoder)_layers_\d+/' + regex, a[name])
-    else:
-      targets[f'enc_{name}'] = (r'encoder_layers_\d+/' + regex, a[name])
-      targets[f'dec_{name}'] = (r'decoder_layers_\d+/' + regex, decoder)
-  return sparsity_config(a.recipe, targets, gradient_flow=a.flow, alpha=alpha, dense_fraction=a.dense,
-                         finetune_fraction=a.finetune)
+def set_loop_defaults(config: ml_collections.ConfigDict, *, log_every: int, eval_every: int,
+                      checkpoint_every: int, keep_checkpoints: int = 2) -> ml_collections.ConfigDict:
+  """The training-loop keys every config has, with the defaults they share; returns `config`."""
+  config.log_every_steps = log_every
+  config.eval_every_steps = eval_every
+  config.checkpoint_every_steps = checkpoint_every
+  config.keep_checkpoints = keep_checkpoints
+  config.diagnostics_every_steps = 0  # > 0: the gradient-noise diagnostic every that many steps
+  config.nonfinite = 'stop'  # or 'skip': drop updates with a non-finite loss or gradient
+  config.loss = 'softmax'
+  config.label_smoothing = 0.0
+  config.mixup_alpha = 0.0
+  config.eval_batch_size = None  # None: the training batch size
+  return config
 
 
-T5_ARGS = dict(dec_ff='same', dec_qkv='same', dec_attn_out='same')
+def imagenet_runlocal(config: ml_collections.ConfigDict, model: Dict[str, Any]) -> None:
+  """An ImageNet config shrunk to a seconds-long smoke run: `model` sizes, 32 px images, 4 steps of 8
+  examples (works on tfds mock data)."""
+  config.model.update(model)
+  config.dataset.update(image_size=32, num_train_examples=64, num_eval_examples=24, shuffle_buffer=16)
+  config.batch_size = config.eval_batch_size = 8
+  config.num_epochs = 0.5
+  config.optimizer.update(warmup_epochs=0.25, cooldown_epochs=0.0)
+  config.update(log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=4)
+  config.sparsity.alpha = 0.1
+
+
+def t5_runlocal(config: ml_collections.ConfigDict) -> None:
+  """A T5 config shrunk to a seconds-long smoke run: the tiny variant in float32, 4 steps of 8 examples."""
+  config.model.update(variant='tiny', dtype='float32')
+  config.dataset.num_train_examples = 64
+  config.batch_size = config.eval_batch_size = 8
+  config.total_steps = 4
+  config.optimizer.warmup_steps = 1
+  config.update(log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=4)
+  config.sparsity.alpha = 0.1

@@ -1,12 +1,49 @@
-"""The gradient-noise diagnostic of the paper (SPEC section 7), computed on the host every K steps.
+"""What the loop reports about sparsity, computed on the host.
 
-Per sparse layer and log point: std, L2 norm and max |.| of the gradient that reaches W (after the
-recipe's gradient flow), split into kept and pruned entries; the change since the previous log point
-||g_t - g_{t-K}||_2 and its std (the induced noise); and mask flips ||m_t - m_{t-K}||_1 / numel.
+`nm_summary`, at every log step of the sparse phases: the realised N:M per kernel, total sparsity, the
+pattern per target, and `mask_flip_rate_log`, the fraction of mask entries that differ from the previous
+log step's masks. (The train step's own `mask_flip_rate_step` is the fraction that changed from one step to
+the next, averaged over the log interval.)
+
+`GradientNoise`, the paper's gradient-noise diagnostic (SPEC section 7), every K steps: per sparse layer,
+std, L2 norm and max |.| of the gradient that reaches W (after the recipe's gradient flow), split into kept
+and pruned entries; the change since the previous log point ||g_t - g_{t-K}||_2 and its std (the induced
+noise); and mask flips ||m_t - m_{t-K}||_1 / numel.
 """
 from typing import Dict, Mapping, Optional
 
+import jax.numpy as jnp
 import numpy as np
+
+from pgf_sparsity import tree_paths
+from pgf_sparsity.sparsity import BoundRecipe, StepPlan, nm
+
+
+def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_masks=None) -> Dict[str, float]:
+  """Host-side floats: nm_exact (mean over kernels of the fraction of groups with exactly N non-zeros
+  after masking), sparsity, pattern_n/<target>, pattern_m/<target>, and mask_flip_rate_log when
+  `previous_masks` (the masks at the previous log step) are given."""
+  flat, flat_masks = tree_paths.flatten(params), tree_paths.flatten(masks)
+  previous = tree_paths.flatten(previous_masks) if previous_masks is not None else None
+  zeros = total = flips = 0
+  exact = []
+  for path in recipe.sparse_paths:
+    mask = np.asarray(flat_masks[path])
+    hardened = np.asarray(flat[path]) * mask
+    n, m = recipe.pattern_of(path, plan)
+    counts = np.asarray(nm.group_counts(jnp.asarray(hardened != 0), m, recipe.kernels[path][1]))
+    exact.append(float(np.mean(counts == n)))
+    zeros += int(np.sum(hardened == 0))
+    total += hardened.size
+    if previous is not None:
+      flips += int(np.sum(mask != np.asarray(previous[path])))
+  out = {'nm_exact': float(np.mean(exact)), 'sparsity': zeros / total}
+  for name, n, m in plan.patterns:
+    out[f'pattern_n/{name}'] = float(n)
+    out[f'pattern_m/{name}'] = float(m)
+  if previous is not None:
+    out['mask_flip_rate_log'] = flips / total
+  return out
 
 
 def _stats(values: np.ndarray, prefix: str) -> Dict[str, float]:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pgf_sparsity import nm
+from pgf_sparsity.sparsity import Recipe, nm
 from pgf_sparsity import tree_paths
 
 FORMAT = 'pgf_sparsity.nm_export.v1'
@@ -51,7 +51,8 @@ def unpack(values: np.ndarray, index: np.ndarray, shape, m: int, axes) -> np.nda
 def export(workdir: str, output: str) -> Dict[str, Any]:
   """Writes the newest good checkpoint of `workdir` as a packed N:M model; returns a size report."""
   from pgf_sparsity import checkpoints  # pylint: disable=g-import-not-at-top
-  from pgf_sparsity import train  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import experiment  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.data import DataSpec  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.exists(config_path) or not os.path.exists(os.path.join(workdir, 'run_info.json')):
     raise FileNotFoundError(f'{workdir!r} holds no training run (no config.json / run_info.json).')
@@ -60,20 +61,20 @@ def export(workdir: str, output: str) -> Dict[str, Any]:
     raise ValueError(f'cannot write {output!r}: {out_dir!r} is not a writable directory.')
   with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  trainer = train.Trainer(config, workdir, data=train.RunInfo.load(workdir))
+  exp = experiment.build(config, DataSpec.load(workdir), Recipe.from_config(config.sparsity))
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   if ckpt.latest_step() is None:
     raise FileNotFoundError(f'{workdir!r} has no checkpoint to export.')
-  state, step = ckpt.restore_latest_good(trainer.abstract_state())
+  state, step = ckpt.restore_latest_good(exp.abstract_state())
   ckpt.close()
   params = tree_paths.flatten(jax.device_get(state.params))
-  plan = trainer.sparsity.final_plan()
-  masks = jax.device_get(trainer.sparsity.masks(state.params, plan)) if plan.sparse else {}
+  plan = exp.recipe.final_plan()
+  masks = tree_paths.flatten(jax.device_get(exp.recipe.masks(state.params, plan))) if plan.sparse else {}
   arrays, patterns = {}, {}
   for path, value in params.items():
     if path in masks:
-      target, axes = trainer.sparsity.bound[path]
-      n, m = plan.pattern(target.name)
+      n, m = exp.recipe.pattern_of(path, plan)
+      axes = exp.recipe.kernels[path][1]
       values, index = pack(value, masks[path], n, m, axes)
       arrays[f'nm_values/{path}'], arrays[f'nm_index/{path}'] = values, index
       patterns[path] = {'n': n, 'm': m, 'axes': list(axes), 'shape': list(value.shape)}

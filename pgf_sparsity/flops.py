@@ -16,8 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pgf_sparsity import schedules
-from pgf_sparsity.sparsity import Sparsity, StepPlan
+from pgf_sparsity.sparsity import BoundRecipe, StepPlan, schedules
 
 LINEAR_TYPES = ('SparseDense', 'SparseDenseGeneral', 'Dense', 'DenseGeneral', 'Conv')
 ATTENTION_TYPES = ('SelfAttention', 'WindowAttention', 'MultiHeadAttention')
@@ -78,11 +77,11 @@ def count_layers(model: nn.Module, inputs) -> Tuple[List[LinearLayer], float]:
 class TrainingFlops:
   """FLOPs per step and cumulative FLOPs of a run, per example times the global batch."""
 
-  def __init__(self, model: nn.Module, inputs, sparsity: Sparsity, batch_size: int):
+  def __init__(self, model: nn.Module, inputs, recipe: BoundRecipe, batch_size: int):
     self.layers, self.attention = count_layers(model, inputs)
-    self.sparsity = sparsity
+    self.recipe = recipe
     self.batch_size = batch_size
-    targets = {path.rsplit('/', 1)[0]: target for path, (target, _) in sparsity.bound.items()}
+    targets = {path.rsplit('/', 1)[0]: target for path, (target, _) in recipe.kernels.items()}
     self._target_of = {layer.path: targets.get(layer.path) for layer in self.layers}
 
   def per_step(self, plan: StepPlan, beta_positive: bool) -> float:
@@ -96,13 +95,13 @@ class TrainingFlops:
         continue
       n, m = plan.pattern(target.name)
       density = n / m
-      weight_grad = density if self.sparsity.semantics == 'decayed' else 1.0
+      weight_grad = density if self.recipe.recipe.flow == 'decayed' else 1.0
       total += base * (2.0 * density + weight_grad)
     return total * self.batch_size
 
   def _segments(self, upto: int):
     """(start, end, plan, beta_positive) pieces of [0, upto) with constant FLOPs per step."""
-    sp = self.sparsity
+    sp = self.recipe
     step = 0
     while step < upto:
       plan = sp.plan(step)
@@ -110,7 +109,7 @@ class TrainingFlops:
       if plan.beta_kind == 'exponential':
         yield step, end, plan, True
       elif plan.beta_kind == 'linear':
-        zero_at = sp.phases.sparse_start + math.ceil(1.0 / sp.alpha)  # first step with beta = 0
+        zero_at = sp.phases.sparse_start + math.ceil(1.0 / sp.recipe.alpha)  # first step with beta = 0
         split = min(max(zero_at, step), end)
         if split > step:
           yield step, split, plan, True

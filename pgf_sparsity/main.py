@@ -2,7 +2,9 @@
 import os
 import sys
 
-from absl import app
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # before anything loads TensorFlow's C++ runtime
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -44,27 +46,31 @@ def parse_flags(argv):
   return rest
 
 
+def quiet_libraries() -> None:
+  """Library INFO chatter (orbax, clu, absl) stays off unless asked for with --verbosity or
+  --alsologtostderr; warnings and errors still show."""
+  if not FLAGS['verbosity'].present and not FLAGS.alsologtostderr:
+    logging.set_verbosity(logging.WARNING)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  quiet_libraries()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')  # tf.data only: keep the accelerators for JAX
   import jax  # pylint: disable=g-import-not-at-top
   if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('PGF_MULTIHOST'):
     jax.distributed.initialize()
-  from pgf_sparsity import train  # pylint: disable=g-import-not-at-top
-  logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(), jax.devices())
-  from pgf_sparsity import checkpoints  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import checkpoints, console, train  # pylint: disable=g-import-not-at-top
+  console.to_stdout()
   try:
-    _, results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                                          max_steps_this_run=FLAGS.max_steps_this_run,
-                                          force_resume=FLAGS.force_resume)
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir, max_steps_this_run=FLAGS.max_steps_this_run,
+                             force_resume=FLAGS.force_resume)
   except (ValueError, FileNotFoundError) as e:  # bad input: one line saying what to fix
     _fail(f'error: {e}', 2)
   except (train.NonFiniteError, checkpoints.NoUsableCheckpointError) as e:
     _fail(f'error: {e}', 1)
-  logging.info('Final: %s', results)
 
 
 def _fail(message: str, code: int):

@@ -3,12 +3,13 @@
 ImageClassification: batches {'image', 'label'(, 'mask')}; softmax (label smoothing) or sigmoid loss,
 mixup. Seq2Seq: batches {'inputs', 'targets'(, 'mask')} of padded token ids (0 = padding); teacher-forced
 cross entropy over the target tokens (padding weighs 0; label smoothing in training only), token accuracy
-and perplexity; greedy decoding.
+and perplexity; greedy decoding and the metrics of decoded text (exact match, BLEU).
 """
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -64,9 +65,10 @@ def shift_right(targets):
 class Seq2Seq:
   name = 'seq2seq'
 
-  def __init__(self, config, vocab_size: int):
+  def __init__(self, config, vocab_size: int, generation_metric: str = ''):
     self.config = config
     self.vocab_size = vocab_size
+    self.generation_metric = generation_metric  # '' when the task is not evaluated by decoding
 
   def dummy_inputs(self, input_shapes) -> Tuple[jax.Array, ...]:
     return (jnp.ones((1,) + tuple(input_shapes['inputs']), jnp.int32),
@@ -101,6 +103,13 @@ class Seq2Seq:
     loss = totals['loss_sum'] / count
     return {'loss': loss, 'accuracy': totals['correct'] / count, 'perplexity': float(jnp.exp(min(loss, 50.0)))}
 
+  def generation_metrics(self, predictions: List[str], references: List[str]) -> Dict[str, float]:
+    """Exact-match accuracy (GLUE) or corpus BLEU (translation, sacrebleu) of decoded predictions."""
+    if self.generation_metric == 'exact_match':
+      return {'exact_match': float(np.mean([p.strip() == r for p, r in zip(predictions, references)]))}
+    import sacrebleu  # pylint: disable=g-import-not-at-top
+    return {'bleu': float(sacrebleu.corpus_bleu(predictions, [references]).score)}
+
 
 def greedy_decode(apply_fn, params, inputs, max_length: int):
   """Greedy decoding (no cache: the decoder reruns on the prefix, fine for short targets)."""
@@ -114,7 +123,8 @@ def greedy_decode(apply_fn, params, inputs, max_length: int):
   return jax.lax.fori_loop(0, max_length, body, jnp.zeros((batch, max_length), jnp.int32))
 
 
-def build(config, data) -> Any:
-  if getattr(data, 'task', 'image_classification') == 'seq2seq':
-    return Seq2Seq(config, data.vocab_size)
-  return ImageClassification(config, data.num_classes)
+def build(config, spec) -> Any:
+  """The task of a data spec (see data.base.DataSpec)."""
+  if spec.task == 'seq2seq':
+    return Seq2Seq(config, spec.output_size, spec.generation_metric)
+  return ImageClassification(config, spec.output_size)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgf_sparsity import nm
+from pgf_sparsity.sparsity import nm
 
 PATTERNS = [(2, 4), (1, 8), (1, 32), (1, 128),                        # targets
             (3, 4), (7, 8), (4, 8), (2, 8), (15, 16), (8, 16), (4, 16), (2, 16), (1, 16),  # SDGF frames

@@ -15,8 +15,12 @@ import ml_collections
 import numpy as np
 
 from pgf_sparsity import config_lib
+from pgf_sparsity import data as data_lib
+from pgf_sparsity import experiment
 from pgf_sparsity import flops
-from pgf_sparsity import train
+from pgf_sparsity import steps
+from pgf_sparsity import validation
+from pgf_sparsity.models import common
 
 MODELS = {
     # The CPU benchmark model: ViT width 384, depth 4, 6 heads, MLP 1536, 64x64 images, patch 8, batch 32.
@@ -34,27 +38,21 @@ def make_config(model: str, recipe: str, pattern: str, batch: int) -> ml_collect
   config.dataset = dict(name='synthetic', image_size=spec['image_size'], num_classes=1000)
   config.model = dict(spec['model'], num_classes=1000)
   config.sparsity = config_lib.sparsity_config(
-      recipe, {'ff': (config_lib.VIT_TARGETS['ff'], pattern if recipe != 'dense' else None)}, alpha=1e-4)
+      recipe, {'ff': (common.SPARSE_TARGETS['ff'], pattern if recipe != 'dense' else None)}, alpha=1e-4,
+      flow='ste' if recipe == 'srste' else 'decayed')  # SR-STE is defined on the straight-through flow
   config.batch_size = batch or spec['batch']
-  config.eval_batch_size = config.batch_size
   config.total_steps = 1_000_000
   config.num_epochs = None
   config.optimizer = dict(learning_rate=1e-3, warmup_steps=100, weight_decay=0.01, grad_clip_norm=1.0)
+  config_lib.set_loop_defaults(config, log_every=100, eval_every=100, checkpoint_every=100, keep_checkpoints=1)
   config.loss = 'sigmoid'
-  config.label_smoothing = 0.0
-  config.mixup_alpha = 0.0
-  config.log_every_steps = 100
-  config.eval_every_steps = 100
-  config.checkpoint_every_steps = 100
-  config.keep_checkpoints = 1
   return config
 
 
-def model_flops_per_step(trainer) -> float:
+def model_flops_per_step(exp) -> float:
   """Dense training FLOPs per step (pgf_sparsity.flops: 3x the forward matmuls; XLA's cost analysis misses
   cuBLAS calls on GPU)."""
-  counter = flops.TrainingFlops(trainer.model, trainer.data.image_shape, trainer.sparsity,
-                                trainer.config.batch_size)
+  counter = flops.TrainingFlops(exp.model, exp.dummy_inputs, exp.recipe, exp.config.batch_size)
   return counter.dense_cumulative(1)
 
 
@@ -74,15 +72,15 @@ def main():
   for case in args.cases.split(','):
     recipe, _, pattern = case.partition(':')
     config = make_config(args.model, recipe, pattern, args.batch)
-    trainer = train.Trainer(config, '')
-    state = trainer.initial_state()
-    plan = trainer.sparsity.plan(0)
-    step_fn = trainer.train_step_fn(plan)
-    batch = trainer.shard(trainer.data.train_batch(0))
+    data = data_lib.build(config)
+    exp = experiment.build(config, data.spec, validation.check_config(config))
+    state = exp.initial_state()
+    step_fn = steps.CompiledSteps(exp).train_step(exp.recipe.plan(0))
+    batch = exp.shard(data.train_batch(0))
     for _ in range(3):  # compile and warm up
       state, metrics = step_fn(state, batch)
     jax.block_until_ready(metrics)
-    runs[case] = dict(trainer=trainer, state=state, step_fn=step_fn, batch=batch, times=[], config=config)
+    runs[case] = dict(exp=exp, state=state, step_fn=step_fn, batch=batch, times=[], config=config)
 
   for _ in range(args.rounds):
     for case, run in runs.items():
@@ -97,7 +95,7 @@ def main():
   first = next(iter(runs))
   dense_ms = 1e3 * float(np.median(runs[first]['times']))
   batch = runs[first]['config'].batch_size
-  flops = model_flops_per_step(runs[first]['trainer']) if args.flops else None
+  flops = model_flops_per_step(runs[first]['exp']) if args.flops else None
   print(f'{args.model}: batch {batch}, {jax.devices()[0].device_kind} x{jax.device_count()}, '
         f'{args.rounds} rounds x {args.steps} steps, masks refreshed every step\n')
   header = '| case | ms/step | ratio to ' + first + ' | images/s |' + (' MFU |' if flops else '')

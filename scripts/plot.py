@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 
 from pgf_sparsity import diagnostics  # noqa: E402
 from pgf_sparsity import metrics  # noqa: E402
-from pgf_sparsity import schedules  # noqa: E402
-from pgf_sparsity.sparsity import Sparsity  # noqa: E402
+from pgf_sparsity.sparsity import schedules  # noqa: E402
+from pgf_sparsity.sparsity import Recipe  # noqa: E402
 
 
 def load(path):
@@ -113,7 +113,7 @@ def schedule_figure(steps, alpha, pattern, out):
   a.legend()
   group = b.twinx()  # geometric keeps N/M and shrinks the group size M
   for kind, axis, index, style in (('stepwise', b, 0, '-'), ('geometric', group, 1, '--')):
-    sp = Sparsity({'recipe': f'sdgf_{kind}', 'targets': targets}, steps)
+    sp = Recipe.from_config({'recipe': f'sdgf_{kind}', 'targets': targets}).schedule(steps)
     values = [sp.plan(int(x)).pattern('ff') for x in t]
     values = [p[0] / p[1] for p in values] if index == 0 else [p[1] for p in values]
     label = ' -> '.join(f'{pn}:{pm}' for pn, pm in sp.frame_patterns()['ff'])

@@ -71,7 +71,7 @@ def collect(workdir: str, assignment, status: str, seconds: float):
       config = json.load(f)
     sparsity = config.get('sparsity', {})
     row['recipe'] = sparsity.get('recipe')
-    row['flow'] = sparsity.get('gradient_flow')
+    row['flow'] = sparsity.get('flow', sparsity.get('gradient_flow'))  # the key's name before the house change
     row['seed'] = config.get('seed')
     row['steps'] = config.get('total_steps')
     targets = sparsity.get('targets') or {}

@@ -13,3 +13,13 @@ def load_config(name: str, arg: str = ''):
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod.get_config(arg)
+
+
+def build_experiment(config):
+  """(Experiment, data pipeline) of a config, as train_and_evaluate builds them."""
+  from pgf_sparsity import data as data_lib  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import experiment  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import validation  # pylint: disable=g-import-not-at-top
+  recipe = validation.check_config(config)
+  data = data_lib.build(config)
+  return experiment.build(config, data.spec, recipe), data

@@ -3,7 +3,7 @@ import pytest
 
 from pgf_sparsity import flops
 from pgf_sparsity import models
-from pgf_sparsity.sparsity import Sparsity
+from pgf_sparsity.sparsity import Recipe
 
 TINY = {'name': 'vit', 'num_classes': 3, 'width': 8, 'depth': 1, 'mlp_dim': 16, 'num_heads': 2, 'patch_size': 4,
         'pool': 'gap'}
@@ -18,18 +18,18 @@ DENSE_TRAIN = 3 * (EMBED + QKVO + FF + HEAD + ATTENTION)
 
 
 def counter(recipe, flow='decayed', steps=100, **extra):
-  sp = Sparsity({'recipe': recipe, 'gradient_flow': flow, 'targets': {'ff': {'regex': r'.*/mlp/fc[12]/kernel',
-                                                                           'n': 1, 'm': 4}}, **extra}, steps)
-  model = models.build(TINY)
+  recipe = Recipe.from_config({'recipe': recipe, 'flow': flow,
+                                'targets': {'ff': {'regex': r'.*/mlp/fc[12]/kernel', 'n': 1, 'm': 4}}, **extra})
+  model = models.build(TINY, 3)
   import jax
   import jax.numpy as jnp
   params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + IMAGE)))['params']
-  sp.bind(params)
+  sp = recipe.bind(params, steps)
   return flops.TrainingFlops(model, IMAGE, sp, batch_size=2), sp
 
 
 def test_layers_and_tokens_are_found():
-  layers, attention = flops.count_layers(models.build(TINY), IMAGE)
+  layers, attention = flops.count_layers(models.build(TINY, 3), IMAGE)
   by_path = {l.path: l for l in layers}
   assert by_path['Transformer/encoderblock_0/mlp/fc1'].weights == 128
   assert by_path['Transformer/encoderblock_0/mlp/fc1'].tokens == 4

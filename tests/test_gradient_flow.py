@@ -8,7 +8,7 @@ import pytest
 
 from pgf_sparsity import nm_gradient_flow
 from pgf_sparsity import SparseDense
-from pgf_sparsity.sparsity import Sparsity
+from pgf_sparsity.sparsity import Recipe
 
 LAMBDA = 2e-4
 
@@ -20,15 +20,14 @@ class TwoLayer(nn.Module):
     return nn.Dense(3, name='head')(SparseDense(4, name='fc')(x))
 
 
-def setup(recipe, semantics, step=5):
-  cfg = {'recipe': recipe, 'gradient_flow': semantics, 'targets': {'fc': {'regex': 'fc/kernel', 'n': 1, 'm': 4}},
+def setup(recipe, flow, step=5):
+  cfg = {'recipe': recipe, 'flow': flow, 'targets': {'fc': {'regex': 'fc/kernel', 'n': 1, 'm': 4}},
          'alpha': 0.1, 'srste_lambda': LAMBDA}
-  sp = Sparsity(cfg, total_steps=100)
   model = TwoLayer()
   x = jax.random.normal(jax.random.PRNGKey(0), (5, 32))
   c = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
   params = model.init(jax.random.PRNGKey(2), x)['params']
-  sp.bind(params)
+  sp = Recipe.from_config(cfg).bind(params, total_steps=100)
   sp.check_layers(model.apply, params, x)
   return sp, model, x, c, params
 
@@ -44,7 +43,8 @@ def flowed_gradient(sp, model, x, c, params, step):
   grads = jax.grad(loss_fn, argnums=1)(model, params, sp.collection(masks, beta), x, c)
   tx = sp.transform()
   out, _ = tx.update(grads, tx.init(params), params, nm_masks=masks, nm_beta=beta)
-  return out, grads, masks.get('fc/kernel'), float(beta)
+  assert masks['head'] == {'kernel': None, 'bias': None}  # params-shaped, None where dense
+  return out, grads, masks['fc']['kernel'], float(beta)
 
 
 def hand_gradient(params, x, c):
@@ -53,7 +53,7 @@ def hand_gradient(params, x, c):
 
 
 CASES = [
-    # recipe, semantics, expected gradient to W as a function of (g, m, beta, W)
+    # recipe, flow, expected gradient to W as a function of (g, m, beta, W)
     ('static', 'decayed', lambda g, m, b, w: g * m),
     ('static', 'ste', lambda g, m, b, w: g),
     ('srste', 'ste', lambda g, m, b, w: g + LAMBDA * (1 - m) * w),
@@ -67,9 +67,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize('recipe,semantics,formula', CASES)
-def test_gradient_matches_hand_derived_formula(recipe, semantics, formula):
-  sp, model, x, c, params = setup(recipe, semantics)
+@pytest.mark.parametrize('recipe,flow,formula', CASES)
+def test_gradient_matches_hand_derived_formula(recipe, flow, formula):
+  sp, model, x, c, params = setup(recipe, flow)
   out, _, mask, beta = flowed_gradient(sp, model, x, c, params, step=5)
   w = params['fc']['kernel']
   if recipe == 'dense':
@@ -90,14 +90,13 @@ def test_gradient_matches_hand_derived_formula(recipe, semantics, formula):
 
 
 def test_geometric_gradient():
-  cfg = {'recipe': 'sdgf_geometric', 'gradient_flow': 'decayed',
+  cfg = {'recipe': 'sdgf_geometric', 'flow': 'decayed',
          'targets': {'fc': {'regex': 'fc/kernel', 'n': 1, 'm': 4}}}
-  sp = Sparsity(cfg, total_steps=100)
   model = TwoLayer()
   x = jax.random.normal(jax.random.PRNGKey(0), (5, 32))
   c = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
   params = model.init(jax.random.PRNGKey(2), x)['params']
-  sp.bind(params)
+  sp = Recipe.from_config(cfg).bind(params, total_steps=100)
   assert sp.plan(0).pattern('fc') == (8, 32)
   out, _, mask, _ = flowed_gradient(sp, model, x, c, params, step=0)
   assert int(mask.sum()) == 8 * 4
@@ -139,7 +138,7 @@ def test_forward_uses_exactly_n_m_weights_at_beta_zero():
   plan = sp.plan(5)
   masks = sp.masks(params, plan)
   y = model.apply({'params': params, 'sparsity': sp.collection(masks, sp.beta(5, plan))}, x)
-  w = params['fc']['kernel'] * masks['fc/kernel']
+  w = params['fc']['kernel'] * masks['fc']['kernel']
   expected = (x @ w + params['fc']['bias']) @ params['head']['kernel'] + params['head']['bias']
   np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
 
@@ -161,15 +160,20 @@ def test_chains_before_clipping_and_adamw():
 
 def test_invalid_combinations_are_rejected_at_construction():
   with pytest.raises(ValueError, match='straight-through'):
-    nm_gradient_flow(['.*'], 'decayed', srste_lambda=1e-4)
-  with pytest.raises(ValueError, match='semantics'):
-    nm_gradient_flow(['.*'], 'soft')
+    nm_gradient_flow('decayed', srste_lambda=1e-4)
+  with pytest.raises(ValueError, match='gradient flow'):
+    nm_gradient_flow('soft')
   with pytest.raises(ValueError, match='srste_lambda'):
-    nm_gradient_flow(['.*'], 'ste', srste_lambda=-1.0)
+    nm_gradient_flow('ste', srste_lambda=-1.0)
 
 
-def test_masks_must_cover_exactly_the_selected_parameters():
-  tx = nm_gradient_flow(['fc/kernel'], 'decayed')
-  g = {'fc': {'kernel': jnp.ones((4, 2))}, 'head': {'kernel': jnp.ones((2, 2))}}
-  with pytest.raises(ValueError, match='Masks given for'):
-    tx.update(g, (), g, nm_masks={'head/kernel': jnp.ones((2, 2), bool)}, nm_beta=0.0)
+def test_is_an_optax_transformation_on_params_shaped_masks():
+  tx = nm_gradient_flow('decayed')
+  g = {'fc': {'kernel': jnp.full((4, 2), 2.0)}, 'head': {'kernel': jnp.ones((2, 2))}}
+  mask = jnp.array([[True, False]] * 4)
+  assert isinstance(tx.init(g), optax.EmptyState)
+  out, _ = tx.update(g, tx.init(g), g, nm_masks={'fc': {'kernel': mask}, 'head': {'kernel': None}}, nm_beta=0.25)
+  np.testing.assert_array_equal(out['fc']['kernel'], np.where(mask, 2.0, 0.5))
+  np.testing.assert_array_equal(out['head']['kernel'], g['head']['kernel'])
+  with pytest.raises(ValueError):  # masks that are not shaped like the parameters
+    tx.update(g, tx.init(g), g, nm_masks={'fc': {'kernel': mask}}, nm_beta=0.0)

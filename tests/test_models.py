@@ -3,14 +3,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgf_sparsity import layers
+from pgf_sparsity.sparsity import layers
 from pgf_sparsity import models
 from pgf_sparsity import tree_paths
-from pgf_sparsity.sparsity import Sparsity
+from pgf_sparsity.sparsity import Recipe
 
 
 def count_params(config, size):
-  model = models.build(config)
+  model = models.build(config, 3)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
   return sum(x.size for x in jax.tree.leaves(shapes['params']))
 
@@ -33,7 +33,7 @@ TINY_SWIN = {'name': 'swinv2', 'num_classes': 5, 'embed_dim': 16, 'depths': (2, 
 
 @pytest.mark.parametrize('config,size', [(TINY_VIT, 16), (dict(TINY_VIT, pool='gap'), 16), (TINY_SWIN, 16)])
 def test_output_shapes_and_dropout_paths(config, size):
-  model = models.build(dict(config, dropout=0.1, stochastic_depth=0.1))
+  model = models.build(dict(config, dropout=0.1, stochastic_depth=0.1), 3)
   x = jnp.ones((3, size, size, 3))
   params = model.init(jax.random.PRNGKey(0), x)['params']
   assert model.apply({'params': params}, x).shape == (3, 5)
@@ -49,12 +49,12 @@ OUT = r'.*/attention/out/kernel'
 @pytest.mark.parametrize('config,size', [(TINY_VIT, 16), (TINY_SWIN, 16)])
 @pytest.mark.parametrize('targets', [{'ff': FF}, {'qkv': QKV}, {'ff': FF, 'qkv': QKV, 'out': OUT}])
 def test_sparse_layers_exactly_where_configured(config, size, targets):
-  model = models.build(config)
+  model = models.build(config, 3)
   x = jnp.ones((2, size, size, 3))
   params = model.init(jax.random.PRNGKey(0), x)['params']
-  sp = Sparsity({'recipe': 'static', 'targets': {k: {'regex': r, 'n': 1, 'm': 4} for k, r in targets.items()}},
-                10)
-  bound = sp.bind(params)
+  sp = Recipe.from_config({'recipe': 'static',
+                           'targets': {k: {'regex': r, 'n': 1, 'm': 4} for k, r in targets.items()}}).bind(params, 10)
+  bound = sp.kernels
   sp.check_layers(model.apply, params, x)
   import re
   expected = {p for p in tree_paths.flatten(params) if any(re.fullmatch(r, p) for r in targets.values())}
@@ -72,39 +72,37 @@ def test_sparse_layers_exactly_where_configured(config, size, targets):
 
 
 def test_sparse_forward_differs_from_dense_and_matches_hardened_weights():
-  model = models.build(TINY_VIT)
+  model = models.build(TINY_VIT, 3)
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 16, 16, 3))
   params = model.init(jax.random.PRNGKey(0), x)['params']
   params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(4), p.shape), params)
-  sp = Sparsity({'recipe': 'static', 'targets': {'ff': {'regex': FF, 'n': 1, 'm': 4}}}, 10)
-  sp.bind(params)
+  sp = Recipe.from_config({'recipe': 'static', 'targets': {'ff': {'regex': FF, 'n': 1, 'm': 4}}}).bind(params, 10)
   masks = sp.masks(params, sp.plan(0))
   sparse = model.apply({'params': params, 'sparsity': sp.collection(masks, 0.0)}, x)
-  flat = tree_paths.flatten(params)
-  hardened = tree_paths.unflatten_like(params, {p: v * masks[p] if p in masks else v for p, v in flat.items()})
+  hardened = jax.tree.map(lambda m, v: v if m is None else v * m, masks, params, is_leaf=lambda m: m is None)
   np.testing.assert_allclose(sparse, model.apply({'params': hardened}, x), rtol=1e-5, atol=1e-6)
   assert not np.allclose(sparse, model.apply({'params': params}, x))
 
 
 def test_config_errors_name_the_key():
   with pytest.raises(ValueError, match='Unknown model keys.*widht'):
-    models.build(dict(TINY_VIT, widht=3))
+    models.build(dict(TINY_VIT, widht=3), 3)
   with pytest.raises(ValueError, match='Unknown ViT variant'):
-    models.build({'name': 'vit', 'variant': 'X/16', 'num_classes': 3})
+    models.build({'name': 'vit', 'variant': 'X/16'}, 3)
   with pytest.raises(ValueError, match='Unknown model.name'):
-    models.build({'name': 'resnet'})
+    models.build({'name': 'resnet'}, 3)
   with pytest.raises(ValueError, match='set .*width'):
-    models.build({'name': 'vit', 'num_classes': 3})
+    models.build({'name': 'vit'}, 3)
   assert models.vit.decode_variant('S/32')['patch_size'] == 32
   assert models.swinv2.decode_variant('B/16') == {'embed_dim': 128, 'depths': (2, 2, 18, 2),
                                                   'num_heads': (4, 8, 16, 32), 'window_size': 16}
 
 
 def test_non_sparse_capable_target_is_rejected():
-  model = models.build(TINY_VIT)
+  model = models.build(TINY_VIT, 3)
   x = jnp.ones((1, 16, 16, 3))
   params = model.init(jax.random.PRNGKey(0), x)['params']
-  sp = Sparsity({'recipe': 'static', 'targets': {'head': {'regex': 'head/kernel', 'n': 1, 'm': 4}}}, 10)
-  sp.bind(params)
+  sp = Recipe.from_config({'recipe': 'static', 'targets': {'head': {'regex': 'head/kernel', 'n': 1, 'm': 4}}}).bind(
+      params, 10)
   with pytest.raises(ValueError, match='not sparse-capable'):
     sp.check_layers(model.apply, params, x)

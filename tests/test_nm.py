@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pgf_sparsity import nm
+from pgf_sparsity.sparsity import nm
 from pgf_sparsity import nm_mask
 
 

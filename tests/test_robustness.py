@@ -15,12 +15,12 @@ import pytest
 from pgf_sparsity import checkpoints
 from pgf_sparsity import export
 from pgf_sparsity import metrics
-from pgf_sparsity import nm
+from pgf_sparsity.sparsity import nm
 from pgf_sparsity import train
 from pgf_sparsity import tree_paths
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import ROOT, load_config  # noqa: E402
+from helpers import ROOT, build_experiment, load_config  # noqa: E402
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu')
 RUN_ARG = 'recipe=sdgf_stepwise,steps=600'
@@ -39,9 +39,9 @@ def main_cmd(workdir, arg=RUN_ARG, extra=()):
 
 
 def restored_params(config, workdir):
-  trainer = train.Trainer(config, str(workdir))
+  exp, _ = build_experiment(config)
   ckpt = checkpoints.Checkpointer(str(workdir))
-  state, step = ckpt.restore_latest_good(trainer.abstract_state())
+  state, step = ckpt.restore_latest_good(exp.abstract_state())
   ckpt.close()
   return jax.device_get(state.params), step
 
@@ -127,8 +127,8 @@ def test_non_finite_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp
     train.train_and_evaluate(config, str(tmp_path / 'stop'))
   ckpt = checkpoints.Checkpointer(str(tmp_path / 'stop'))
   for step in ckpt.all_steps():  # whatever was saved is finite
-    trainer = train.Trainer(config, '')
-    state = ckpt.restore(trainer.abstract_state(), step)
+    exp, _ = build_experiment(config)
+    state = ckpt.restore(exp.abstract_state(), step)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
   ckpt.close()
 
@@ -162,16 +162,17 @@ def test_export_round_trip_is_exactly_n_m_and_computes_the_same_logits(tmp_path)
   assert report['sparse_kernels'] == 5 and report['packed_bytes'] < report['dense_bytes']
   params, meta = export.load(str(tmp_path / 'model.npz'))
   assert meta['step'] == 40
-  trainer = train.Trainer(config, '')
-  plan = trainer.sparsity.final_plan()
-  masks = trainer.sparsity.masks(state.params, plan)
-  flat = tree_paths.flatten(params)
+  exp, data = build_experiment(config)
+  plan = exp.recipe.final_plan()
+  masks = exp.recipe.masks(state.params, plan)
+  flat, flat_masks = tree_paths.flatten(params), tree_paths.flatten(masks)
   for path, spec in meta['patterns'].items():
     groups = np.asarray(nm.group_counts(flat[path] != 0, spec['m']))
-    assert (groups <= spec['n']).all() and (np.asarray(nm.group_counts(masks[path], spec['m'])) == spec['n']).all()
-  x = trainer.data.train_batch(0)['image']
-  exact = trainer.model.apply({'params': state.params, 'sparsity': trainer.sparsity.collection(masks, 0.0)}, x)
-  np.testing.assert_allclose(trainer.model.apply({'params': params}, x), exact, rtol=1e-5, atol=1e-5)
+    assert (groups <= spec['n']).all()
+    assert (np.asarray(nm.group_counts(flat_masks[path], spec['m'])) == spec['n']).all()
+  x = data.train_batch(0)['image']
+  exact = exp.model.apply({'params': state.params, 'sparsity': exp.recipe.collection(masks, 0.0)}, x)
+  np.testing.assert_allclose(exp.model.apply({'params': params}, x), exact, rtol=1e-5, atol=1e-5)
 
 
 # ---- the bad-input catalogue ----
@@ -192,7 +193,7 @@ def catalogue(w, tmp):
   digits = 'configs/digits.py'
   a_file = os.path.join(tmp, 'a_file')
   truncated = os.path.join(tmp, 'truncated.npz')
-  main = lambda *args, workdir=w: ['pgf_sparsity.main', *args] + ([f'--workdir={workdir}'] if workdir else [])
+  main = lambda *args, workdir=w: ['pgf_sparsity.main', *args] + ([f'--workdir={workdir}'] if workdir is not None else [])
   cfg = lambda arg='': f'--config={digits}' + (f':{arg}' if arg else '')
   return [
       (main(workdir=None), 'must have a value other than None'),
@@ -205,13 +206,20 @@ def catalogue(w, tmp):
       (main(cfg('ff=1:5')), 'does not divide'),
       (main(cfg('qkv=1:64')), 'does not divide'),
       (main(cfg('recipe=magnitude')), 'sparsity.recipe'),
-      (main(cfg('flow=half')), 'gradient_flow'),
+      (main(cfg('flow=half')), 'sparsity.flow'),
       (main(cfg('recipe=srste')), 'straight-through'),
       (main(cfg('recipe=mdgf_linear,alpha=-1')), 'alpha'),
       (main(cfg('dense=0.7,finetune=0.5')), 'exceed'),
       (main(cfg('dense=1.5')), 'fraction must lie'),
       (main(cfg('recipe=sdgf_stepwise,ff=3:4')), 'powers of two'),
-      (main(cfg('steps=abc')), 'invalid literal'),
+      (main(cfg('steps=abc')), 'Config argument steps needs an integer'),
+      (main(cfg('alpha=inf')), 'Config argument alpha needs a finite float'),
+      (main(cfg(), workdir=''), '--workdir is empty'),
+      (main(cfg(), '--config.model.dtype=float8'), 'model.dtype'),
+      (main(cfg(), '--config.optimizer.learning_rate=-1.0'), 'optimizer.learning_rate'),
+      (main(cfg(), '--config.optimizer.learning_rate=nan'), 'finite number'),
+      (main(cfg(), '--config.optimizer.b2=1.0'), 'optimizer.b2'),
+      (main(cfg(), '--config.sparsity.alpha=-0.5'), 'alpha'),
       (main(cfg(), '--config.batch_size=0'), 'batch_size'),
       (main(cfg(), '--config.batch_size=abc'), 'invalid literal'),
       (main(cfg(), '--config.nope=1'), 'unknown config key'),
@@ -220,7 +228,7 @@ def catalogue(w, tmp):
       (main(cfg(), '--config.model.width=30'), 'does not divide'),
       (main(cfg(), '--config.model.patch_size=3'), 'not divisible by patch size'),
       (main(cfg(), '--config.loss=hinge'), 'config.loss'),
-      (main(cfg(), '--config.dataset.name=cifar10'), 'Unknown offline dataset'),
+      (main(cfg(), '--config.dataset.name=cifar10'), 'Unknown dataset.name'),
       (main(cfg(), '--config.label_smoothing=1.5'), 'label_smoothing'),
       (main(cfg(), '--config.mixup_alpha=-1.0'), 'mixup_alpha'),
       (main(cfg(), '--config.sparsity.mask_update_every=0'), 'mask_update_every'),

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgf_sparsity import schedules
+from pgf_sparsity.sparsity import schedules
 from pgf_sparsity import sdgf_patterns
-from pgf_sparsity.sparsity import Sparsity
+from pgf_sparsity.sparsity import Recipe
 
 FF = {'ff': {'regex': '.*kernel', 'n': 1, 'm': 8}}
 
@@ -70,7 +70,8 @@ def test_phase_boundaries(total, dense, finetune):
 
 def test_decay_clock_starts_at_the_sparse_phase():
   # Bug B2 of the reference: beta must still be 1 at the first sparse step, whatever the dense phase.
-  sp = Sparsity({'recipe': 'mdgf_exponential', 'alpha': 0.1, 'dense_fraction': 0.3, 'targets': FF}, 100)
+  sp = Recipe.from_config({'recipe': 'mdgf_exponential', 'alpha': 0.1, 'dense_fraction': 0.3,
+                           'targets': FF}).schedule(100)
   plan = sp.plan(30)
   assert plan.phase == 'sparse'
   assert float(sp.beta(30, plan)) == 1.0
@@ -82,11 +83,16 @@ def test_phase_errors():
   with pytest.raises(ValueError, match='exceed'):
     schedules.Phases(10, 6, 5)
   with pytest.raises(ValueError, match='one unit only'):
-    schedules.steps_from(10, steps=1, fraction=0.5, name='x')
+    schedules.Duration('x', steps=1, fraction=0.5)
+  with pytest.raises(ValueError, match='fraction must lie'):
+    schedules.Duration('x', fraction=1.5)
+  with pytest.raises(ValueError, match='finite'):
+    schedules.Duration('x', epochs=float('nan'))
   with pytest.raises(ValueError, match='steps_per_epoch'):
-    schedules.steps_from(10, epochs=1, name='x')
-  assert schedules.steps_from(1000, epochs=2, steps_per_epoch=30, name='x') == 60
-  assert schedules.steps_from(1000, fraction=0.25, name='x') == 250
+    schedules.Duration('x', epochs=1).to_steps(10)
+  assert schedules.Duration('x', epochs=2).to_steps(1000, steps_per_epoch=30) == 60
+  assert schedules.Duration('x', fraction=0.25).to_steps(1000) == 250
+  assert schedules.Duration('x').to_steps(1000) == 0
 
 
 @pytest.mark.parametrize('sparse_steps,frames', [(100, 4), (10, 4), (7, 3), (4, 4), (1000, 5)])
@@ -100,7 +106,8 @@ def test_frames_split_the_sparse_window_equally(sparse_steps, frames):
 
 
 def test_sdgf_plan_at_every_boundary():
-  sp = Sparsity({'recipe': 'sdgf_stepwise', 'targets': FF, 'dense_steps': 10, 'finetune_steps': 10}, 100)
+  sp = Recipe.from_config({'recipe': 'sdgf_stepwise', 'targets': FF, 'dense_steps': 10,
+                           'finetune_steps': 10}).schedule(100)
   # Sparse window [10, 90) = 80 steps, 4 frames of 20: 7:8, 4:8, 2:8, 1:8; then fine-tune 1:8.
   expected = {9: ('dense', None), 10: ('sparse', (7, 8)), 29: ('sparse', (7, 8)), 30: ('sparse', (4, 8)),
               49: ('sparse', (4, 8)), 50: ('sparse', (2, 8)), 70: ('sparse', (1, 8)),
@@ -120,7 +127,8 @@ def test_sdgf_plan_at_every_boundary():
 
 
 def test_mdgf_plan_is_one_plan_for_the_whole_sparse_phase():
-  sp = Sparsity({'recipe': 'mdgf_linear', 'alpha': 0.02, 'targets': FF, 'finetune_fraction': 0.2}, 100)
+  sp = Recipe.from_config({'recipe': 'mdgf_linear', 'alpha': 0.02, 'targets': FF,
+                           'finetune_fraction': 0.2}).schedule(100)
   assert {sp.plan(s) for s in range(80)} == {sp.plan(0)}
   assert sp.plan(0).beta_kind == 'linear' and sp.plan(80).beta_kind == 'zero'
   assert float(sp.beta(49, sp.plan(49))) == pytest.approx(0.02, abs=1e-6)

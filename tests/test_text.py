@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from pgf_sparsity import metrics
 from pgf_sparsity import models
-from pgf_sparsity import nm
+from pgf_sparsity.sparsity import nm
 from pgf_sparsity import train
 from pgf_sparsity import tree_paths
 from pgf_sparsity.data import shakespeare
@@ -18,7 +18,7 @@ from pgf_sparsity.data import span_corruption
 from pgf_sparsity.data import vocab as vocab_lib
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import load_config  # noqa: E402
+from helpers import build_experiment, load_config  # noqa: E402
 
 
 @pytest.mark.parametrize('length', [10, 20, 64, 128, 513])
@@ -71,14 +71,14 @@ def test_shakespeare_held_out_split_is_by_play():
 
 
 def test_t5_base_parameter_count_matches_published():
-  model = models.build({'name': 't5', 'variant': 'base', 'vocab_size': 32128})
+  model = models.build({'name': 't5', 'variant': 'base', 'vocab_size': 32128}, 384)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32),
                                              jnp.ones((1, 4), jnp.int32)))
   assert sum(x.size for x in jax.tree.leaves(shapes['params'])) == 247_577_856  # T5 v1.1 base, ~248M
 
 
 def test_t5_shapes_causality_and_padding():
-  model = models.build({'name': 't5', 'variant': 'tiny', 'vocab_size': 384})
+  model = models.build({'name': 't5', 'variant': 'tiny', 'vocab_size': 384}, 384)
   rng = np.random.RandomState(0)
   enc = jnp.asarray(rng.randint(3, 300, (2, 10)), jnp.int32)
   dec = jnp.asarray(rng.randint(3, 300, (2, 7)), jnp.int32)
@@ -90,7 +90,7 @@ def test_t5_shapes_causality_and_padding():
   assert not np.allclose(changed[:, 4:], logits[:, 4:])
   padded = model.apply(params, jnp.pad(enc, ((0, 0), (0, 5))), dec)  # padding the encoder changes nothing
   np.testing.assert_allclose(padded, logits, rtol=1e-4, atol=1e-4)
-  tied = models.build({'name': 't5', 'variant': 'tiny', 'vocab_size': 384, 'tie_embeddings': True})
+  tied = models.build({'name': 't5', 'variant': 'tiny', 'vocab_size': 384, 'tie_embeddings': True}, 384)
   tied_params = tied.init(jax.random.PRNGKey(0), enc, dec)['params']
   assert 'lm_head' not in tied_params and tied.apply({'params': tied_params}, enc, dec).shape == (2, 7, 384)
 
@@ -145,9 +145,8 @@ def test_tfds_text_tasks_on_mock_data(name, metric, tmp_path):
 def test_encoder_and_decoder_patterns_can_differ():
   config = load_config('t5_shakespeare', 'ff=1:8,dec_ff=1:4,qkv=2:4,dec_qkv=none')
   config.model.update(TINY_T5)
-  trainer = train.Trainer(config, '')
-  bound = trainer.sparsity.bound
-  patterns = {p: (t.n, t.m) for p, (t, _) in bound.items()}
+  exp, _ = build_experiment(config)
+  patterns = {p: (t.n, t.m) for p, (t, _) in exp.recipe.kernels.items()}
   assert patterns['encoder_layers_0/mlp/wi_0/kernel'] == (1, 8)
   assert patterns['decoder_layers_0/mlp/wo/kernel'] == (1, 4)
   assert patterns['encoder_layers_0/attention/query/kernel'] == (2, 4)

@@ -84,7 +84,7 @@ def test_paper_config_matches_the_spec():
   assert config.model.variant == 'B/16' and config.model.dtype == 'bfloat16'
   assert config.sparsity.recipe == 'mdgf_exponential' and config.sparsity.alpha == 1e-4
   assert config.sparsity.targets.to_dict() == {'ff': {'regex': r'.*/mlp/fc[12]/kernel', 'n': 1, 'm': 32}}
-  assert config.sparsity.gradient_flow == 'ste'
+  assert config.sparsity.flow == 'ste'
   assert config.loss == 'sigmoid' and config.mixup_alpha == 0.5 and config.num_epochs == 352
   assert config.optimizer.learning_rate == pytest.approx(1e-3)
   assert load_config('vit_i1k', 'batch=1024').optimizer.learning_rate == pytest.approx(5e-4)

@@ -7,13 +7,15 @@ import jax
 import numpy as np
 import pytest
 
+from pgf_sparsity import data as data_lib
 from pgf_sparsity import metrics
-from pgf_sparsity import nm
+from pgf_sparsity import steps as steps_lib
+from pgf_sparsity.sparsity import nm
 from pgf_sparsity import train
 from pgf_sparsity import tree_paths
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import ROOT, load_config  # noqa: E402
+from helpers import ROOT, build_experiment, load_config  # noqa: E402
 
 RECIPES = ['dense', 'static', 'srste,flow=ste', 'mdgf_linear', 'mdgf_exponential', 'mdgf_exponential,flow=ste',
            'sdgf_stepwise', 'sdgf_geometric']
@@ -30,6 +32,10 @@ def test_every_recipe_trains_a_vit_and_ends_exactly_n_m(recipe, tmp_path):
   assert evals[-1]['accuracy'] > evals[0]['accuracy'] or evals[0]['accuracy'] > 0.9
   train_records = [r for r in records if r['split'] == 'train']
   assert {'loss', 'accuracy', 'learning_rate', 'beta', 'steps_per_second', 'phase'} <= set(train_records[-1])
+  if recipe != 'dense':  # two flip rates: step to step (mean over the interval), and since the last log
+    assert 'mask_flip_rate_step' in train_records[0] and 'mask_flip_rate_log' not in train_records[0]
+    assert {'mask_flip_rate_step', 'mask_flip_rate_log'} <= set(train_records[-1])
+    assert 'mask_flip_rate' not in train_records[-1]
   assert os.path.exists(tmp_path / 'config.json')
   flat = tree_paths.flatten(jax.device_get(state.params))
   kernels = [p for p in flat if '/mlp/fc' in p and p.endswith('kernel')]
@@ -65,14 +71,14 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
 ONE_STEP = r'''
 import sys, numpy as np, jax
 sys.path.insert(0, sys.argv[1])
-from helpers import load_config
-from pgf_sparsity import train
-config = load_config('digits', 'recipe=mdgf_exponential,steps=10')
-trainer = train.Trainer(config, '')
-state = trainer.initial_state()
-plan = trainer.sparsity.plan(0)
-state, m = trainer.train_step_fn(plan)(state, trainer.shard(trainer.data.train_batch(0)))
-state, m = trainer.train_step_fn(plan)(state, trainer.shard(trainer.data.train_batch(1)))
+from helpers import build_experiment, load_config
+from pgf_sparsity import steps
+exp, data = build_experiment(load_config('digits', 'recipe=mdgf_exponential,steps=10'))
+compiled = steps.CompiledSteps(exp)
+state = exp.initial_state()
+plan = exp.recipe.plan(0)
+state, m = compiled.train_step(plan)(state, exp.shard(data.train_batch(0)))
+state, m = compiled.train_step(plan)(state, exp.shard(data.train_batch(1)))
 leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
 np.savez(sys.argv[2], *leaves, loss=np.asarray(m['loss']), devices=jax.device_count())
 '''
@@ -99,7 +105,7 @@ def test_eight_devices_match_one_device(tmp_path):
     (lambda c: c.sparsity.targets.ff.update(m=5), 'does not divide'),
     (lambda c: c.sparsity.targets.ff.update(n=0), 'need 0 < N <= M'),
     (lambda c: c.sparsity.targets.ff.update(regex='.*/nothing/kernel'), 'matches no parameter'),
-    (lambda c: c.sparsity.update(gradient_flow='half'), 'gradient_flow'),
+    (lambda c: c.sparsity.update(flow='half'), 'sparsity.flow'),
     (lambda c: c.model.update(name='resnet'), 'model.name'),
     (lambda c: c.optimizer.update(momentum=0.9), 'optimizer keys'),
     (lambda c: c.update(nonfinite='maybe'), 'nonfinite'),
@@ -113,39 +119,42 @@ def test_bad_config_fails_before_training(override, message, tmp_path):
 
 
 
-def _run_steps(trainer, steps):
-  state = trainer.initial_state()
+def test_a_sparsity_typo_fails_before_the_data_pipeline_is_built(monkeypatch, tmp_path):
+  def no_data(config):
+    raise AssertionError('the data pipeline was built before the config was validated')
+
+  monkeypatch.setattr(data_lib, 'build', no_data)
+  config = load_config('digits')
+  config.sparsity.recipe = 'mdgf_exponentail'
+  with pytest.raises(ValueError, match='sparsity.recipe'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def _run_steps(config, steps):
+  """Masks after each of the first `steps` steps, and the jitted functions used."""
+  exp, data = build_experiment(config)
+  compiled = steps_lib.CompiledSteps(exp)
+  state = exp.initial_state()
   history = []
   for s in range(steps):
-    state, _ = trainer.train_step_fn(trainer.sparsity.plan(s))(state, trainer.shard(trainer.data.train_batch(s)))
-    history.append(jax.device_get(state.masks))
-  return history
+    state, _ = compiled.train_step(exp.recipe.plan(s))(state, exp.shard(data.train_batch(s)))
+    history.append(tree_paths.flatten(jax.device_get(state.masks)))
+  return exp, compiled, history
 
 
 def test_compiles_once_per_plan_mdgf_once_sdgf_once_per_frame():
-  traces = []
   for recipe, expected_plans in (('mdgf_exponential', 1), ('sdgf_stepwise', 3)):
-    config = load_config('digits', f'recipe={recipe},steps=12,finetune=0')
-    trainer = train.Trainer(config, '')
-    original = trainer._train_step
-    count = [0]
-
-    def counting(plan, diagnostics, state, batch, original=original, count=count):
-      count[0] += 1
-      return original(plan, diagnostics, state, batch)
-
-    trainer._train_step = counting
-    _run_steps(trainer, 12)
-    traces.append((recipe, count[0], len({trainer.sparsity.plan(s) for s in range(12)})))
-    assert count[0] == expected_plans, traces
+    exp, compiled, _ = _run_steps(load_config('digits', f'recipe={recipe},steps=12,finetune=0'), 12)
+    assert len({exp.recipe.plan(s) for s in range(12)}) == expected_plans
+    compilations = sum(f._cache_size() for f in compiled.cache.values())  # pylint: disable=protected-access
+    assert compilations == expected_plans, recipe
 
 
 def test_mask_update_every_refreshes_on_schedule_and_at_frame_starts():
   config = load_config('digits', 'recipe=sdgf_stepwise,steps=24,finetune=0')
   config.sparsity.mask_update_every = 5
-  trainer = train.Trainer(config, '')
-  history = _run_steps(trainer, 24)
-  sp = trainer.sparsity
+  exp, _, history = _run_steps(config, 24)
   # Frames of 8 steps (3:4, 2:4, 1:4): refreshes at t % 5 == 0 and at frame starts 8 and 16.
   refresh = {0, 5, 8, 10, 15, 16, 20}
   for s in range(1, 24):
@@ -153,6 +162,6 @@ def test_mask_update_every_refreshes_on_schedule_and_at_frame_starts():
     if s not in refresh:
       assert not changed, s
   for s in (8, 16):  # a new pattern always means new masks
-    n, m = sp.plan(s).pattern('ff')
+    n, m = exp.recipe.plan(s).pattern('ff')
     for p, mask in history[s].items():
       assert (np.asarray(nm.group_counts(mask, m)) == n).all()

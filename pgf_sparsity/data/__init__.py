@@ -1,1 +1,30 @@
-"""Input pipelines: in-memory arrays (offline datasets) and tfds (ImageNet and friends)."""
+"""Input pipelines behind one interface (base.Pipeline and its DataSpec): in-memory offline datasets, the
+Shakespeare corpus, and tfds image and text datasets (imported only when configured: they need
+TensorFlow)."""
+from pgf_sparsity.data.base import DataSpec, DecodingPipeline, Pipeline
+
+NAMES = ('fashion_mnist', 'digits', 'synthetic', 'tfds', 'shakespeare', 'tfds_text')
+
+
+def build(config) -> Pipeline:
+  """The pipeline of `config.dataset` with the run's batch sizes and seed."""
+  dataset = config.dataset
+  name = dataset.get('name')
+  args = (dataset, config.batch_size, config.get('eval_batch_size') or config.batch_size, config.seed)
+  # pylint: disable=g-import-not-at-top
+  if name == 'tfds':
+    from pgf_sparsity.data import tfds_images
+    return tfds_images.TfdsImages(*args)
+  if name == 'tfds_text':
+    from pgf_sparsity.data import tfds_text
+    return tfds_text.TfdsText(*args)
+  if name == 'shakespeare':
+    from pgf_sparsity.data import text
+    return text.ShakespeareSpanCorruption(*args)
+  from pgf_sparsity.data import images
+  if name == 'synthetic':
+    return images.SyntheticImages(*args)
+  return images.OfflineImages(*args)
+
+
+__all__ = ['DataSpec', 'DecodingPipeline', 'Pipeline', 'build', 'NAMES']

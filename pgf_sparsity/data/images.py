@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from pgf_sparsity.data import offline
+from pgf_sparsity.data.base import DataSpec
 
 OFFLINE = {'fashion_mnist': offline.fashion_mnist, 'digits': offline.digits}
 NUM_CLASSES = {'fashion_mnist': 10, 'digits': 10}
@@ -93,16 +94,15 @@ class SyntheticImages:
 
   def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
     size, channels = config.get('image_size', 224), config.get('channels', 3)
-    self.num_classes = config.get('num_classes', 1000)
     self.image_shape = (size, size, channels)
-    self.input_shapes = {'image': self.image_shape}
-    self.steps_per_epoch = max(config.get('num_train_examples', 1_281_167) // global_batch, 1)
+    self.spec = DataSpec('image_classification', {'image': self.image_shape}, config.get('num_classes', 1000),
+                         max(config.get('num_train_examples', 1_281_167) // global_batch, 1))
     rng = np.random.default_rng(seed)
     local, local_eval = global_batch // jax.process_count(), eval_batch // jax.process_count()
     self._train = {'image': rng.uniform(-1, 1, (local,) + self.image_shape).astype(np.float32),
-                   'label': rng.integers(0, self.num_classes, local).astype(np.int32)}
+                   'label': rng.integers(0, self.spec.output_size, local).astype(np.int32)}
     self._eval = {'image': rng.uniform(-1, 1, (local_eval,) + self.image_shape).astype(np.float32),
-                  'label': rng.integers(0, self.num_classes, local_eval).astype(np.int32),
+                  'label': rng.integers(0, self.spec.output_size, local_eval).astype(np.int32),
                   'mask': np.ones(local_eval, np.float32)}
 
   def train_batch(self, step: int):
@@ -130,10 +130,8 @@ class OfflineImages:
     eval_limit = config.get('eval_examples') or len(self.eval_images)
     self.eval_images, self.eval_labels = self.eval_images[:eval_limit], self.eval_labels[:eval_limit]
     self.eval_batch = eval_batch
-    self.num_classes = NUM_CLASSES[name]
-    self.image_shape = train_images.shape[1:]
-    self.input_shapes = {'image': self.image_shape}
-    self.steps_per_epoch = self.train.steps_per_epoch
+    self.spec = DataSpec('image_classification', {'image': tuple(train_images.shape[1:])}, NUM_CLASSES[name],
+                         self.train.steps_per_epoch)
 
   def train_batch(self, step: int):
     return self.train.batch(step)

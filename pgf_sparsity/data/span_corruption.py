@@ -73,3 +73,20 @@ def uncorrupt(inputs: np.ndarray, targets: np.ndarray, vocab) -> np.ndarray:
       break
     out.extend(spans[int(t)] if int(t) in spans else [int(t)])
   return np.array(out, np.int32)
+
+
+def span_corruption_lengths(chunk: int, noise_density: float, mean_span: float):
+  """Exact (inputs, targets) lengths, EOS included, of a corrupted chunk (span counts are deterministic)."""
+  mask = noise_mask(chunk, np.random.default_rng(0), noise_density, mean_span)
+  noise = int(mask.sum())
+  spans = int((mask & ~np.concatenate([[False], mask[:-1]])).sum())
+  return chunk - noise + spans + 1, noise + spans + 1
+
+
+def pad_to(rows, length: int) -> np.ndarray:
+  out = np.zeros((len(rows), length), np.int32)
+  for i, row in enumerate(rows):
+    if len(row) > length:
+      raise ValueError(f'a sequence of {len(row)} tokens does not fit the length {length}')
+    out[i, :len(row)] = row
+  return out

@@ -1,6 +1,5 @@
-"""Text pipelines for the encoder-decoder: span corruption on the offline Shakespeare corpus (the default)
-and, for users with the data, tfds c4/en span corruption, GLUE as text-to-text classification and WMT
-translation (see tfds_text.py).
+"""Span corruption on the offline Shakespeare corpus: the offline default of the encoder-decoder (the tfds
+text tasks are in tfds_text.py).
 
 Batches: {'inputs', 'targets'} int32 token ids padded with 0 to fixed lengths, 'mask' on eval batches.
 Training batches of the offline corpus are a pure function of (seed, step, process).
@@ -14,33 +13,16 @@ import numpy as np
 from pgf_sparsity.data import shakespeare
 from pgf_sparsity.data import span_corruption
 from pgf_sparsity.data import vocab as vocab_lib
-
-
-def span_corruption_lengths(chunk: int, noise_density: float, mean_span: float):
-  """Exact (inputs, targets) lengths, EOS included, of a corrupted chunk (span counts are deterministic)."""
-  mask = span_corruption.noise_mask(chunk, np.random.default_rng(0), noise_density, mean_span)
-  noise = int(mask.sum())
-  spans = int((mask & ~np.concatenate([[False], mask[:-1]])).sum())
-  return chunk - noise + spans + 1, noise + spans + 1
-
-
-def pad_to(rows, length: int) -> np.ndarray:
-  out = np.zeros((len(rows), length), np.int32)
-  for i, row in enumerate(rows):
-    if len(row) > length:
-      raise ValueError(f'a sequence of {len(row)} tokens does not fit the length {length}')
-    out[i, :len(row)] = row
-  return out
+from pgf_sparsity.data.base import DataSpec
+from pgf_sparsity.data.span_corruption import pad_to, span_corruption_lengths
 
 
 class ShakespeareSpanCorruption:
-  task = 'seq2seq'
 
   def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
     if global_batch % jax.process_count() or eval_batch % jax.process_count():
       raise ValueError('batch sizes must be divisible by the number of processes.')
     self.vocab = vocab_lib.build(config.get('vocab') or {})
-    self.vocab_size = self.vocab.size
     self.chunk = int(config.get('chunk_length', 128))
     self.noise_density = float(config.get('noise_density', 0.15))
     self.mean_span = float(config.get('mean_noise_span_length', 3.0))
@@ -50,18 +32,19 @@ class ShakespeareSpanCorruption:
     self.train_tokens = shakespeare.token_stream(shakespeare.load_split('train', data_dir), self.vocab)
     self.eval_tokens = shakespeare.token_stream(shakespeare.load_split('validation', data_dir), self.vocab)
     inputs_length, targets_length = span_corruption_lengths(self.chunk, self.noise_density, self.mean_span)
-    self.input_shapes = {'inputs': (inputs_length,), 'targets': (targets_length,)}
+    self.lengths = {'inputs': inputs_length, 'targets': targets_length}
     self.seed = seed
     self.local_batch = global_batch // jax.process_count()
     self.global_batch, self.eval_batch = global_batch, eval_batch
-    self.steps_per_epoch = max(len(self.train_tokens) // (self.chunk * global_batch), 1)
+    self.spec = DataSpec('seq2seq', {k: (v,) for k, v in self.lengths.items()}, self.vocab.size,
+                         max(len(self.train_tokens) // (self.chunk * global_batch), 1))
     self.num_eval = int(config.get('eval_examples', 512))
 
   def _examples(self, tokens: np.ndarray, starts, rng) -> Dict[str, np.ndarray]:
     pairs = [span_corruption.corrupt(tokens[s:s + self.chunk], self.vocab, rng, self.noise_density,
                                      self.mean_span) for s in starts]
-    return {'inputs': pad_to([p[0] for p in pairs], self.input_shapes['inputs'][0]),
-            'targets': pad_to([p[1] for p in pairs], self.input_shapes['targets'][0])}
+    return {'inputs': pad_to([p[0] for p in pairs], self.lengths['inputs']),
+            'targets': pad_to([p[1] for p in pairs], self.lengths['targets'])}
 
   def train_batch(self, step: int) -> Dict[str, np.ndarray]:
     rng = np.random.default_rng([self.seed, step, jax.process_index()])
@@ -82,10 +65,3 @@ class ShakespeareSpanCorruption:
       batch['mask'] = mask[lo:lo + local]
       yield batch
 
-
-def build(config, global_batch: int, eval_batch: int, seed: int):
-  name = config.get('name')
-  if name == 'shakespeare':
-    return ShakespeareSpanCorruption(config, global_batch, eval_batch, seed)
-  from pgf_sparsity.data import tfds_text  # pylint: disable=g-import-not-at-top
-  return tfds_text.TfdsText(config, global_batch, eval_batch, seed)

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pgf_sparsity.data import randaugment as randaugment_lib
+from pgf_sparsity.data.base import DataSpec
 
 _KNOWN_SIZES = {('imagenet2012', 'train'): 1_281_167, ('imagenet2012', 'validation'): 50_000}
 
@@ -72,12 +73,11 @@ class TfdsImages:
     self.size = int(config.get('image_size', 224))
     builder = tfds.builder(name, data_dir=config.get('tfds_data_dir') or None)
     train_split, eval_split = config.get('train_split', 'train'), config.get('eval_split', 'validation')
-    self.num_classes = builder.info.features['label'].num_classes
     self.image_shape = (self.size, self.size, 3)
-    self.input_shapes = {'image': self.image_shape}
     n_train = _num_examples(builder, train_split, name, config.get('num_train_examples', 0))
     self.num_eval = _num_examples(builder, eval_split, name, config.get('num_eval_examples', 0))
-    self.steps_per_epoch = max(n_train // global_batch, 1)
+    self.spec = DataSpec('image_classification', {'image': self.image_shape},
+                         builder.info.features['label'].num_classes, max(n_train // global_batch, 1))
     processes = jax.process_count()
     self.local_batch, self.local_eval_batch = global_batch // processes, eval_batch // processes
     self.eval_batch = eval_batch

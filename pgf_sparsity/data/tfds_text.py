@@ -1,8 +1,8 @@
 """tfds text tasks for the encoder-decoder, for users who have the data (never downloaded here):
 
   c4/en                   span corruption of the 'text' feature (pretraining)
-  glue/<task>             text to text: "<task> name: value ..." -> the label's name; exact-match accuracy
-  wmt14_translate/de-en   "translate German to English: ..." -> English; BLEU (sacrebleu)
+  glue/<task>             text to text: "<task> name: value ..." -> the label's name; exact match
+  wmt14_translate/de-en   "translate German to English: ..." -> English; BLEU
 
 Tokens come from the configured vocabulary (bytes by default, or a SentencePiece model). Training streams
 with a fresh shuffle on resume; every process evaluates the same number of padded batches.
@@ -17,7 +17,8 @@ import tensorflow_datasets as tfds
 
 from pgf_sparsity.data import span_corruption
 from pgf_sparsity.data import vocab as vocab_lib
-from pgf_sparsity.data.text import pad_to, span_corruption_lengths
+from pgf_sparsity.data.base import DataSpec
+from pgf_sparsity.data.span_corruption import pad_to, span_corruption_lengths
 from pgf_sparsity.data.vocab import EOS
 
 _LANGUAGES = {'de': 'German', 'en': 'English', 'fr': 'French', 'cs': 'Czech', 'hi': 'Hindi', 'ru': 'Russian'}
@@ -28,7 +29,6 @@ def _text(value) -> str:
 
 
 class TfdsText:
-  task = 'seq2seq'
 
   def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
     self.name = config['tfds_name']
@@ -36,7 +36,6 @@ class TfdsText:
     if self.kind not in ('c4', 'glue', 'wmt14_translate', 'wmt16_translate', 'wmt19_translate'):
       raise ValueError(f'dataset.tfds_name {self.name!r}: supported are c4/*, glue/* and wmt*_translate/*.')
     self.vocab = vocab_lib.build(config.get('vocab') or {})
-    self.vocab_size = self.vocab.size
     self.builder = tfds.builder(self.name, data_dir=config.get('tfds_data_dir') or None)
     self.train_split = config.get('train_split', 'train')
     self.eval_split = config.get('eval_split', 'validation')
@@ -49,8 +48,10 @@ class TfdsText:
       inputs_length, targets_length = span_corruption_lengths(self.chunk, 0.15, 3.0)
     else:
       inputs_length, targets_length = int(config.get('inputs_length', 128)), int(config.get('targets_length', 32))
-    self.input_shapes = {'inputs': (inputs_length,), 'targets': (targets_length,)}
-    self.steps_per_epoch = max(int(config.get('num_train_examples', 0) or 100_000) // global_batch, 1)
+    self.lengths = {'inputs': inputs_length, 'targets': targets_length}
+    metric = {'c4': '', 'glue': 'exact_match'}.get(self.kind, 'bleu')
+    self.spec = DataSpec('seq2seq', {k: (v,) for k, v in self.lengths.items()}, self.vocab.size,
+                         max(int(config.get('num_train_examples', 0) or 100_000) // global_batch, 1), metric)
     if self.kind == 'wmt14_translate' or self.kind.startswith('wmt'):
       source, target = self.name.split('/')[1].split('-')
       self.source, self.target = source, target
@@ -88,13 +89,13 @@ class TfdsText:
       source = (f'translate {_LANGUAGES.get(self.source, self.source)} to '
                 f'{_LANGUAGES.get(self.target, self.target)}: {_text(example[self.source])}')
       reference = _text(example[self.target])
-    inputs = self.vocab.encode(source)[:self.input_shapes['inputs'][0] - 1] + [EOS]
-    targets = self.vocab.encode(reference)[:self.input_shapes['targets'][0] - 1] + [EOS]
+    inputs = self.vocab.encode(source)[:self.lengths['inputs'] - 1] + [EOS]
+    targets = self.vocab.encode(reference)[:self.lengths['targets'] - 1] + [EOS]
     return np.asarray(inputs, np.int32), np.asarray(targets, np.int32), reference
 
   def _batch(self, pairs) -> Dict[str, np.ndarray]:
-    return {'inputs': pad_to([p[0] for p in pairs], self.input_shapes['inputs'][0]),
-            'targets': pad_to([p[1] for p in pairs], self.input_shapes['targets'][0])}
+    return {'inputs': pad_to([p[0] for p in pairs], self.lengths['inputs']),
+            'targets': pad_to([p[1] for p in pairs], self.lengths['targets'])}
 
   def _stream(self):
     ds = self._dataset(self.train_split, True).repeat().shuffle(10_000, seed=self.seed + jax.process_index())
@@ -135,19 +136,9 @@ class TfdsText:
       batch['mask'] = mask
       yield batch
 
-  # ---- generation metrics (GLUE, WMT) ----
-  @property
-  def generates(self) -> bool:
-    return self.kind != 'c4'
-
+  # ---- decoded evaluation (GLUE, WMT) ----
   def references(self) -> List[str]:
     return [p[2] for p in self._eval_examples()]
 
-  def generation_metrics(self, predicted_ids: List[np.ndarray]) -> Dict[str, float]:
-    """Exact-match accuracy (GLUE) or corpus BLEU (translation) of greedy predictions, in eval order."""
-    references = self.references()
-    predictions = [self.vocab.decode(ids) for ids in predicted_ids[:len(references)]]
-    if self.kind == 'glue':
-      return {'exact_match': float(np.mean([p.strip() == r for p, r in zip(predictions, references)]))}
-    import sacrebleu  # pylint: disable=g-import-not-at-top
-    return {'bleu': float(sacrebleu.corpus_bleu(predictions, [references]).score)}
+  def detokenize(self, ids: np.ndarray) -> str:
+    return self.vocab.decode(ids)

@@ -4,11 +4,16 @@ from pgf_sparsity.models import t5
 from pgf_sparsity.models import vit
 
 MODELS = {'vit': vit.from_config, 'swinv2': swinv2.from_config, 't5': t5.from_config}
+# The model key that the data's output size (classes, vocabulary) fills when the config leaves it None.
+OUTPUT_SIZE_KEY = {'vit': 'num_classes', 'swinv2': 'num_classes', 't5': 'vocab_size'}
 
 
-def build(config):
+def build(config, output_size: int):
   """The flax module named by config.name ('vit', 'swinv2' or 't5'), sized by its variant and overrides."""
   name = config.get('name')
   if name not in MODELS:
     raise ValueError(f'Unknown model.name {name!r}; choose one of {sorted(MODELS)}.')
+  config = dict(config)
+  if config.get(OUTPUT_SIZE_KEY[name]) is None:
+    config[OUTPUT_SIZE_KEY[name]] = output_size
   return MODELS[name](config)

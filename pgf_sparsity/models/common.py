@@ -5,7 +5,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pgf_sparsity.layers import SparseDense
+from pgf_sparsity.sparsity.layers import SparseDense
+
+
+DTYPES = ('float32', 'bfloat16', 'float16')
+# Parameter paths of the sparse-capable layers that the vision models share (MlpBlock, attention names).
+SPARSE_TARGETS = {
+    'ff': r'.*/mlp/fc[12]/kernel',
+    'qkv': r'.*/attention/(query|key|value)/kernel',
+    'attn_out': r'.*/attention/out/kernel',
+}
 
 
 def resolve_fields(config: Mapping[str, Any], defaults: Dict[str, Any], variant_sizes: Dict[str, Any],
@@ -23,6 +32,9 @@ def resolve_fields(config: Mapping[str, Any], defaults: Dict[str, Any], variant_
   missing = [k for k, v in fields.items() if v is None]
   if missing:
     raise ValueError(f'{model_name}: give a model.variant or set {missing}.')
+  if fields.get('dtype') not in DTYPES:
+    raise ValueError(f'model.dtype must be one of {DTYPES}, got {fields.get("dtype")!r}.')
+  fields['dtype'] = jnp.dtype(fields['dtype'])
   return fields
 
 

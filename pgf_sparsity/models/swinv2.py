@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from pgf_sparsity.layers import SparseDense
+from pgf_sparsity.sparsity.layers import SparseDense
 from pgf_sparsity.models.common import DropPath, MlpBlock, resolve_fields
 
 SIZES = {  # embed_dim, depths, num_heads
@@ -171,7 +171,6 @@ DEFAULTS = dict(num_classes=None, embed_dim=None, depths=None, num_heads=None, w
 
 def from_config(config) -> SwinV2:
   fields = resolve_fields(config, DEFAULTS, decode_variant(dict(config).get('variant')), 'swinv2')
-  fields['dtype'] = jnp.dtype(fields['dtype'])
   fields['depths'] = tuple(fields['depths'])
   fields['num_heads'] = tuple(fields['num_heads'])
   return SwinV2(**fields)

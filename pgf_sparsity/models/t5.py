@@ -13,8 +13,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgf_sparsity.layers import SparseDense
+from pgf_sparsity.sparsity.layers import SparseDense
 from pgf_sparsity.models.common import resolve_fields
+
+# Parameter paths of the sparse-capable layers of one encoder or decoder layer; the stacks differ by
+# prefix (encoder_layers_i, decoder_layers_i).
+SPARSE_LAYERS = {
+    'ff': r'mlp/(wi_0|wi_1|wo)/kernel',
+    'qkv': r'\w*attention/(query|key|value)/kernel',
+    'attn_out': r'\w*attention/out/kernel',
+}
+ENCODER, DECODER = r'encoder_layers_\d+/', r'decoder_layers_\d+/'
+
 
 SIZES = {  # d_model, d_ff, num_heads, head_dim, encoder layers, decoder layers
     'tiny': (128, 256, 4, 32, 2, 2),
@@ -221,5 +231,4 @@ DEFAULTS = dict(vocab_size=None, d_model=None, d_ff=None, num_heads=None, head_d
 
 def from_config(config) -> T5:
   fields = resolve_fields(config, DEFAULTS, decode_variant(dict(config).get('variant')), 't5')
-  fields['dtype'] = jnp.dtype(fields['dtype'])
   return T5(**fields)

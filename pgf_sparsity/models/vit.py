@@ -9,7 +9,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pgf_sparsity.layers import SparseDense
+from pgf_sparsity.sparsity.layers import SparseDense
 from pgf_sparsity.models.common import DropPath, MlpBlock, resolve_fields
 
 SIZES = {  # width, depth, mlp_dim, num_heads
@@ -132,5 +132,4 @@ DEFAULTS = dict(num_classes=None, width=None, depth=None, mlp_dim=None, num_head
 
 def from_config(config) -> ViT:
   fields = resolve_fields(config, DEFAULTS, decode_variant(dict(config).get('variant')), 'vit')
-  fields['dtype'] = jnp.dtype(fields['dtype'])
   return ViT(**fields)

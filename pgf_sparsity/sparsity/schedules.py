@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import jax.numpy as jnp
 
-from pgf_sparsity import nm
+from pgf_sparsity.sparsity import nm
 
 Pattern = Tuple[int, int]
 
@@ -20,27 +20,38 @@ BETA_KINDS = ('zero', 'linear', 'exponential')
 SDGF_KINDS = ('stepwise', 'geometric', 'custom')
 
 
-def steps_from(total_steps: int, *, steps: Optional[int] = None, fraction: Optional[float] = None,
-               epochs: Optional[float] = None, steps_per_epoch: Optional[int] = None, name: str) -> int:
-  """Converts one duration, given in steps, as a fraction of training, or in epochs, to steps (once)."""
-  given = [k for k, v in (('steps', steps), ('fraction', fraction), ('epochs', epochs)) if v is not None]
-  if len(given) > 1:
-    raise ValueError(f'{name}: give the duration in one unit only, got {given}.')
-  if steps is not None:
-    value = int(steps)
-  elif fraction is not None:
-    if not 0.0 <= fraction <= 1.0:
-      raise ValueError(f'{name}: fraction must lie in [0, 1], got {fraction}.')
-    value = int(round(fraction * total_steps))
-  elif epochs is not None:
-    if not steps_per_epoch:
-      raise ValueError(f'{name}: a duration in epochs needs steps_per_epoch.')
-    value = int(round(epochs * steps_per_epoch))
-  else:
-    value = 0
-  if value < 0:
-    raise ValueError(f'{name}: duration must be >= 0, got {value} steps.')
-  return value
+@dataclasses.dataclass(frozen=True)
+class Duration:
+  """A phase length in one unit: steps, a fraction of training, or epochs. Validated on construction,
+  converted to steps once the run length is known."""
+  name: str
+  steps: Optional[int] = None
+  fraction: Optional[float] = None
+  epochs: Optional[float] = None
+
+  def __post_init__(self):
+    given = [k for k in ('steps', 'fraction', 'epochs') if getattr(self, k) is not None]
+    if len(given) > 1:
+      raise ValueError(f'{self.name}: give the duration in one unit only, got {given}.')
+    for key in given:
+      value = getattr(self, key)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f'{self.name}: {key} must be a finite number, got {value!r}.')
+      if value < 0:
+        raise ValueError(f'{self.name}: duration must be >= 0, got {value} {key}.')
+    if self.fraction is not None and self.fraction > 1.0:
+      raise ValueError(f'{self.name}: fraction must lie in [0, 1], got {self.fraction}.')
+
+  def to_steps(self, total_steps: int, steps_per_epoch: Optional[int] = None) -> int:
+    if self.steps is not None:
+      return int(self.steps)
+    if self.fraction is not None:
+      return int(round(self.fraction * total_steps))
+    if self.epochs is not None:
+      if not steps_per_epoch:
+        raise ValueError(f'{self.name}: a duration in epochs needs steps_per_epoch.')
+      return int(round(self.epochs * steps_per_epoch))
+    return 0
 
 
 @dataclasses.dataclass(frozen=True)

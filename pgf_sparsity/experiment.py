@@ -1,0 +1,95 @@
+"""A run's static pieces, built once from a validated config and the data's spec: the model, the task, the
+recipe bound to the model's parameters, the optimizer and learning-rate schedule, and the device mesh.
+
+The train state is initialised here; the step functions (steps.py) close over an Experiment.
+Data parallel over a 1-D `Mesh` of all devices: parameters replicated, batches split along 'data'.
+"""
+import dataclasses
+from typing import Any, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from pgf_sparsity import models
+from pgf_sparsity import optim
+from pgf_sparsity import tasks
+from pgf_sparsity.data import DataSpec
+from pgf_sparsity.sparsity import BoundRecipe, Recipe
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  masks: Any  # params-shaped, None at dense leaves: the masks of the last sparse step (all True before)
+  rng: jax.Array
+  nonfinite_step: jax.Array  # first step with a non-finite loss or gradient, -1 if none
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  config: Any
+  spec: DataSpec
+  model: nn.Module
+  task: Any
+  recipe: BoundRecipe
+  tx: optax.GradientTransformationExtraArgs
+  learning_rate: optax.Schedule
+  total_steps: int
+  mesh: Mesh
+  dummy_inputs: Tuple[jax.Array, ...]  # a batch of one, for initialisation and shape analysis
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P('data'))
+
+  def init_state(self, rng) -> TrainState:
+    init_rng, state_rng = jax.random.split(rng)
+    params = self.model.init(init_rng, *self.dummy_inputs)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
+                      masks=self.recipe.all_kept_masks(params), rng=state_rng,
+                      nonfinite_step=jnp.full((), -1, jnp.int32))
+
+  def initial_state(self) -> TrainState:
+    return jax.jit(self.init_state, out_shardings=self.replicated)(jax.random.PRNGKey(self.config.seed))
+
+  def abstract_state(self) -> TrainState:
+    shapes = jax.eval_shape(self.init_state, jax.random.PRNGKey(0))
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes)
+
+  def shard(self, batch):
+    """A host-local batch as one global array per key, split along the mesh's 'data' axis."""
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
+
+
+def total_steps_of(config, spec: DataSpec) -> int:
+  steps = (config.total_steps if config.get('total_steps') is not None
+           else int(round(config.num_epochs * spec.steps_per_epoch)))
+  if steps <= 0:
+    raise ValueError(f'The run has {steps} training steps; raise total_steps or num_epochs.')
+  return steps
+
+
+def build(config, spec: DataSpec, recipe: Recipe) -> Experiment:
+  """Binds the recipe to the model's abstract parameters (every pattern checked against every kernel)."""
+  total_steps = total_steps_of(config, spec)
+  model = models.build(config.model, spec.output_size)
+  task = tasks.build(config, spec)
+  dummy = task.dummy_inputs(spec.input_shapes)
+  abstract_params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *dummy)['params'])
+  bound = recipe.bind(abstract_params, total_steps, spec.steps_per_epoch)
+  bound.check_layers(model.apply, abstract_params, *dummy)
+  learning_rate = optim.learning_rate_schedule(config.optimizer, total_steps, spec.steps_per_epoch)
+  tx = optim.make_optimizer(config.optimizer, bound.transform(), learning_rate)
+  mesh = Mesh(np.array(jax.devices()), ('data',))
+  return Experiment(config, spec, model, task, bound, tx, learning_rate, total_steps, mesh, dummy)

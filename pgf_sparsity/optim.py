@@ -1,0 +1,41 @@
+"""The optimizer of a run: the recipe's gradient flow, then gradient clipping, then AdamW on a warmup-cosine
+learning-rate schedule (with an optional cooldown at the minimum rate)."""
+import jax
+import optax
+
+KEYS = {'learning_rate', 'init_learning_rate', 'min_learning_rate', 'warmup_steps', 'warmup_epochs',
+        'cooldown_epochs', 'weight_decay', 'b1', 'b2', 'eps', 'grad_clip_norm'}
+
+
+def learning_rate_schedule(opt, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+  """`opt` is config.optimizer; warmup and cooldown may be given in epochs."""
+  warmup = opt.get('warmup_steps')
+  if opt.get('warmup_epochs') is not None:
+    warmup = int(round(opt.warmup_epochs * steps_per_epoch))
+  # Cooldown: the last epochs stay at the minimum learning rate (timm's cooldown_epochs).
+  cooldown = int(round((opt.get('cooldown_epochs') or 0) * steps_per_epoch))
+  decay_steps = max(total_steps - cooldown, 1)
+  warmup = min(int(warmup or 0), decay_steps)
+  min_lr = opt.get('min_learning_rate', 0.0)
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=opt.get('init_learning_rate', 0.0), peak_value=opt.learning_rate, warmup_steps=warmup,
+      decay_steps=decay_steps, end_value=min_lr)
+  if not cooldown:
+    return schedule
+  return optax.join_schedules([schedule, optax.constant_schedule(min_lr)], [decay_steps])
+
+
+def _is_kernel(params):
+  """Weight decay on kernels only (not biases, norms, position embeddings, the class token)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+
+
+def make_optimizer(opt, gradient_flow: optax.GradientTransformationExtraArgs,
+                   schedule: optax.Schedule) -> optax.GradientTransformationExtraArgs:
+  """The recipe's gradient flow comes first, so that SR-STE's term is clipped and adapted like the gradient."""
+  chain = [gradient_flow]
+  if opt.get('grad_clip_norm'):
+    chain.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+  chain.append(optax.adamw(schedule, b1=opt.get('b1', 0.9), b2=opt.get('b2', 0.999), eps=opt.get('eps', 1e-8),
+                           weight_decay=opt.get('weight_decay', 0.0), mask=_is_kernel))
+  return optax.chain(*chain)

@@ -1,0 +1,158 @@
+"""The step functions of a run, pure given an Experiment and a plan, and their jitted forms.
+
+  train_step(exp, plan, state, batch) -> (state, metrics)
+  gradient_noise(exp, plan, state, batch) -> (gradients after the recipe's flow, masks), targeted kernels
+  eval_sums(exp, params, batch), predict(exp, params, batch)
+
+Masks are computed once per step and shared by the forward pass and the optimizer's gradient flow.
+`CompiledSteps` jits one train step per plan (phase / SDGF frame), so a run compiles once per plan.
+"""
+import functools
+from typing import Any, Dict, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pgf_sparsity import tasks
+from pgf_sparsity import tree_paths
+from pgf_sparsity.experiment import Experiment, TrainState
+from pgf_sparsity.sparsity import StepPlan
+
+
+def _sparsity_inputs(exp: Experiment, plan: StepPlan, state: TrainState):
+  """(masks or None, beta, extra model variables) of this step."""
+  recipe = exp.recipe
+  if not plan.sparse:
+    return None, jnp.ones((), jnp.float32), {}
+  if recipe.recipe.mask_update_every == 1:
+    masks = recipe.masks(state.params, plan)
+  else:
+    masks = jax.lax.cond(recipe.is_refresh_step(state.step, plan), lambda: recipe.masks(state.params, plan),
+                         lambda: state.masks)
+  beta = recipe.beta(state.step, plan)
+  return masks, beta, {'sparsity': recipe.collection(masks, beta)}
+
+
+def _gradients(exp: Experiment, plan: StepPlan, state: TrainState, batch):
+  masks, beta, variables = _sparsity_inputs(exp, plan, state)
+  rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    apply_fn = lambda p, *args, **kwargs: exp.model.apply({'params': p, **variables}, *args, **kwargs)
+    return exp.task.train_loss(apply_fn, params, batch, rng)
+
+  (loss, task_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  return loss, task_metrics, grads, masks, beta
+
+
+def _flip_fraction(masks, previous) -> jax.Array:
+  """The fraction of sparse-kernel entries whose mask changed."""
+  pairs = [(a, b) for a, b in zip(jax.tree.leaves(masks), jax.tree.leaves(previous))]
+  return sum(jnp.sum(a != b) for a, b in pairs) / sum(a.size for a, _ in pairs)
+
+
+def train_step(exp: Experiment, plan: StepPlan, state: TrainState, batch):
+  loss, task_metrics, grads, masks, beta = _gradients(exp, plan, state, batch)
+  updates, opt_state = exp.tx.update(grads, state.opt_state, state.params, nm_masks=masks, nm_beta=beta)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {'loss': loss, **task_metrics, 'grad_norm': optax.tree.norm(grads),
+             'learning_rate': exp.learning_rate(state.step), 'beta': beta}
+  if masks is not None:
+    metrics['mask_flip_rate_step'] = _flip_fraction(masks, state.masks)
+  new_masks = masks if masks is not None else state.masks
+  finite = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
+  first_bad = jnp.where((state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step)
+  if exp.config.get('nonfinite', 'stop') == 'skip':  # keep the previous parameters and optimizer state
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    params, opt_state, new_masks = (keep(params, state.params), keep(opt_state, state.opt_state),
+                                    keep(new_masks, state.masks))
+    metrics['skipped_updates'] = 1.0 - finite.astype(jnp.float32)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, masks=new_masks,
+                       nonfinite_step=first_bad), metrics
+
+
+def gradient_noise(exp: Experiment, plan: StepPlan, state: TrainState, batch):
+  """The gradient reaching each targeted kernel after the recipe's flow at this step, and its mask (all
+  True outside the sparse phase and under the dense recipe), for the noise diagnostic."""
+  _, _, grads, masks, beta = _gradients(exp, plan, state, batch)
+  flowed = grads
+  if masks is not None:
+    flowed, _ = exp.recipe.transform().update(grads, optax.EmptyState(), state.params, nm_masks=masks,
+                                              nm_beta=beta)
+  flat = tree_paths.flatten(flowed)
+  flat_masks = tree_paths.flatten(masks) if masks is not None else {}
+  paths = exp.recipe.targeted_paths
+  return ({p: flat[p] for p in paths},
+          {p: flat_masks.get(p, jnp.ones(flat[p].shape, bool)) for p in paths})
+
+
+def _eval_variables(exp: Experiment, params) -> Dict[str, Any]:
+  """Evaluation always uses the exported model: binary masks at the target N:M."""
+  plan = exp.recipe.final_plan()
+  if not (plan.sparse and exp.recipe.kernels):
+    return {}
+  return {'sparsity': exp.recipe.collection(exp.recipe.masks(params, plan), jnp.zeros((), jnp.float32))}
+
+
+def _eval_apply(exp: Experiment, params):
+  variables = _eval_variables(exp, params)
+  return lambda p, *args, **kwargs: exp.model.apply({'params': p, **variables}, *args, **kwargs)
+
+
+def eval_sums(exp: Experiment, params, batch):
+  return exp.task.eval_sums(_eval_apply(exp, params), params, batch)
+
+
+def predict(exp: Experiment, params, batch):
+  length = exp.spec.input_shapes['targets'][0]
+  return tasks.greedy_decode(_eval_apply(exp, params), params, batch['inputs'], length)
+
+
+class CompiledSteps:
+  """The jitted step functions of an Experiment, compiled on first use (one train step per plan)."""
+
+  def __init__(self, exp: Experiment):
+    self.exp = exp
+    self.cache = {}
+
+  def _jit(self, fn, *args, batch_out: bool = False, donate: bool = False):
+    key = (fn.__name__, *args)
+    if key not in self.cache:
+      exp = self.exp
+      out = exp.batch_sharding if batch_out else exp.replicated
+      self.cache[key] = jax.jit(functools.partial(fn, exp, *args), in_shardings=(exp.replicated, exp.batch_sharding),
+                                out_shardings=out, donate_argnums=(0,) if donate else ())
+    return self.cache[key]
+
+  def train_step(self, plan: StepPlan):
+    return self._jit(train_step, plan, donate=True)
+
+  def gradient_noise(self, plan: StepPlan):
+    return self._jit(gradient_noise, plan)
+
+  def evaluate(self, params, data) -> Dict[str, float]:
+    """Evaluation metrics of the exact N:M model on the data's evaluation batches."""
+    step = self._jit(eval_sums)
+    totals = {}
+    for batch in data.eval_batches():
+      for k, v in jax.device_get(step(params, self.exp.shard(batch))).items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+    results = self.exp.task.finalize(totals)
+    if self.exp.spec.generation_metric:
+      references = data.references()
+      predictions = [data.detokenize(ids) for ids in self.predict(params, data)[:len(references)]]
+      results.update(self.exp.task.generation_metrics(predictions, references))
+    return results
+
+  def predict(self, params, data) -> List[np.ndarray]:
+    """Greedy predictions (token ids) for every evaluation example of this process, in order."""
+    step = self._jit(predict, batch_out=True)
+    out = []
+    for batch in data.eval_batches():
+      predicted = step(params, self.exp.shard(batch))
+      shards = sorted(predicted.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+      local = np.concatenate([np.asarray(shard.data) for shard in shards])  # this process's rows, in order
+      out.extend(local[batch['mask'] > 0])
+    return out

@@ -1,0 +1,123 @@
+"""Everything a config says, and the workdir, checked before any data is loaded or anything compiled.
+
+Bad input raises ValueError with one message that names the key; nothing is written.
+"""
+import json
+import math
+import os
+
+import jax
+from etils import epath
+
+from pgf_sparsity import data as data_lib
+from pgf_sparsity import models
+from pgf_sparsity import optim
+from pgf_sparsity.sparsity import Recipe
+
+TOP_LEVEL_KEYS = {'seed', 'dataset', 'model', 'sparsity', 'batch_size', 'eval_batch_size', 'total_steps',
+                  'num_epochs', 'optimizer', 'loss', 'label_smoothing', 'mixup_alpha', 'log_every_steps',
+                  'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'nonfinite',
+                  'diagnostics_every_steps'}
+# Keys that may change between a run and its resumption: they do not change what is trained.
+RESUMABLE_CHANGES = {'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
+                     'eval_batch_size', 'diagnostics_every_steps'}
+NONFINITE_POLICIES = ('stop', 'skip')
+LOSSES = ('softmax', 'sigmoid')
+
+
+def _number(value, key: str, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False,
+            high_open: bool = False) -> None:
+  """A finite number within [low, high] (or open at either end)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    raise ValueError(f'config.{key} must be a finite number, got {value!r}.')
+  if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+    interval = f'{"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}'
+    raise ValueError(f'config.{key} must lie in {interval}, got {value!r}.')
+
+
+def _integer(value, key: str, minimum: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(f'config.{key} must be an integer >= {minimum}, got {value!r}.')
+
+
+def check_config(config) -> Recipe:
+  """Validates the whole config; returns the parsed sparsity recipe."""
+  unknown = set(config.keys()) - TOP_LEVEL_KEYS
+  if unknown:
+    raise ValueError(f'Unknown config keys {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}.')
+  _check_loop(config)
+  _check_optimizer(config.optimizer)
+  if config.dataset.get('name') not in data_lib.NAMES:
+    raise ValueError(f'Unknown dataset.name {config.dataset.get("name")!r}; choose one of {data_lib.NAMES}.')
+  models.build(config.model, output_size=1)  # unknown model names, keys and dtypes (the size comes later)
+  return Recipe.from_config(config.sparsity)
+
+
+def _check_loop(config) -> None:
+  if config.loss not in LOSSES:
+    raise ValueError(f'config.loss must be one of {LOSSES}, got {config.loss!r}.')
+  for key in ('batch_size', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    _integer(config[key], key, 1)
+  _integer(config.get('diagnostics_every_steps', 0), 'diagnostics_every_steps (0: off)', 0)
+  _integer(config.seed, 'seed', 0)
+  if config.get('eval_batch_size') is not None:
+    _integer(config.eval_batch_size, 'eval_batch_size', 1)
+  if (config.get('total_steps') is None) == (config.get('num_epochs') is None):
+    raise ValueError('Give exactly one of config.total_steps and config.num_epochs.')
+  if config.get('total_steps') is not None:
+    _integer(config.total_steps, 'total_steps', 1)
+  else:
+    _number(config.num_epochs, 'num_epochs', low=0.0, low_open=True)
+  if config.batch_size % jax.device_count():
+    raise ValueError(f'config.batch_size {config.batch_size} must be divisible by the {jax.device_count()} '
+                     'devices.')
+  _number(config.label_smoothing, 'label_smoothing', low=0.0, high=1.0, high_open=True)
+  _number(config.mixup_alpha, 'mixup_alpha', low=0.0)
+  if config.get('nonfinite', 'stop') not in NONFINITE_POLICIES:
+    raise ValueError(f'config.nonfinite must be one of {NONFINITE_POLICIES}, got {config.nonfinite!r}.')
+
+
+def _check_optimizer(opt) -> None:
+  unknown = set(opt.keys()) - optim.KEYS
+  if unknown:
+    raise ValueError(f'Unknown config.optimizer keys {sorted(unknown)}; known: {sorted(optim.KEYS)}.')
+  _number(opt.learning_rate, 'optimizer.learning_rate', low=0.0, low_open=True)
+  for key in ('init_learning_rate', 'min_learning_rate', 'weight_decay', 'grad_clip_norm', 'warmup_epochs',
+              'cooldown_epochs'):
+    if opt.get(key) is not None:
+      _number(opt[key], f'optimizer.{key}', low=0.0)
+  for key in ('b1', 'b2'):
+    if opt.get(key) is not None:
+      _number(opt[key], f'optimizer.{key}', low=0.0, high=1.0, high_open=True)
+  if opt.get('eps') is not None:
+    _number(opt.eps, 'optimizer.eps', low=0.0, low_open=True)
+  if opt.get('warmup_steps') is not None:
+    _integer(opt.warmup_steps, 'optimizer.warmup_steps', 0)
+    if opt.get('warmup_epochs') is not None:
+      raise ValueError('Give one of optimizer.warmup_steps and optimizer.warmup_epochs.')
+
+
+def check_workdir(config, workdir: str, force_resume: bool) -> None:
+  """Before anything is written: the workdir must be named and writable, and a run it holds must match the
+  config (keys in RESUMABLE_CHANGES aside) unless `force_resume`."""
+  if not workdir or not str(workdir).strip():
+    raise ValueError('--workdir is empty; name a directory for checkpoints and metrics.')
+  path = epath.Path(workdir)
+  probe = path
+  while not probe.exists() and probe.parent != probe:
+    probe = probe.parent
+  remote = '://' in str(workdir)  # permission bits exist on local paths only
+  if not probe.is_dir() or (not remote and not os.access(str(probe), os.W_OK)):
+    raise ValueError(f'workdir {workdir!r} cannot be created or written ({str(probe)!r} is not a writable '
+                     'directory).')
+  saved_path = path / 'config.json'
+  if force_resume or not saved_path.exists():
+    return
+  saved = json.loads(saved_path.read_text())
+  current = json.loads(config.to_json_best_effort())
+  differing = sorted(k for k in set(saved) | set(current)
+                     if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  if differing:
+    raise ValueError(f'workdir {workdir!r} holds a run with another config (differs in {differing}); use a new '
+                     'workdir, or pass --force_resume to continue it with this config.')
+

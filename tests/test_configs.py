@@ -1,0 +1,42 @@
+"""Every config builds its model and trains a step with `runlocal` (tfds configs on tfds mock data), and the
+configs share their loop keys instead of repeating them."""
+import contextlib
+import glob
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from pgf_sparsity import train
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import ROOT, load_config  # noqa: E402
+
+CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 'configs', '*.py')))
+ON_TFDS = {'vit_i1k', 'swinv2_i1k', 't5_c4', 't5_glue', 'wmt_ende'}
+
+
+def test_every_config_is_covered():
+  assert set(CONFIGS) >= ON_TFDS | {'digits', 'fashion_mnist', 't5_shakespeare'}
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_config_runs_a_step_with_runlocal(name, tmp_path):
+  config = load_config(name, 'runlocal')
+  mock = (tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE) if name in ON_TFDS
+          else contextlib.nullcontext())
+  with mock:
+    state, results = train.train_and_evaluate(config, str(tmp_path), max_steps_this_run=1)
+  assert int(state.step) == 1
+  assert np.isfinite(results['eval']['loss']), results
+  assert (tmp_path / 'run_info.json').exists() and (tmp_path / 'checkpoints' / '1').exists()
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_runlocal_is_short(name):
+  config = load_config(name, 'runlocal')
+  steps = config.total_steps if config.total_steps is not None else None
+  assert steps is None or steps <= 30
+  assert config.eval_every_steps <= 30 and config.log_every_steps <= 10
