@@ -14,7 +14,7 @@ from pgf_sparsity import config_lib
 from pgf_sparsity.models import common
 
 _DROP_PATH = {'T': 0.2, 'S': 0.3, 'B': 0.5, 'L': 0.5}
-RUNLOCAL_MODEL = dict(variant=None, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4, patch_size=2,
+RUNLOCAL_MODEL = dict(variant=None, embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4, patch_size=2,
                       dtype='float32')
 
 

@@ -20,7 +20,7 @@ import ml_collections
 from pgf_sparsity import config_lib
 from pgf_sparsity.models import common
 
-RUNLOCAL_MODEL = dict(variant=None, width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=8, dtype='float32')
+RUNLOCAL_MODEL = dict(variant=None, width=32, depth=1, mlp_dim=64, num_heads=2, patch_size=8, dtype='float32')
 
 
 def get_config(arg=None):

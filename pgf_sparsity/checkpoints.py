@@ -85,6 +85,10 @@ class Checkpointer:
         logging.warning('Moved the unusable checkpoint of step %d to %s.', step, aside)
     self.manager.reload()
 
+  def wait(self) -> None:
+    """Blocks until the background save in flight (if any) is written."""
+    self.manager.wait_until_finished()
+
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()

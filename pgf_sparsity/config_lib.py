@@ -32,7 +32,7 @@ def _typed(key: str, value: str, default):
         raise ValueError
       return number
   except ValueError:
-    expected = 'true/false' if kind == 'bool' else f'a finite {kind}' if kind == 'float' else f'an {kind}'
+    expected = {'bool': 'true/false', 'int': 'an integer', 'float': 'a finite number'}[kind]
     raise ValueError(f'Config argument {key} needs {expected}, got {value!r}.') from None
   return value
 

@@ -89,6 +89,7 @@ class PeriodicWork:
     """Closes the run's outputs; a finished run gets DIR/results.json (sweeps skip such runs)."""
     self.check_finite(state)
     if not self.last_eval:  # resumed a finished run, or stopped between evaluations
+      self.checkpointer.wait()  # input pipelines and a background save should not overlap at the end
       self.last_eval = self.compiled.evaluate(state.params, self.data)
     self.logger.flush()
     self.checkpointer.close()

@@ -36,9 +36,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   'eval': the last evaluation, 'preempted': whether SIGTERM stopped the run}.
   """
   recipe = validation.check_config(config)
-  validation.check_workdir(config, workdir, force_resume)
+  validation.check_workdir(workdir)
   data = data_lib.build(config)
-  exp = experiment.build(config, data.spec, recipe)
+  exp = experiment.build(config, data.spec, recipe)  # patterns checked against the model's kernels
+  validation.check_resumable(config, workdir, force_resume)  # after the config's own errors, before writing
   compiled = steps.CompiledSteps(exp)
   checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   state = _restore_or_initialise(exp, checkpointer, workdir)

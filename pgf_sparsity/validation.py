@@ -97,9 +97,8 @@ def _check_optimizer(opt) -> None:
       raise ValueError('Give one of optimizer.warmup_steps and optimizer.warmup_epochs.')
 
 
-def check_workdir(config, workdir: str, force_resume: bool) -> None:
-  """Before anything is written: the workdir must be named and writable, and a run it holds must match the
-  config (keys in RESUMABLE_CHANGES aside) unless `force_resume`."""
+def check_workdir(workdir: str) -> None:
+  """The workdir must be named, and be or be creatable as a writable directory."""
   if not workdir or not str(workdir).strip():
     raise ValueError('--workdir is empty; name a directory for checkpoints and metrics.')
   path = epath.Path(workdir)
@@ -110,7 +109,12 @@ def check_workdir(config, workdir: str, force_resume: bool) -> None:
   if not probe.is_dir() or (not remote and not os.access(str(probe), os.W_OK)):
     raise ValueError(f'workdir {workdir!r} cannot be created or written ({str(probe)!r} is not a writable '
                      'directory).')
-  saved_path = path / 'config.json'
+
+
+def check_resumable(config, workdir: str, force_resume: bool) -> None:
+  """A run the workdir holds must have the same config (keys in RESUMABLE_CHANGES aside), unless
+  `force_resume`."""
+  saved_path = epath.Path(workdir) / 'config.json'
   if force_resume or not saved_path.exists():
     return
   saved = json.loads(saved_path.read_text())

@@ -213,7 +213,7 @@ def catalogue(w, tmp):
       (main(cfg('dense=1.5')), 'fraction must lie'),
       (main(cfg('recipe=sdgf_stepwise,ff=3:4')), 'powers of two'),
       (main(cfg('steps=abc')), 'Config argument steps needs an integer'),
-      (main(cfg('alpha=inf')), 'Config argument alpha needs a finite float'),
+      (main(cfg('alpha=inf')), 'Config argument alpha needs a finite number'),
       (main(cfg(), workdir=''), '--workdir is empty'),
       (main(cfg(), '--config.model.dtype=float8'), 'model.dtype'),
       (main(cfg(), '--config.optimizer.learning_rate=-1.0'), 'optimizer.learning_rate'),

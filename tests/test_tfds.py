@@ -29,7 +29,7 @@ def test_pipeline_shapes_and_padding(mock_imagenet):
   batch = data.train_batch(0)
   assert batch['image'].shape == (8, 32, 32, 3) and batch['image'].dtype == np.float32
   assert -1.0 <= batch['image'].min() and batch['image'].max() <= 1.0
-  assert batch['label'].shape == (8,) and data.num_classes == 1000
+  assert batch['label'].shape == (8,) and data.spec.output_size == 1000
   evals = list(data.eval_batches())  # the mock's 24 validation examples in batches of 10
   assert [float(b['mask'].sum()) for b in evals] == [10, 10, 4]
   assert all(b['image'].shape == (10, 32, 32, 3) for b in evals)
