@@ -24,10 +24,8 @@ def get_config(arg=None):
   config.batch_size = 64
   config.total_steps = steps
   config.num_epochs = None
-  config.optimizer = dict(learning_rate=3e-3, init_learning_rate=0.0, min_learning_rate=1e-5,
-                          warmup_steps=max(steps // 20, 1), weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8,
-                          grad_clip_norm=1.0)
-  every = 10 if a.runlocal else 100
-  config_lib.set_loop_defaults(config, log_every=every // 2, eval_every=every, checkpoint_every=every)
+  config.optimizer = config_lib.optimizer(3e-3, warmup_steps=max(steps // 20, 1), min_learning_rate=1e-5,
+                                          weight_decay=1e-4)
+  config_lib.set_loop_defaults(config, log_every=50, eval_every=100, checkpoint_every=100, runlocal=a.runlocal)
   config.eval_batch_size = 400
   return config

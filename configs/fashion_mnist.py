@@ -35,12 +35,8 @@ def get_config(arg=None):
   config.batch_size = 128
   config.total_steps = steps
   config.num_epochs = None
-  config.optimizer = dict(learning_rate=2e-3, init_learning_rate=0.0, min_learning_rate=1e-5,
-                          warmup_steps=max(steps // 20, 1), weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8,
-                          grad_clip_norm=1.0)
-  if a.runlocal:
-    config_lib.set_loop_defaults(config, log_every=10, eval_every=30, checkpoint_every=30)
-  else:
-    config_lib.set_loop_defaults(config, log_every=100, eval_every=1000, checkpoint_every=500)
+  config.optimizer = config_lib.optimizer(2e-3, warmup_steps=max(steps // 20, 1), min_learning_rate=1e-5,
+                                          weight_decay=0.05)
+  config_lib.set_loop_defaults(config, log_every=100, eval_every=1000, checkpoint_every=500, runlocal=a.runlocal)
   config.eval_batch_size = 1000
   return config

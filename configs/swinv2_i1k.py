@@ -25,18 +25,15 @@ def get_config(arg=None):
     raise ValueError(f'Config argument variant must start with one of {sorted(_DROP_PATH)}, got {a.variant!r}.')
   config = ml_collections.ConfigDict()
   config.seed = a.seed
-  config.dataset = dict(name='tfds', tfds_name='imagenet2012', tfds_data_dir='', train_split='train',
-                        eval_split='validation', image_size=256, flip=True,
-                        randaugment=dict(num_layers=2, magnitude=9), shuffle_buffer=250_000,
-                        num_train_examples=0, num_eval_examples=0)
+  config.dataset = config_lib.imagenet_dataset(image_size=256, randaugment=(2, 9))
   config.model = dict(name='swinv2', variant=a.variant, num_classes=1000, dropout=0.0,
                       stochastic_depth=_DROP_PATH[a.variant.split('/')[0]], dtype='bfloat16')
   config.sparsity = config_lib.sparsity_from_args(a, common.SPARSE_TARGETS, a.alpha)
   config.batch_size = a.batch
   config.total_steps = None
   config.num_epochs = float(a.epochs)
-  config.optimizer = dict(learning_rate=5e-4 * a.batch / 512, init_learning_rate=5e-7, min_learning_rate=5e-6,
-                          warmup_epochs=20.0, weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=5.0)
+  config.optimizer = config_lib.optimizer(5e-4 * a.batch / 512, warmup_epochs=20.0, init_learning_rate=5e-7,
+                                          min_learning_rate=5e-6, weight_decay=0.05, grad_clip_norm=5.0)
   config_lib.set_loop_defaults(config, log_every=100, eval_every=3000, checkpoint_every=1000, keep_checkpoints=3)
   config.label_smoothing = 0.1
   config.mixup_alpha = 0.8

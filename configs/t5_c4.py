@@ -23,14 +23,12 @@ def get_config(arg=None):
   config.dataset = dict(name='tfds_text', tfds_name='c4/en:3.1.0', tfds_data_dir='', train_split='train',
                         eval_split='validation', vocab=dict(kind='byte', model_path=''), chunk_length=512,
                         inputs_length=0, targets_length=0, num_train_examples=364_868_892, num_eval_examples=2048)
-  config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.0, tie_embeddings=False,
-                      dtype='bfloat16')
+  config.model = config_lib.t5_model(a.variant, dropout=0.0, dtype='bfloat16')
   config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch
   config.total_steps = a.steps
   config.num_epochs = None
-  config.optimizer = dict(learning_rate=1e-3, init_learning_rate=0.0, min_learning_rate=1e-5, warmup_steps=10_000,
-                          weight_decay=0.0, b1=0.9, b2=0.99, eps=1e-8, grad_clip_norm=1.0)
+  config.optimizer = config_lib.optimizer(1e-3, warmup_steps=10_000, min_learning_rate=1e-5, b2=0.99)
   config_lib.set_loop_defaults(config, log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3)
   config.eval_batch_size = 256
   if a.runlocal:

@@ -22,14 +22,12 @@ def get_config(arg=None):
   config.dataset = dict(name='tfds_text', tfds_name=f'glue/{a.task}', tfds_data_dir='', train_split='train',
                         eval_split=eval_split, vocab=dict(kind='byte', model_path=''), inputs_length=512,
                         targets_length=16, chunk_length=0, num_train_examples=0, num_eval_examples=0)
-  config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.1, tie_embeddings=False,
-                      dtype='bfloat16')
+  config.model = config_lib.t5_model(a.variant, dropout=0.1, dtype='bfloat16')
   config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch
   config.total_steps = a.steps
   config.num_epochs = None
-  config.optimizer = dict(learning_rate=1e-4, init_learning_rate=0.0, min_learning_rate=1e-6, warmup_steps=500,
-                          weight_decay=0.0, b1=0.9, b2=0.99, eps=1e-8, grad_clip_norm=1.0)
+  config.optimizer = config_lib.optimizer(1e-4, warmup_steps=500, min_learning_rate=1e-6, b2=0.99)
   config_lib.set_loop_defaults(config, log_every=100, eval_every=2000, checkpoint_every=2000)
   config.eval_batch_size = 128
   if a.runlocal:

@@ -23,18 +23,12 @@ def get_config(arg=None):
   config.dataset = dict(name='shakespeare', data_dir='', vocab=dict(kind='byte', model_path=''),
                         chunk_length=128, noise_density=0.15, mean_noise_span_length=3.0,
                         eval_examples=64 if a.runlocal else 512)
-  config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.0, tie_embeddings=False,
-                      dtype='float32')
+  config.model = config_lib.t5_model(a.variant, dropout=0.0, dtype='float32')
   config.sparsity = config_lib.t5_sparsity_from_args(a, config_lib.decay_alpha(a, steps))
   config.batch_size = 32
   config.total_steps = steps
   config.num_epochs = None
-  config.optimizer = dict(learning_rate=3e-3, init_learning_rate=0.0, min_learning_rate=1e-5,
-                          warmup_steps=max(steps // 20, 1), weight_decay=0.0, b1=0.9, b2=0.99, eps=1e-8,
-                          grad_clip_norm=1.0)
-  if a.runlocal:
-    config_lib.set_loop_defaults(config, log_every=10, eval_every=20, checkpoint_every=20)
-  else:
-    config_lib.set_loop_defaults(config, log_every=50, eval_every=250, checkpoint_every=250)
+  config.optimizer = config_lib.optimizer(3e-3, warmup_steps=max(steps // 20, 1), min_learning_rate=1e-5, b2=0.99)
+  config_lib.set_loop_defaults(config, log_every=50, eval_every=250, checkpoint_every=250, runlocal=a.runlocal)
   config.eval_batch_size = 128
   return config

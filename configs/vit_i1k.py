@@ -28,19 +28,15 @@ def get_config(arg=None):
                            variant='B/16', batch=4096, epochs=350)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
-  config.dataset = dict(name='tfds', tfds_name='imagenet2012', tfds_data_dir='', train_split='train',
-                        eval_split='validation', image_size=224, flip=True,
-                        randaugment=dict(num_layers=2, magnitude=15), shuffle_buffer=250_000,
-                        num_train_examples=0, num_eval_examples=0)
+  config.dataset = config_lib.imagenet_dataset(image_size=224, randaugment=(2, 15))
   config.model = dict(name='vit', variant=a.variant, num_classes=1000, pool='token', dropout=0.1,
                       attention_dropout=0.0, stochastic_depth=0.1, dtype='bfloat16')
   config.sparsity = config_lib.sparsity_from_args(a, common.SPARSE_TARGETS, a.alpha)
   config.batch_size = a.batch
   config.total_steps = None
   config.num_epochs = float(a.epochs + 2)
-  config.optimizer = dict(learning_rate=1e-3 * math.sqrt(a.batch / 4096), init_learning_rate=1e-7,
-                          min_learning_rate=1e-7, warmup_epochs=15.0, cooldown_epochs=2.0, weight_decay=0.01,
-                          b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=1.0)
+  config.optimizer = config_lib.optimizer(1e-3 * math.sqrt(a.batch / 4096), warmup_epochs=15.0, cooldown_epochs=2.0,
+                                          init_learning_rate=1e-7, min_learning_rate=1e-7, weight_decay=0.01)
   config_lib.set_loop_defaults(config, log_every=100, eval_every=3000, checkpoint_every=1000, keep_checkpoints=3)
   config.loss = 'sigmoid'
   config.mixup_alpha = 0.5

@@ -22,14 +22,12 @@ def get_config(arg=None):
                         train_split='train', eval_split='validation', vocab=dict(kind='byte', model_path=''),
                         inputs_length=256, targets_length=256, chunk_length=0, num_train_examples=4_508_785,
                         num_eval_examples=3000)
-  config.model = dict(name='t5', variant=a.variant, vocab_size=None, dropout=0.1, tie_embeddings=False,
-                      dtype='bfloat16')
+  config.model = config_lib.t5_model(a.variant, dropout=0.1, dtype='bfloat16')
   config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch
   config.total_steps = a.steps
   config.num_epochs = None
-  config.optimizer = dict(learning_rate=1e-3, init_learning_rate=0.0, min_learning_rate=1e-5, warmup_steps=4000,
-                          weight_decay=0.0, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=1.0)
+  config.optimizer = config_lib.optimizer(1e-3, warmup_steps=4000, min_learning_rate=1e-5, b2=0.98, eps=1e-9)
   config_lib.set_loop_defaults(config, log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3)
   config.label_smoothing = 0.1
   config.eval_batch_size = 128

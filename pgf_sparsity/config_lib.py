@@ -102,6 +102,11 @@ def t5_sparsity_from_args(a, alpha: float) -> ml_collections.ConfigDict:
                          finetune_fraction=a.finetune)
 
 
+def t5_model(variant: str, *, dropout: float, dtype: str) -> Dict[str, Any]:
+  """The model block of the T5 configs (the vocabulary size comes from the data)."""
+  return dict(name='t5', variant=variant, vocab_size=None, dropout=dropout, tie_embeddings=False, dtype=dtype)
+
+
 def decay_alpha(a, total_steps: int) -> float:
   """The alpha argument, or (when 0) the one that brings beta to 0.01 at 80% of the sparse phase."""
   sparse_steps = total_steps * (1.0 - a.dense - a.finetune)
@@ -109,8 +114,13 @@ def decay_alpha(a, total_steps: int) -> float:
 
 
 def set_loop_defaults(config: ml_collections.ConfigDict, *, log_every: int, eval_every: int,
-                      checkpoint_every: int, keep_checkpoints: int = 2) -> ml_collections.ConfigDict:
-  """The training-loop keys every config has, with the defaults they share; returns `config`."""
+                      checkpoint_every: int, keep_checkpoints: int = 2,
+                      runlocal: bool = False) -> ml_collections.ConfigDict:
+  """The training-loop keys every config has, with the defaults they share; returns `config`. With
+  `runlocal` (a seconds-long smoke run of config.total_steps steps): log every 10 steps, evaluate and
+  checkpoint at the end."""
+  if runlocal:
+    log_every, eval_every, checkpoint_every = 10, config.total_steps, config.total_steps
   config.log_every_steps = log_every
   config.eval_every_steps = eval_every
   config.checkpoint_every_steps = checkpoint_every
@@ -122,6 +132,25 @@ def set_loop_defaults(config: ml_collections.ConfigDict, *, log_every: int, eval
   config.mixup_alpha = 0.0
   config.eval_batch_size = None  # None: the training batch size
   return config
+
+
+def optimizer(learning_rate: float, *, warmup_steps=None, warmup_epochs=None, cooldown_epochs=None,
+              init_learning_rate: float = 0.0, min_learning_rate: float = 0.0, weight_decay: float = 0.0,
+              b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, grad_clip_norm: float = 1.0) -> Dict[str, Any]:
+  """The optimizer block (AdamW on warmup-cosine, see pgf_sparsity/optim.py); warmup in steps or epochs."""
+  block = dict(learning_rate=learning_rate, init_learning_rate=init_learning_rate,
+               min_learning_rate=min_learning_rate, weight_decay=weight_decay, b1=b1, b2=b2, eps=eps,
+               grad_clip_norm=grad_clip_norm)
+  extra = dict(warmup_steps=warmup_steps, warmup_epochs=warmup_epochs, cooldown_epochs=cooldown_epochs)
+  block.update({k: v for k, v in extra.items() if v is not None})
+  return block
+
+
+def imagenet_dataset(image_size: int, randaugment) -> Dict[str, Any]:
+  """The dataset block of the ImageNet-1k configs (tfds imagenet2012); randaugment = (ops, magnitude)."""
+  return dict(name='tfds', tfds_name='imagenet2012', tfds_data_dir='', train_split='train', eval_split='validation',
+              image_size=image_size, flip=True, randaugment=dict(num_layers=randaugment[0], magnitude=randaugment[1]),
+              shuffle_buffer=250_000, num_train_examples=0, num_eval_examples=0)
 
 
 def imagenet_runlocal(config: ml_collections.ConfigDict, model: Dict[str, Any]) -> None:

@@ -133,12 +133,16 @@ class GatedMlp(nn.Module):
     return dense(x.shape[-1], 'wo')(h)
 
 
-class EncoderLayer(nn.Module):
+class _Layer(nn.Module):
+  """The sizes an encoder or decoder layer is built from."""
   num_heads: int
   head_dim: int
   d_ff: int
   dropout: float
   dtype: Any
+
+
+class EncoderLayer(_Layer):
 
   @nn.compact
   def __call__(self, x, mask, bias, deterministic: bool):
@@ -152,12 +156,7 @@ class EncoderLayer(nn.Module):
     return x + drop(y)
 
 
-class DecoderLayer(nn.Module):
-  num_heads: int
-  head_dim: int
-  d_ff: int
-  dropout: float
-  dtype: Any
+class DecoderLayer(_Layer):
 
   @nn.compact
   def __call__(self, x, encoded, self_mask, cross_mask, bias, deterministic: bool):

@@ -5,6 +5,7 @@ and `beta` (scalar) for it; otherwise it is an ordinary dense layer. The gradien
 (dL/dW = dL/dW~ for every entry), so that the optax transformation in `gradient_flow` alone decides what
 reaches pruned weights. Masks are computed once per step outside the model (see `sparsity.py`).
 """
+import math
 from typing import Any, Callable, Sequence, Union
 
 import flax.linen as nn
@@ -48,26 +49,6 @@ def effective_kernel(module: nn.Module, kernel: jax.Array) -> jax.Array:
   return mix_straight_through(kernel, mask, jnp.asarray(beta, jnp.float32))
 
 
-class SparseDense(nn.Module):
-  """nn.Dense with an optionally N:M-masked kernel of shape (in, features); groups run along `in`."""
-  features: int
-  use_bias: bool = True
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  precision: Any = None
-  kernel_init: Callable = default_kernel_init
-  bias_init: Callable = nn.initializers.zeros_init()
-
-  @nn.compact
-  def __call__(self, x):
-    kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
-    kernel = effective_kernel(self, kernel)
-    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision)
-    return y + bias if bias is not None else y
-
-
 class SparseDenseGeneral(nn.Module):
   """nn.DenseGeneral with an optionally N:M-masked kernel of shape (contracted dims..., features...).
 
@@ -89,12 +70,7 @@ class SparseDenseGeneral(nn.Module):
     axes = (self.axis,) if isinstance(self.axis, int) else tuple(self.axis)
     axes = tuple(a % x.ndim for a in axes)
     in_shape = tuple(x.shape[a] for a in axes)
-    fan_in = 1
-    for d in in_shape:
-      fan_in *= d
-    fan_out = 1
-    for d in features:
-      fan_out *= d
+    fan_in, fan_out = math.prod(in_shape), math.prod(features)
 
     def init_kernel(rng, shape, dtype):
       flat = self.kernel_init(rng, (fan_in, fan_out), dtype)
@@ -106,3 +82,8 @@ class SparseDenseGeneral(nn.Module):
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     y = lax.dot_general(x, kernel, ((axes, tuple(range(len(axes)))), ((), ())), precision=self.precision)
     return y + bias if bias is not None else y
+
+
+class SparseDense(SparseDenseGeneral):
+  """nn.Dense with an optionally N:M-masked kernel of shape (in, features); groups run along `in`: the
+  general layer contracting the last axis (same parameters and initialisation as nn.Dense)."""

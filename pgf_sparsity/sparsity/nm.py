@@ -5,6 +5,7 @@ method below is exact and returns the same mask; `nm_mask` picks the fastest one
 measurements of `scripts/bench_masks.py` (the cost of each method depends on N and M, not on the values).
 Ranking works on the int32 bit pattern of |w|, which orders non-negative floats exactly like their values.
 """
+import math
 from typing import Sequence, Tuple, Union
 
 import jax
@@ -43,9 +44,7 @@ def check_groupable(shape: Sequence[int], n: int, m: int, axis: Axes = 0) -> Tup
   """Validates an N:M pattern against a shape; returns the normalized grouping axes."""
   validate_pattern(n, m)
   axes = _normalize_axes(axis, len(shape))
-  length = 1
-  for a in axes:
-    length *= shape[a]
+  length = math.prod(shape[a] for a in axes)
   if length % m:
     raise ValueError(f'M={m} does not divide the grouped length {length} (axes {axes} of shape '
                      f'{tuple(shape)}); choose M dividing it or another grouping axis.')
@@ -59,17 +58,9 @@ def to_groups(x: jax.Array, axes: Tuple[int, ...], m: int):
   perm = tuple(range(ndim)) if contiguous else axes + tuple(a for a in range(ndim) if a not in axes)
   moved = jnp.transpose(x, perm) if not contiguous else x
   start = axes[0] if contiguous else 0
-  lead = moved.shape[:start]
-  grouped_len = 1
-  for d in moved.shape[start:start + len(axes)]:
-    grouped_len *= d
-  trail = moved.shape[start + len(axes):]
-  b = 1
-  for d in trail:
-    b *= d
-  g = 1
-  for d in lead:
-    g *= d
+  g = math.prod(moved.shape[:start])
+  grouped_len = math.prod(moved.shape[start:start + len(axes)])
+  b = math.prod(moved.shape[start + len(axes):])
   groups = moved.reshape(g * grouped_len // m, m, b)
 
   def restore(mask):
