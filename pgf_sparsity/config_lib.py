@@ -6,6 +6,7 @@ from typing import Any, Dict
 import ml_collections
 
 from pgf_sparsity.models import t5
+from pgf_sparsity.sparsity import schedules
 
 # Arguments every config takes (a config may change the defaults): the recipe, an N:M pattern (or 'none')
 # per target kind, the gradient flow, MDGF's alpha (0: derived from the run length), the dense and fine-tune
@@ -108,9 +109,12 @@ def t5_model(variant: str, *, dropout: float, dtype: str) -> Dict[str, Any]:
 
 
 def decay_alpha(a, total_steps: int) -> float:
-  """The alpha argument, or (when 0) the one that brings beta to 0.01 at 80% of the sparse phase."""
+  """The alpha argument, or (when 0) the one that brings the recipe's beta to 0.01 at 80% of the sparse
+  phase (each MDGF schedule with its own formula; 0 for recipes without a decay)."""
+  if a.alpha or not a.recipe.startswith('mdgf_'):
+    return a.alpha
   sparse_steps = total_steps * (1.0 - a.dense - a.finetune)
-  return a.alpha or math.log(100.0) / max(0.8 * sparse_steps, 1.0)
+  return schedules.decay_alpha(a.recipe.split('_', 1)[1], sparse_steps)
 
 
 def set_loop_defaults(config: ml_collections.ConfigDict, *, log_every: int, eval_every: int,

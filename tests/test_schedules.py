@@ -1,4 +1,6 @@
 import math
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,9 @@ import pytest
 from pgf_sparsity.sparsity import schedules
 from pgf_sparsity import sdgf_patterns
 from pgf_sparsity.sparsity import Recipe
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import load_config  # noqa: E402
 
 FF = {'ff': {'regex': '.*kernel', 'n': 1, 'm': 8}}
 
@@ -134,3 +139,25 @@ def test_mdgf_plan_is_one_plan_for_the_whole_sparse_phase():
   assert float(sp.beta(49, sp.plan(49))) == pytest.approx(0.02, abs=1e-6)
   assert float(sp.beta(50, sp.plan(50))) == 0.0
   assert float(sp.beta(80, sp.plan(80))) == 0.0  # fine-tune forces binary masks
+
+
+@pytest.mark.parametrize('kind', ['linear', 'exponential'])
+def test_decay_alpha_reaches_the_target_beta_at_the_configured_point(kind):
+  sparse_steps = 1350
+  alpha = schedules.decay_alpha(kind, sparse_steps, target_beta=0.01, fraction=0.8)
+  point = 0.8 * sparse_steps  # 1080
+  assert float(schedules.beta(kind, point, alpha)) == pytest.approx(0.01, rel=1e-4)
+  assert float(schedules.beta(kind, point - 100, alpha)) > 0.01  # still decaying before the point
+  if kind == 'linear':  # the exponential formula would have hit 0 after ~22% of the window
+    assert float(schedules.beta(kind, 0.25 * sparse_steps, alpha)) == pytest.approx(1 - 0.99 * 0.25 / 0.8)
+  with pytest.raises(ValueError, match='decay'):
+    schedules.decay_alpha('zero', sparse_steps)
+
+
+def test_configs_derive_alpha_per_schedule():
+  sparse_steps = 3000 * 0.9  # fashion_mnist: 3,000 steps, the last 10% fine-tuned
+  linear = load_config('fashion_mnist', 'recipe=mdgf_linear').sparsity.alpha
+  exponential = load_config('fashion_mnist', 'recipe=mdgf_exponential').sparsity.alpha
+  assert linear == pytest.approx(0.99 / (0.8 * sparse_steps))
+  assert exponential == pytest.approx(math.log(100) / (0.8 * sparse_steps))
+  assert load_config('fashion_mnist', 'recipe=mdgf_linear,alpha=0.5').sparsity.alpha == 0.5

@@ -106,6 +106,20 @@ def beta(kind: str, t, alpha: float = 0.0):
   raise ValueError(f'Unknown beta schedule {kind!r}; choose one of {BETA_KINDS}.')
 
 
+def decay_alpha(kind: str, sparse_steps: float, target_beta: float = 0.01, fraction: float = 0.8) -> float:
+  """The alpha with which beta reaches `target_beta` after `fraction` of `sparse_steps` (SPEC section 4):
+  exponential ln(1 / beta*) / (f S), linear (1 - beta*) / (f S). Each schedule needs its own: with the
+  exponential formula, linear would reach 0 after about a fifth of the window."""
+  if not 0.0 < target_beta < 1.0 or not 0.0 < fraction <= 1.0:
+    raise ValueError(f'decay_alpha needs 0 < target_beta < 1 and 0 < fraction <= 1, got {target_beta}, {fraction}.')
+  steps = max(fraction * sparse_steps, 1.0)
+  if kind == 'exponential':
+    return math.log(1.0 / target_beta) / steps
+  if kind == 'linear':
+    return (1.0 - target_beta) / steps
+  raise ValueError(f'Only the linear and exponential schedules decay, got {kind!r}.')
+
+
 def sdgf_patterns(kind: str, n: int, m: int, custom: Optional[Sequence[Pattern]] = None) -> List[Pattern]:
   """The N:M pattern of every SDGF frame, ending at the target n:m.
 
