@@ -18,8 +18,11 @@ INSTALL_REQUIRES = [
     'scikit-learn==1.9.1',
     'sentencepiece==0.2.3',
     'sacrebleu==2.6.0',
+    'safetensors==0.8.0',
+    'ml-dtypes==0.6.0',
 ]
 TESTS_REQUIRE = ['pytest==9.2.0', 'hypothesis==6.170.17']
+TORCH_REQUIRE = ['torch==2.13.0']  # optional: PyTorch-side checks of exported models (a CPU build installs here)
 SCRIPTS_REQUIRE = ['matplotlib==3.11.2']  # scripts/plot.py
 
 setuptools.setup(
@@ -29,5 +32,6 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['pgf_sparsity', 'pgf_sparsity.*']),
     python_requires='>=3.11',
     install_requires=INSTALL_REQUIRES,
-    extras_require={'test': TESTS_REQUIRE + SCRIPTS_REQUIRE, 'scripts': SCRIPTS_REQUIRE},
+    extras_require={'test': TESTS_REQUIRE + SCRIPTS_REQUIRE + TORCH_REQUIRE, 'scripts': SCRIPTS_REQUIRE,
+                    'torch': TORCH_REQUIRE},
 )

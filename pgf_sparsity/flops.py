@@ -10,7 +10,7 @@ layers they cover; `cumulative(step)` is a pure function of the step, so a resum
 """
 import dataclasses
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import flax.linen as nn
 import jax

@@ -9,7 +9,6 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from pgf_sparsity.sparsity import nm

@@ -107,9 +107,7 @@ def test_geometric_gradient():
                                     'sdgf_geometric'])
 def test_decayed_equals_plain_autodiff_and_finite_differences(recipe):
   sp, model, x, c, params = setup(recipe, 'decayed')
-  plan = sp.plan(5)
-  masks = sp.masks(params, plan)
-  beta = sp.beta(5, plan)
+  beta = sp.beta(5, sp.plan(5))
   out, _, mask, b = flowed_gradient(sp, model, x, c, params, step=5)
 
   def plain_loss(w):  # no straight-through: autodiff of W * (m + (1 - m) beta) itself

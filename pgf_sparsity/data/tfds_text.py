@@ -12,7 +12,6 @@ from typing import Any, Dict, List, Mapping
 
 import jax
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pgf_sparsity.data import span_corruption

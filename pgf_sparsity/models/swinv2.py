@@ -5,7 +5,7 @@ Parameter paths: stage_{s}_block_{b}/{attention/{query,key,value,out}, mlp/{fc1,
 Variants: 'T', 'S', 'B', 'L' with an optional window, e.g. 'T/8' (window 8) or 'B/16'.
 """
 import re
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from pgf_sparsity.packing import to_groups  # the grouping shared with packed export
+
 Axes = Union[int, Sequence[int]]
 
 _INT32_MAX = 2**31 - 1
@@ -49,25 +51,6 @@ def check_groupable(shape: Sequence[int], n: int, m: int, axis: Axes = 0) -> Tup
     raise ValueError(f'M={m} does not divide the grouped length {length} (axes {axes} of shape '
                      f'{tuple(shape)}); choose M dividing it or another grouping axis.')
   return axes
-
-
-def to_groups(x: jax.Array, axes: Tuple[int, ...], m: int):
-  """Moves the grouped axes together (row-major order kept) and returns (G, M, B) plus the inverse."""
-  ndim = x.ndim
-  contiguous = axes == tuple(range(axes[0], axes[0] + len(axes)))
-  perm = tuple(range(ndim)) if contiguous else axes + tuple(a for a in range(ndim) if a not in axes)
-  moved = jnp.transpose(x, perm) if not contiguous else x
-  start = axes[0] if contiguous else 0
-  g = math.prod(moved.shape[:start])
-  grouped_len = math.prod(moved.shape[start:start + len(axes)])
-  b = math.prod(moved.shape[start + len(axes):])
-  groups = moved.reshape(g * grouped_len // m, m, b)
-
-  def restore(mask):
-    mask = mask.reshape(moved.shape)
-    return mask if contiguous else jnp.transpose(mask, tuple(sorted(range(ndim), key=perm.__getitem__)))
-
-  return groups, restore
 
 
 def _keys(w: jax.Array) -> jax.Array:

@@ -1,0 +1,244 @@
+"""Files of exported N:M models, chosen by the output's extension; numpy only (orbax where asked for).
+
+  .npz          the packed format: kept values plus bit-packed positions or bitmasks (packing.py)
+  .safetensors  dense with exact zeros, in PyTorch's layout and names (Linear weights (out, in), so that
+                `torch.sparse.to_sparse_semi_structured` takes a 2:4 weight as it is); or, with packed=True,
+                the packed arrays of the .npz format under the Flax parameter paths
+  a directory   Flax parameters (dense with exact zeros) as an orbax checkpoint, for JAX users
+
+Every file carries the same metadata: format, version, step, dtype, the run's config, and per parameter its
+Flax path, shape, dtype, PyTorch name and layout, and for sparse kernels N, M, grouping axes and encoding.
+`read` returns Flax-path parameters (dense with zeros) and the metadata whatever the format;
+`read_torch_layout` returns PyTorch-named, PyTorch-layout arrays from either safetensors variant.
+"""
+import json
+import math
+import os
+import zipfile
+from typing import Any, Dict, Tuple
+
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
+import numpy as np
+
+from pgf_sparsity import packing
+
+FORMAT = 'pgf_sparsity.nm_model'
+VERSION = 2
+DTYPES = ('float32', 'bfloat16', 'float16')
+_META_KEY = 'pgf_sparsity'
+_RAW = {2: np.uint16, 4: np.uint32}  # packed .npz arrays are stored as their bit patterns
+Flat = Dict[str, np.ndarray]
+
+
+class ModelFileError(ValueError):
+  """A file that is not a readable pgf_sparsity model, or metadata that does not fit its arrays."""
+
+
+def torch_name(path: str) -> str:
+  """'Transformer/encoderblock_0/mlp/fc1/kernel' -> 'Transformer.encoderblock_0.mlp.fc1.weight'."""
+  *module, leaf = path.split('/')
+  return '.'.join(module + [{'kernel': 'weight', 'scale': 'weight', 'embedding': 'weight'}.get(leaf, leaf)])
+
+
+def torch_layout(path: str, shape, in_ndim: int = 1) -> str:
+  """'linear' (Flax (in..., out...) -> PyTorch (out, in)), 'conv' ((h, w, in, out) -> (out, in, h, w)), or
+  'same'."""
+  if not path.endswith('/kernel'):
+    return 'same'
+  return 'conv' if len(shape) == 4 and in_ndim == 1 else 'linear'
+
+
+def to_torch(array: np.ndarray, layout: str, in_ndim: int) -> np.ndarray:
+  if layout == 'linear':
+    return np.ascontiguousarray(array.reshape(math.prod(array.shape[:in_ndim]), -1).T)
+  if layout == 'conv':
+    return np.ascontiguousarray(array.transpose(3, 2, 0, 1))
+  return array
+
+
+def from_torch(array: np.ndarray, layout: str, shape) -> np.ndarray:
+  if layout == 'linear':
+    return np.ascontiguousarray(array.T).reshape(shape)
+  if layout == 'conv':
+    return np.ascontiguousarray(array.transpose(2, 3, 1, 0))
+  return array
+
+
+def describe(flat: Flat, sparse: Dict[str, Dict[str, Any]], **extra) -> Dict[str, Any]:
+  """The metadata of a model: `sparse` maps kernel paths to {'n', 'm', 'axes', 'in_ndim'}."""
+  params = {}
+  for path, array in flat.items():
+    in_ndim = sparse.get(path, {}).get('in_ndim', 1)
+    params[path] = {'shape': list(array.shape), 'dtype': array.dtype.name, 'torch_name': torch_name(path),
+                    'layout': torch_layout(path, array.shape, in_ndim), 'in_ndim': in_ndim}
+  layers = {p: dict(s, axes=list(s['axes']), encoding=s.get('encoding') or packing.best_encoding(s['n'], s['m']))
+            for p, s in sparse.items()}
+  return {'format': FORMAT, 'version': VERSION, 'params': params, 'layers': layers, **extra}
+
+
+def write(path: str, flat: Flat, meta: Dict[str, Any], packed: bool = False) -> None:
+  """Writes dense-with-zeros parameters `flat` ({Flax path: array}) described by `meta` (see describe)."""
+  if path.endswith('.npz'):
+    _write_packed_npz(path, flat, meta)
+  elif path.endswith('.safetensors'):
+    _write_safetensors(path, flat, meta, packed)
+  else:
+    _write_orbax(path, flat, meta)
+
+
+def read(path: str) -> Tuple[Flat, Dict[str, Any]]:
+  """({Flax path: dense array with exact zeros}, metadata) of a model file of any format."""
+  if not os.path.exists(path):
+    raise ModelFileError(f'{path!r} does not exist.')
+  if path.endswith('.npz'):
+    return _read_packed_npz(path)
+  if path.endswith('.safetensors'):
+    return _read_safetensors(path)
+  return _read_orbax(path)
+
+
+def _check_meta(meta, path: str) -> Dict[str, Any]:
+  if not isinstance(meta, dict) or meta.get('format') != FORMAT:
+    found = meta.get('format') if isinstance(meta, dict) else None
+    raise ModelFileError(f'{path!r} is not a pgf_sparsity model (format {found!r}).')
+  if meta.get('version') != VERSION:
+    raise ModelFileError(f'{path!r} has format version {meta.get("version")!r}; this version of pgf_sparsity reads '
+                         f'version {VERSION}.')
+  return meta
+
+
+def _packed_arrays(flat: Flat, meta) -> Dict[str, np.ndarray]:
+  arrays = {}
+  for p, array in flat.items():
+    layer = meta['layers'].get(p)
+    if layer is None:
+      arrays[f'dense/{p}'] = array
+      continue
+    kernel = _pack_layer(p, array, layer)
+    arrays[f'values/{p}'], arrays[f'code/{p}'] = kernel.values, kernel.code
+  return arrays
+
+
+def _pack_layer(path: str, array: np.ndarray, layer) -> packing.PackedKernel:
+  """The kept weights are the non-zeros plus, in groups with fewer than N, the lowest-index zeros."""
+  groups, restore = packing.to_groups(array, tuple(layer['axes']), layer['m'])
+  rank = np.argsort(np.argsort(groups == 0, axis=1, kind='stable'), axis=1, kind='stable')
+  if ((groups != 0).sum(axis=1) > layer['n']).any():
+    raise ModelFileError(f'{path} is not exactly {layer["n"]}:{layer["m"]}: some groups have more non-zeros.')
+  return packing.pack(array, restore(rank < layer['n']), layer['n'], layer['m'], layer['axes'], layer['encoding'])
+
+
+def _unpacked(path: str, arrays: Dict[str, np.ndarray], meta) -> Flat:
+  flat = {}
+  for p, spec in meta['params'].items():
+    try:
+      if p in meta['layers']:
+        layer = meta['layers'][p]
+        flat[p] = packing.unpack(packing.PackedKernel(
+            arrays[f'values/{p}'], arrays[f'code/{p}'], layer['encoding'], layer['n'], layer['m'],
+            tuple(layer['axes']), tuple(spec['shape'])))
+      else:
+        flat[p] = arrays[f'dense/{p}']
+    except KeyError:
+      raise ModelFileError(f'{path!r} lacks the arrays of {p}.') from None
+    except ValueError as e:
+      raise ModelFileError(f'{path!r} is corrupted at {p}: {e}.') from None
+    if list(flat[p].shape) != spec['shape'] or flat[p].dtype.name != spec['dtype']:
+      raise ModelFileError(f'{path!r} is corrupted at {p}: {flat[p].dtype.name} {list(flat[p].shape)} where '
+                           f'the metadata says {spec["dtype"]} {spec["shape"]}.')
+  return flat
+
+
+def _write_packed_npz(path: str, flat: Flat, meta) -> None:
+  arrays = {k: (v if k.startswith('code/') else v.view(_RAW[v.itemsize]))
+            for k, v in _packed_arrays(flat, meta).items()}
+  arrays['meta'] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+  with open(path, 'wb') as f:
+    np.savez(f, **arrays)
+
+
+def _read_packed_npz(path: str) -> Tuple[Flat, Dict[str, Any]]:
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      arrays = {k: data[k] for k in data.files}
+    meta = _check_meta(json.loads(arrays.pop('meta').tobytes().decode()), path)
+  except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, UnicodeDecodeError) as e:
+    if isinstance(e, ModelFileError):
+      raise
+    raise ModelFileError(f'{path!r} is not a readable pgf_sparsity model (truncated or not an .npz: '
+                         f'{type(e).__name__}).') from None
+  dtypes = {p: np.dtype(s['dtype']) for p, s in meta['params'].items()}
+  for key, array in arrays.items():
+    kind, p = key.split('/', 1)
+    if kind != 'code' and p in dtypes:
+      arrays[key] = array.view(dtypes[p])
+  return _unpacked(path, arrays, meta), meta
+
+
+def _write_safetensors(path: str, flat: Flat, meta, packed: bool) -> None:
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  if packed:
+    tensors = _packed_arrays(flat, meta)
+  else:
+    tensors = {meta['params'][p]['torch_name']: _torch_array(a, meta['params'][p]) for p, a in flat.items()}
+  save_file(tensors, path, metadata={_META_KEY: json.dumps(dict(meta, packed=packed))})
+
+
+def _safetensors_contents(path: str):
+  from safetensors import SafetensorError, safe_open  # pylint: disable=g-import-not-at-top
+  try:
+    with safe_open(path, 'np') as f:
+      meta = json.loads((f.metadata() or {}).get(_META_KEY, '{}'))
+      tensors = {k: f.get_tensor(k) for k in f.keys()}
+  except (SafetensorError, OSError, ValueError) as e:
+    raise ModelFileError(f'{path!r} is not a readable safetensors file (truncated or corrupted: '
+                         f'{type(e).__name__}).') from None
+  return tensors, _check_meta(meta, path)
+
+
+def _read_safetensors(path: str) -> Tuple[Flat, Dict[str, Any]]:
+  tensors, meta = _safetensors_contents(path)
+  if meta.get('packed'):
+    return _unpacked(path, tensors, meta), meta
+  flat = {}
+  for p, spec in meta['params'].items():
+    if spec['torch_name'] not in tensors:
+      raise ModelFileError(f'{path!r} lacks {spec["torch_name"]} ({p}).')
+    flat[p] = from_torch(tensors[spec['torch_name']], spec['layout'], tuple(spec['shape']))
+  return flat, meta
+
+
+def read_torch_layout(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+  """({PyTorch name: array in PyTorch's layout, zeros at pruned weights}, metadata) of either safetensors
+  variant, with numpy alone."""
+  flat, meta = _read_safetensors(path)
+  return {meta['params'][p]['torch_name']: _torch_array(a, meta['params'][p]) for p, a in flat.items()}, meta
+
+
+def _torch_array(array: np.ndarray, spec) -> np.ndarray:
+  return to_torch(array, spec['layout'], spec['in_ndim'])
+
+
+def _write_orbax(path: str, flat: Flat, meta) -> None:
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import tree_paths  # pylint: disable=g-import-not-at-top
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.abspath(path), tree_paths.nest(dict(flat)))
+  with open(os.path.join(path, 'pgf_sparsity_meta.json'), 'w') as f:
+    json.dump(meta, f)
+
+
+def _read_orbax(path: str) -> Tuple[Flat, Dict[str, Any]]:
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import tree_paths  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(path, 'pgf_sparsity_meta.json')) as f:
+      meta = _check_meta(json.load(f), path)
+    with ocp.StandardCheckpointer() as checkpointer:
+      nested = checkpointer.restore(os.path.abspath(path))
+  except ModelFileError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (any orbax read failure: the directory is unusable)
+    raise ModelFileError(f'{path!r} is not a readable pgf_sparsity model directory ({type(e).__name__}).') from None
+  flat = {p: np.asarray(a) for p, a in tree_paths.flatten(nested).items()}
+  return _unpacked(path, {f'dense/{p}': a for p, a in flat.items()}, dict(meta, layers={})), meta
