@@ -19,6 +19,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 from pgf_sparsity import model_files
+from pgf_sparsity import tensor_cores as tensor_cores_lib
 from pgf_sparsity import tree_paths
 
 
@@ -81,15 +82,22 @@ def hardened_parameters(workdir: str, config) -> Tuple[Dict[str, np.ndarray], Di
   return flat, sparse, int(step)
 
 
-def export(workdir: str, output: str, *, packed: bool = False, dtype: str = '',
-           overwrite: bool = False) -> Dict[str, Any]:
-  """Writes the newest good checkpoint of `workdir` as an N:M model file; returns a size report."""
+def export(workdir: str, output: str, *, packed: bool = False, dtype: str = '', overwrite: bool = False,
+           tensor_cores: bool = False) -> Dict[str, Any]:
+  """Writes the newest good checkpoint of `workdir` as an N:M model file; returns a size report.
+  `tensor_cores` stores qualifying 2:4 kernels in the form of NVIDIA's sparse tensor cores (packed files)."""
   config = _run_config(workdir)
   _check_output(output, overwrite)
   if packed and not output.endswith('.safetensors'):
     raise ValueError('--packed chooses the packed variant of .safetensors; .npz is always packed.')
+  if tensor_cores and not (output.endswith('.npz') or packed):
+    raise ValueError('--tensor_cores needs a packed output: .npz, or .safetensors with --packed.')
   flat, sparse, step = hardened_parameters(workdir, config)
   flat = _cast(flat, dtype)
+  if tensor_cores:
+    for path, layer in sparse.items():
+      if tensor_cores_lib.qualifies(flat[path].shape, layer['n'], layer['m'], layer['axes'], layer['in_ndim']):
+        layer['encoding'] = 'nvidia_2_4'
   meta = model_files.describe(flat, sparse, step=step, config=config.to_dict())
   if os.path.isdir(output):
     shutil.rmtree(output)
@@ -135,6 +143,8 @@ def main(argv=None):
   flags.DEFINE_bool('packed', False, 'With .safetensors: the packed arrays instead of dense with zeros.')
   flags.DEFINE_string('dtype', '', f'Value dtype, one of {model_files.DTYPES} (default: the checkpoint\'s).')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing output.')
+  flags.DEFINE_bool('tensor_cores', False, 'Store 2:4 kernels (2-D, groups along `in`) in the form of NVIDIA\'s '
+                    'sparse tensor cores (packed outputs only).')
   flags.DEFINE_string('verify', None, 'Load this model file and report it.')
   flags.DEFINE_string('evaluate', None, 'Evaluate this model file on its run\'s evaluation data.')
 
@@ -153,7 +163,8 @@ def main(argv=None):
       elif f.evaluate:
         sys.stdout.write(json.dumps(evaluate(f.evaluate)) + '\n')
       elif f.workdir and f.output:
-        report = export(f.workdir, f.output, packed=f.packed, dtype=f.dtype, overwrite=f.overwrite)
+        report = export(f.workdir, f.output, packed=f.packed, dtype=f.dtype, overwrite=f.overwrite,
+                        tensor_cores=f.tensor_cores)
         sys.stdout.write(f'{f.output}: {report}\n')
       else:
         raise ValueError('give --workdir and --output (or --verify=FILE, or --evaluate=FILE).')

@@ -1,6 +1,7 @@
 """Files of exported N:M models, chosen by the output's extension; numpy only (orbax where asked for).
 
-  .npz          the packed format: kept values plus bit-packed positions or bitmasks (packing.py)
+  .npz          the packed format: kept values plus bit-packed positions or bitmasks (packing.py), or
+                for 2:4 kernels on request the form of NVIDIA's sparse tensor cores (tensor_cores.py)
   .safetensors  dense with exact zeros, in PyTorch's layout and names (Linear weights (out, in), so that
                 `torch.sparse.to_sparse_semi_structured` takes a 2:4 weight as it is); or, with packed=True,
                 the packed arrays of the .npz format under the Flax parameter paths
@@ -21,6 +22,7 @@ import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
 import numpy as np
 
 from pgf_sparsity import packing
+from pgf_sparsity import tensor_cores
 
 FORMAT = 'pgf_sparsity.nm_model'
 VERSION = 2
@@ -119,8 +121,14 @@ def _packed_arrays(flat: Flat, meta) -> Dict[str, np.ndarray]:
   return arrays
 
 
-def _pack_layer(path: str, array: np.ndarray, layer) -> packing.PackedKernel:
+def _pack_layer(path: str, array: np.ndarray, layer):
   """The kept weights are the non-zeros plus, in groups with fewer than N, the lowest-index zeros."""
+  if layer['encoding'] == 'nvidia_2_4':
+    try:
+      values, metadata = tensor_cores.pack(np.ascontiguousarray(array.T))
+    except ValueError as e:
+      raise ModelFileError(f'{path} is not exactly 2:4: {e}.') from None
+    return packing.PackedKernel(values, metadata, 'nvidia_2_4', 2, 4, (0,), array.shape)
   groups, restore = packing.to_groups(array, tuple(layer['axes']), layer['m'])
   rank = np.argsort(np.argsort(groups == 0, axis=1, kind='stable'), axis=1, kind='stable')
   if ((groups != 0).sum(axis=1) > layer['n']).any():
@@ -132,7 +140,9 @@ def _unpacked(path: str, arrays: Dict[str, np.ndarray], meta) -> Flat:
   flat = {}
   for p, spec in meta['params'].items():
     try:
-      if p in meta['layers']:
+      if meta['layers'].get(p, {}).get('encoding') == 'nvidia_2_4':
+        flat[p] = np.ascontiguousarray(tensor_cores.unpack(arrays[f'values/{p}'], arrays[f'code/{p}']).T)
+      elif p in meta['layers']:
         layer = meta['layers'][p]
         flat[p] = packing.unpack(packing.PackedKernel(
             arrays[f'values/{p}'], arrays[f'code/{p}'], layer['encoding'], layer['n'], layer['m'],
@@ -157,7 +167,7 @@ def _write_packed_npz(path: str, flat: Flat, meta) -> None:
     np.savez(f, **arrays)
 
 
-def _read_packed_npz(path: str) -> Tuple[Flat, Dict[str, Any]]:
+def _packed_npz_contents(path: str):
   try:
     with np.load(path, allow_pickle=False) as data:
       arrays = {k: data[k] for k in data.files}
@@ -172,7 +182,25 @@ def _read_packed_npz(path: str) -> Tuple[Flat, Dict[str, Any]]:
     kind, p = key.split('/', 1)
     if kind != 'code' and p in dtypes:
       arrays[key] = array.view(dtypes[p])
+  return arrays, meta
+
+
+def _read_packed_npz(path: str) -> Tuple[Flat, Dict[str, Any]]:
+  arrays, meta = _packed_npz_contents(path)
   return _unpacked(path, arrays, meta), meta
+
+
+def tensor_core_kernels(path: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+  """{Flax kernel path: (values, metadata)} of the 2:4 kernels that a packed file holds in the form of
+  NVIDIA's sparse tensor cores (see tensor_cores.intercepted_apply)."""
+  if path.endswith('.npz'):
+    arrays, meta = _packed_npz_contents(path)
+  elif path.endswith('.safetensors'):
+    arrays, meta = _safetensors_contents(path)
+  else:
+    return {}
+  return {p: (arrays[f'values/{p}'], arrays[f'code/{p}'])
+          for p, layer in meta['layers'].items() if layer['encoding'] == 'nvidia_2_4'}
 
 
 def _write_safetensors(path: str, flat: Flat, meta, packed: bool) -> None:

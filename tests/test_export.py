@@ -14,6 +14,7 @@ from pgf_sparsity import export
 from pgf_sparsity import metrics
 from pgf_sparsity import model_files
 from pgf_sparsity import packing
+from pgf_sparsity import tensor_cores
 from pgf_sparsity import train
 from pgf_sparsity import tree_paths
 from pgf_sparsity.sparsity import nm
@@ -232,3 +233,47 @@ def test_export_options_and_their_errors(trained_run, tmp_path):
   flat['head/kernel'][0, 0] = 1e6
   with pytest.raises(ValueError, match='float16 cannot hold the values of head/kernel'):
     export._cast(flat, 'float16')  # pylint: disable=protected-access
+
+
+def test_tensor_core_metadata_follows_the_nm_pack_layout():
+  weight = np.zeros((1, 16), np.float32)  # kept positions per group of 4: (0, 1), (1, 2), (0, 3), (2, 3)
+  weight[0, [0, 1, 5, 6, 8, 11, 14, 15]] = np.arange(1, 9)
+  values, metadata = tensor_cores.pack(weight)
+  np.testing.assert_array_equal(values, [np.arange(1, 9)])
+  digits = [0, 1, 1, 2, 0, 3, 2, 3]  # 2 bits each, the j-th at bits 2j..2j+1 (jax.experimental.sparse.nm)
+  assert metadata.dtype == np.uint16 and metadata.tolist() == [[sum(d * 4**j for j, d in enumerate(digits))]]
+  np.testing.assert_array_equal(tensor_cores.unpack(values, metadata), weight)
+  kernel, _ = n_m_kernel((64, 24), 2, 4, (0,), ml_dtypes.bfloat16)  # Flax (in, out); PyTorch layout below
+  values, metadata = tensor_cores.pack(np.ascontiguousarray(kernel.T))
+  assert values.shape == (24, 32) and metadata.shape == (24, 4)
+  np.testing.assert_array_equal(bits(tensor_cores.unpack(values, metadata)), bits(np.ascontiguousarray(kernel.T)))
+  with pytest.raises(ValueError, match='not 2:4'):
+    tensor_cores.pack(np.ones((2, 16), np.float32))
+
+
+def test_tensor_core_export_and_its_inference_path(trained_run, tmp_path):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import data as data_lib, models  # pylint: disable=g-import-not-at-top
+  output, plain = str(tmp_path / 'model.npz'), str(tmp_path / 'plain.npz')
+  export.export(trained_run, output, tensor_cores=True)
+  export.export(trained_run, plain)
+  kernels = model_files.tensor_core_kernels(output)
+  assert sorted(k.rsplit('/', 2)[1] for k in kernels) == ['key', 'query', 'value']  # the 2:4 kernels (qkv=2:4)
+  params, meta = model_files.read(output)
+  reference, _ = model_files.read(plain)
+  for path, array in reference.items():
+    np.testing.assert_array_equal(bits(params[path]), bits(array), err_msg=path)
+  assert not tensor_cores.available()  # CPU: the same product, computed densely
+  config = ml_collections.ConfigDict(meta['config'])
+  model = models.build(config.model, 10)
+  x = data_lib.build(config).train_batch(0)['image']
+  nested = tree_paths.nest(params)
+  expected = model.apply({'params': nested}, x)
+  np.testing.assert_allclose(tensor_cores.intercepted_apply(model, {'params': nested}, kernels, x), expected,
+                             rtol=1e-5, atol=1e-5)
+  # The 2:4 layers really compute from the packed arrays: their kernel parameters are not used.
+  without = tree_paths.nest({p: (np.zeros_like(a) if p in kernels else a) for p, a in params.items()})
+  np.testing.assert_allclose(tensor_cores.intercepted_apply(model, {'params': without}, kernels, x), expected,
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match='--tensor_cores needs a packed output'):
+    export.export(trained_run, str(tmp_path / 'dense.safetensors'), tensor_cores=True)
