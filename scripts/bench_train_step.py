@@ -2,12 +2,15 @@
 
   .venv/bin/python scripts/bench_train_step.py                  # the CPU benchmark model (issue #3)
   .venv/bin/python scripts/bench_train_step.py --model=vit_b16  # ViT-B/16 bf16 at 224 px (for a GPU)
+  .venv/bin/python scripts/bench_train_step.py --cases=dense,torch   # against the same model in PyTorch
 
 Masks are recomputed at every step (mask_update_every = 1), FF layers sparse. Prints a markdown table with
 ms per step (median over rounds), the ratio to dense, and images/s; with --flops also the model FLOPs
 utilisation against --peak_tflops (dense-model FLOPs from pgf_sparsity.flops).
 """
 import argparse
+import os
+import sys
 import time
 
 import jax
@@ -21,6 +24,8 @@ from pgf_sparsity import flops
 from pgf_sparsity import steps
 from pgf_sparsity import validation
 from pgf_sparsity.models import common
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_vit, the PyTorch twin
 
 MODELS = {
     # The CPU benchmark model: ViT width 384, depth 4, 6 heads, MLP 1536, 64x64 images, patch 8, batch 32.
@@ -49,11 +54,55 @@ def make_config(model: str, recipe: str, pattern: str, batch: int) -> ml_collect
   return config
 
 
-def model_flops_per_step(exp) -> float:
+def model_flops_per_step(config) -> float:
   """Dense training FLOPs per step (pgf_sparsity.flops: 3x the forward matmuls; XLA's cost analysis misses
   cuBLAS calls on GPU)."""
-  counter = flops.TrainingFlops(exp.model, exp.dummy_inputs, exp.recipe, exp.config.batch_size)
+  exp = experiment.build(config, data_lib.build(config).spec, validation.check_config(config))
+  counter = flops.TrainingFlops(exp.model, exp.dummy_inputs, exp.recipe, config.batch_size)
   return counter.dense_cumulative(1)
+
+
+def jax_runner(args, case):
+  """A function that runs k train steps of `case` ('dense' or 'recipe:n:m') and waits for them."""
+  recipe, _, pattern = case.partition(':')
+  config = make_config(args.model, recipe, pattern, args.batch)
+  data = data_lib.build(config)
+  exp = experiment.build(config, data.spec, validation.check_config(config))
+  step_fn = steps.CompiledSteps(exp).train_step(exp.recipe.plan(0))
+  batch = exp.shard(data.train_batch(0))
+  state = [exp.initial_state()]
+
+  def run(k):
+    for _ in range(k):
+      state[0], metrics = step_fn(state[0], batch)
+    jax.block_until_ready((state[0].params, metrics))
+
+  run(3)  # compile and warm up
+  return run
+
+
+def torch_runner(args, case):
+  """The same model and step in PyTorch (scripts/torch_vit.py; needs torch)."""
+  del case
+  import torch  # pylint: disable=g-import-not-at-top
+  import torch_vit  # pylint: disable=g-import-not-at-top
+  spec = MODELS[args.model]
+  model_args = spec['model']
+  if model_args.get('dtype') != 'float32' or model_args.get('pool') != 'gap':
+    raise ValueError('the PyTorch twin exists for the fp32 benchmark model only (--model=bench).')
+  model = torch_vit.ViT(spec['image_size'], model_args['patch_size'], model_args['width'], model_args['depth'],
+                        model_args['num_heads'], model_args['mlp_dim'], 1000)
+  step = torch_vit.make_step(model, 1000)
+  batch = args.batch or spec['batch']
+  images = torch.rand(batch, 3, spec['image_size'], spec['image_size']) * 2 - 1
+  labels = torch.randint(0, 1000, (batch,))
+
+  def run(k):
+    for _ in range(k):
+      step(images, labels)
+
+  run(3)
+  return run
 
 
 def main():
@@ -70,39 +119,25 @@ def main():
 
   runs = {}
   for case in args.cases.split(','):
-    recipe, _, pattern = case.partition(':')
-    config = make_config(args.model, recipe, pattern, args.batch)
-    data = data_lib.build(config)
-    exp = experiment.build(config, data.spec, validation.check_config(config))
-    state = exp.initial_state()
-    step_fn = steps.CompiledSteps(exp).train_step(exp.recipe.plan(0))
-    batch = exp.shard(data.train_batch(0))
-    for _ in range(3):  # compile and warm up
-      state, metrics = step_fn(state, batch)
-    jax.block_until_ready(metrics)
-    runs[case] = dict(exp=exp, state=state, step_fn=step_fn, batch=batch, times=[], config=config)
-
-  for _ in range(args.rounds):
-    for case, run in runs.items():
-      state = run['state']
+    runs[case] = dict(run=(torch_runner if case == 'torch' else jax_runner)(args, case), times=[])
+  for _ in range(args.rounds):  # interleaved: every case sees the same machine state
+    for case, entry in runs.items():
       start = time.perf_counter()
-      for _ in range(args.steps):
-        state, metrics = run['step_fn'](state, run['batch'])
-      jax.block_until_ready((state.params, metrics))
-      run['times'].append((time.perf_counter() - start) / args.steps)
-      run['state'] = state
+      entry['run'](args.steps)
+      entry['times'].append((time.perf_counter() - start) / args.steps)
 
   first = next(iter(runs))
   dense_ms = 1e3 * float(np.median(runs[first]['times']))
-  batch = runs[first]['config'].batch_size
-  flops = model_flops_per_step(runs[first]['exp']) if args.flops else None
+  config = make_config(args.model, 'dense', '', args.batch)
+  batch = config.batch_size
+  flops = model_flops_per_step(config) if args.flops else None
   print(f'{args.model}: batch {batch}, {jax.devices()[0].device_kind} x{jax.device_count()}, '
         f'{args.rounds} rounds x {args.steps} steps, masks refreshed every step\n')
   header = '| case | ms/step | ratio to ' + first + ' | images/s |' + (' MFU |' if flops else '')
   print(header)
   print('|---' * (header.count('|') - 1) + '|')
-  for case, run in runs.items():
-    ms = 1e3 * float(np.median(run['times']))
+  for case, entry in runs.items():
+    ms = 1e3 * float(np.median(entry['times']))
     row = f'| {case} | {ms:.2f} | {ms / dense_ms:.3f} | {batch / ms * 1e3:.0f} |'
     if flops:
       row += f' {flops / (ms * 1e-3) / (args.peak_tflops * 1e12):.3f} |'
