@@ -27,7 +27,8 @@ def get_config(arg=None):
   config.seed = a.seed
   config.dataset = config_lib.imagenet_dataset(image_size=256, randaugment=(2, 9))
   config.model = dict(name='swinv2', variant=a.variant, num_classes=1000, dropout=0.0,
-                      stochastic_depth=_DROP_PATH[a.variant.split('/')[0]], dtype='bfloat16')
+                      stochastic_depth=_DROP_PATH[a.variant.split('/')[0]], dtype='bfloat16',
+                      norm_eps=1e-5, exact_gelu=True)  # as the reference's timm SwinV2
   config.sparsity = config_lib.sparsity_from_args(a, common.SPARSE_TARGETS, a.alpha)
   config.batch_size = a.batch
   config.total_steps = None

@@ -30,7 +30,8 @@ def get_config(arg=None):
   config.seed = a.seed
   config.dataset = config_lib.imagenet_dataset(image_size=224, randaugment=(2, 15))
   config.model = dict(name='vit', variant=a.variant, num_classes=1000, pool='token', dropout=0.1,
-                      attention_dropout=0.0, stochastic_depth=0.1, dtype='bfloat16')
+                      attention_dropout=0.0, stochastic_depth=0.1, dtype='bfloat16',
+                      exact_gelu=True)  # the reference ran timm's ViT: erf GELU
   config.sparsity = config_lib.sparsity_from_args(a, common.SPARSE_TARGETS, a.alpha)
   config.batch_size = a.batch
   config.total_steps = None

@@ -106,3 +106,32 @@ def test_non_sparse_capable_target_is_rejected():
       params, 10)
   with pytest.raises(ValueError, match='not sparse-capable'):
     sp.check_layers(model.apply, params, x)
+
+
+def test_exact_gelu_option_is_the_erf_form():
+  from pgf_sparsity.models import common  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8))
+  exact, tanh = common.MlpBlock(16, exact_gelu=True), common.MlpBlock(16)
+  params = exact.init(jax.random.PRNGKey(1), x, True)
+  p = params['params']
+  h = np.asarray(x, np.float64) @ np.asarray(p['fc1']['kernel'], np.float64) + np.asarray(p['fc1']['bias'])
+  from scipy.special import erf  # pylint: disable=g-import-not-at-top
+  h = 0.5 * h * (1.0 + erf(h / np.sqrt(2.0)))
+  expected = h @ np.asarray(p['fc2']['kernel'], np.float64) + np.asarray(p['fc2']['bias'])
+  np.testing.assert_allclose(exact.apply(params, x, True), expected, rtol=1e-5, atol=1e-6)
+  assert np.abs(np.asarray(tanh.apply(params, x, True)) - expected).max() > 1e-6  # the tanh form differs
+  assert models.build(dict(TINY_VIT, exact_gelu=True), 3).exact_gelu
+
+
+@pytest.mark.parametrize('eps', [1e-5, 1e-6])
+def test_swinv2_layer_norm_epsilon_option(eps):
+  model = models.build(dict(TINY_SWIN, norm_eps=eps), 3)
+  x = 1e-3 * jax.random.normal(jax.random.PRNGKey(0), (1, 16, 16, 3))  # tiny variance: epsilon matters
+  params = model.init(jax.random.PRNGKey(1), x)
+  _, state = model.apply(params, x, capture_intermediates=True, mutable=['intermediates'])
+  embedded = np.asarray(state['intermediates']['patch_embed']['__call__'][0], np.float64)
+  normed = np.asarray(state['intermediates']['patch_norm']['__call__'][0], np.float64)
+  centred = embedded - embedded.mean(-1, keepdims=True)
+  for candidate in (1e-5, 1e-6):
+    by_hand = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + candidate)
+    assert np.allclose(normed, by_hand, rtol=1e-4, atol=1e-5) == (candidate == eps), candidate

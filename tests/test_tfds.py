@@ -58,6 +58,9 @@ def test_randaugment_ops_keep_shape_and_dtype():
 def test_paper_config_matches_the_spec():
   config = load_config('vit_i1k')
   assert config.model.variant == 'B/16' and config.model.dtype == 'bfloat16'
+  assert config.model.exact_gelu  # timm's ViT, which the reference trained
+  swin = load_config('swinv2_i1k').model
+  assert swin.exact_gelu and swin.norm_eps == 1e-5
   assert config.sparsity.recipe == 'mdgf_exponential' and config.sparsity.alpha == 1e-4
   assert config.sparsity.targets.to_dict() == {'ff': {'regex': r'.*/mlp/fc[12]/kernel', 'n': 1, 'm': 32}}
   assert config.sparsity.flow == 'ste'

@@ -39,17 +39,19 @@ def resolve_fields(config: Mapping[str, Any], defaults: Dict[str, Any], variant_
 
 
 class MlpBlock(nn.Module):
-  """fc1 -> GELU -> dropout -> fc2: the FF layers that the paper sparsifies."""
+  """fc1 -> GELU -> dropout -> fc2: the FF layers that the paper sparsifies. GELU is the tanh approximation
+  (flax's and big_vision's default) unless `exact_gelu` (the erf form of PyTorch and timm)."""
   mlp_dim: int
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  exact_gelu: bool = False
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
     width = x.shape[-1]
     init = dict(kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.normal(1e-6))
     x = SparseDense(self.mlp_dim, dtype=self.dtype, name='fc1', **init)(x)
-    x = nn.gelu(x)
+    x = nn.gelu(x, approximate=not self.exact_gelu)
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
     x = SparseDense(width, dtype=self.dtype, name='fc2', **init)(x)
     return nn.Dropout(self.dropout)(x, deterministic=deterministic)

@@ -100,6 +100,8 @@ class SwinBlock(nn.Module):
   dropout: float = 0.0
   drop_path: float = 0.0
   dtype: Any = jnp.float32
+  norm_eps: float = 1e-6
+  exact_gelu: bool = False
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
@@ -111,20 +113,22 @@ class SwinBlock(nn.Module):
     y = WindowAttention(self.num_heads, win, self.dtype, name='attention')(y, mask)
     y = y.reshape(b, h // win, w // win, win, win, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
     y = jnp.roll(y, (shift, shift), axis=(1, 2)) if shift else y
-    x = x + DropPath(self.drop_path)(nn.LayerNorm(dtype=self.dtype, name='norm1')(y), deterministic)
-    y = MlpBlock(int(c * self.mlp_ratio), self.dropout, self.dtype, name='mlp')(x, deterministic)
-    return x + DropPath(self.drop_path)(nn.LayerNorm(dtype=self.dtype, name='norm2')(y), deterministic)
+    norm = lambda name: nn.LayerNorm(epsilon=self.norm_eps, dtype=self.dtype, name=name)
+    x = x + DropPath(self.drop_path)(norm('norm1')(y), deterministic)
+    y = MlpBlock(int(c * self.mlp_ratio), self.dropout, self.dtype, self.exact_gelu, name='mlp')(x, deterministic)
+    return x + DropPath(self.drop_path)(norm('norm2')(y), deterministic)
 
 
 class PatchMerging(nn.Module):
   dtype: Any = jnp.float32
+  norm_eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
     x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
     x = nn.Dense(2 * c, use_bias=False, dtype=self.dtype, name='reduction')(x)
-    return nn.LayerNorm(dtype=self.dtype, name='norm')(x)
+    return nn.LayerNorm(epsilon=self.norm_eps, dtype=self.dtype, name='norm')(x)
 
 
 class SwinV2(nn.Module):
@@ -138,19 +142,21 @@ class SwinV2(nn.Module):
   dropout: float = 0.0
   stochastic_depth: float = 0.0
   dtype: Any = jnp.float32
+  norm_eps: float = 1e-6     # timm's Swin (the paper's reference) uses 1e-5
+  exact_gelu: bool = False   # timm's Swin uses the erf GELU
 
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     p = self.patch_size
     x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype,
                 name='patch_embed')(images.astype(self.dtype))
-    x = nn.LayerNorm(dtype=self.dtype, name='patch_norm')(x)
+    x = nn.LayerNorm(epsilon=self.norm_eps, dtype=self.dtype, name='patch_norm')(x)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     total = sum(self.depths)
     index = 0
     for s, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
       if s > 0:
-        x = PatchMerging(self.dtype, name=f'merge_{s}')(x)
+        x = PatchMerging(self.dtype, self.norm_eps, name=f'merge_{s}')(x)
       resolution = x.shape[1]
       window = min(self.window_size, resolution)
       if resolution % window or x.shape[2] % window:
@@ -158,15 +164,15 @@ class SwinV2(nn.Module):
       for i in range(depth):
         shift = window // 2 if (i % 2 and resolution > window) else 0
         rate = self.stochastic_depth * index / max(total - 1, 1)
-        x = SwinBlock(heads, window, shift, self.mlp_ratio, self.dropout, rate, self.dtype,
-                      name=f'stage_{s}/block_{i}'.replace('/', '_'))(x, not train)
+        x = SwinBlock(heads, window, shift, self.mlp_ratio, self.dropout, rate, self.dtype, self.norm_eps,
+                      self.exact_gelu, name=f'stage_{s}/block_{i}'.replace('/', '_'))(x, not train)
         index += 1
-    x = nn.LayerNorm(dtype=self.dtype, name='norm')(x).mean(axis=(1, 2))
+    x = nn.LayerNorm(epsilon=self.norm_eps, dtype=self.dtype, name='norm')(x).mean(axis=(1, 2))
     return nn.Dense(self.num_classes, name='head')(x.astype(jnp.float32))
 
 
 DEFAULTS = dict(num_classes=None, embed_dim=None, depths=None, num_heads=None, window_size=8, patch_size=4,
-                mlp_ratio=4.0, dropout=0.0, stochastic_depth=0.0, dtype='float32')
+                mlp_ratio=4.0, dropout=0.0, stochastic_depth=0.0, dtype='float32', norm_eps=1e-6, exact_gelu=False)
 
 
 def from_config(config) -> SwinV2:

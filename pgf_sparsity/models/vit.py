@@ -61,6 +61,7 @@ class EncoderBlock(nn.Module):
   attention_dropout: float = 0.0
   drop_path: float = 0.0
   dtype: Any = jnp.float32
+  exact_gelu: bool = False
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
@@ -69,7 +70,7 @@ class EncoderBlock(nn.Module):
     y = nn.Dropout(self.dropout)(y, deterministic=deterministic)
     x = x + DropPath(self.drop_path)(y, deterministic)
     y = nn.LayerNorm(dtype=self.dtype)(x)
-    y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, name='mlp')(y, deterministic)
+    y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, self.exact_gelu, name='mlp')(y, deterministic)
     return x + DropPath(self.drop_path)(y, deterministic)
 
 
@@ -85,6 +86,7 @@ class ViT(nn.Module):
   attention_dropout: float = 0.0
   stochastic_depth: float = 0.0  # rate at the last block, linear from 0
   dtype: Any = jnp.float32
+  exact_gelu: bool = False       # erf GELU, as timm's ViT (the paper's reference); tanh as big_vision
 
   @nn.compact
   def __call__(self, images, *, train: bool = False):
@@ -103,7 +105,7 @@ class ViT(nn.Module):
     pos = self.param('pos_embedding', nn.initializers.normal(0.02), (1, x.shape[1], c))
     x = nn.Dropout(self.dropout)(x + pos.astype(x.dtype), deterministic=not train)
     x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout, self.attention_dropout,
-                self.stochastic_depth, self.dtype, name='Transformer')(x, train)
+                self.stochastic_depth, self.dtype, self.exact_gelu, name='Transformer')(x, train)
     x = x[:, 0] if self.pool == 'token' else x.mean(axis=1)
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name='head')(x.astype(jnp.float32))
 
@@ -116,18 +118,20 @@ class Encoder(nn.Module):
   attention_dropout: float
   stochastic_depth: float
   dtype: Any
+  exact_gelu: bool
 
   @nn.compact
   def __call__(self, x, train: bool):
     for i in range(self.depth):
       rate = self.stochastic_depth * i / max(self.depth - 1, 1)
       x = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout, self.attention_dropout, rate, self.dtype,
-                       name=f'encoderblock_{i}')(x, not train)
+                       self.exact_gelu, name=f'encoderblock_{i}')(x, not train)
     return nn.LayerNorm(dtype=self.dtype, name='encoder_norm')(x)
 
 
 DEFAULTS = dict(num_classes=None, width=None, depth=None, mlp_dim=None, num_heads=None, patch_size=None,
-                pool='token', dropout=0.0, attention_dropout=0.0, stochastic_depth=0.0, dtype='float32')
+                pool='token', dropout=0.0, attention_dropout=0.0, stochastic_depth=0.0, dtype='float32',
+                exact_gelu=False)
 
 
 def from_config(config) -> ViT:
