@@ -151,10 +151,12 @@ def optimizer(learning_rate: float, *, warmup_steps=None, warmup_epochs=None, co
 
 
 def imagenet_dataset(image_size: int, randaugment) -> Dict[str, Any]:
-  """The dataset block of the ImageNet-1k configs (tfds imagenet2012); randaugment = (ops, magnitude)."""
+  """The dataset block of the ImageNet-1k configs (tfds imagenet2012); randaugment = (ops, magnitude) on
+  timm's scale, clipped at magnitude_max 10 as timm does (None: big_vision's extrapolation)."""
+  augment = dict(num_layers=randaugment[0], magnitude=randaugment[1], magnitude_max=10.0)
   return dict(name='tfds', tfds_name='imagenet2012', tfds_data_dir='', train_split='train', eval_split='validation',
-              image_size=image_size, flip=True, randaugment=dict(num_layers=randaugment[0], magnitude=randaugment[1]),
-              shuffle_buffer=250_000, num_train_examples=0, num_eval_examples=0)
+              image_size=image_size, flip=True, randaugment=augment, shuffle_buffer=250_000, num_train_examples=0,
+              num_eval_examples=0)
 
 
 def imagenet_runlocal(config: ml_collections.ConfigDict, model: Dict[str, Any]) -> None:

@@ -45,14 +45,30 @@ def test_missing_dataset_fails_fast_with_a_message(tmp_path):
 def test_randaugment_ops_keep_shape_and_dtype():
   image = tf.constant(np.random.RandomState(0).randint(0, 256, (20, 24, 3)), tf.uint8)
   for op in randaugment.OPS:
-    out = op(image, tf.constant(15.0))
+    out = op(image, 10.0)
     assert out.shape == image.shape and out.dtype == tf.uint8, op.__name__
   np.testing.assert_array_equal(randaugment.invert(randaugment.invert(image, 0), 0), image)
-  np.testing.assert_array_equal(randaugment.solarize(image, tf.constant(0.0)), image)
+  np.testing.assert_array_equal(randaugment.solarize(image, 0.0), image)
+  np.testing.assert_array_equal(randaugment.solarize(image, 10.0), 255 - image)  # threshold 0: all inverted
   out = randaugment.randaugment(image, 2, 15)
   assert out.shape == image.shape
   with pytest.raises(ValueError, match='magnitude'):
-    randaugment.randaugment(image, 2, 31)
+    randaugment.randaugment(image, 2, -1.0)
+
+
+def test_randaugment_magnitudes_follow_timm_and_big_vision_scale():
+  # 10 is each op's published maximum (timm auto_augment, the TF TPU / big_vision RandAugment).
+  assert randaugment.rotate_degrees(10) == 30.0 and randaugment.rotate_degrees(5) == 15.0
+  assert randaugment.shear_factor(10) == pytest.approx(0.3) and randaugment.translate_fraction(10) == 0.45
+  assert randaugment.enhance_change(10) == pytest.approx(0.9)
+  assert [randaugment.posterize_bits(m) for m in (0, 5, 10)] == [4, 2, 1]
+  assert [randaugment.solarize_threshold(m) for m in (0, 5, 10)] == [256, 128, 0]
+  assert [randaugment.solarize_add_amount(m) for m in (0, 5, 10)] == [0, 55, 110]
+  # timm clips the magnitude at 10 by default; big_vision extrapolates (15 = 1.5x the maxima).
+  assert randaugment.effective_level(15) == 10.0 and randaugment.effective_level(9) == 9.0
+  assert randaugment.effective_level(15, None) == 15.0 and randaugment.rotate_degrees(15) == 45.0
+  ra = load_config('vit_i1k').dataset.randaugment
+  assert (ra.num_layers, ra.magnitude, ra.magnitude_max) == (2, 15, 10.0)
 
 
 def test_paper_config_matches_the_spec():

@@ -1,11 +1,54 @@
 """RandAugment (Cubuk et al. 2020) on uint8 images in TensorFlow: `num_layers` random ops per image, each at
-`magnitude` on the usual 0..30 scale (the reference ViT recipe uses 2 ops at magnitude 15)."""
+`magnitude` on timm's and big_vision's scale, where 10 is each op's published maximum (rotate 30 degrees,
+shear 0.3, translate 45% of the side, enhance 1 +- 0.9, ...). Severity increases with the magnitude for every
+op (timm's "increasing" variants). As in timm, the magnitude is clipped to `magnitude_max` (default 10), so
+the reference ViT recipe's magnitude 15 runs at 10; magnitude_max=None lets it extrapolate as big_vision
+does (15 = 1.5x the maxima)."""
 import math
+from typing import Optional
 
 import tensorflow as tf
 
 _FILL = 128
-MAX_MAGNITUDE = 30.0
+LEVEL_DENOM = 10.0  # the magnitude of each op's published maximum
+
+
+def rotate_degrees(level):
+  return level / LEVEL_DENOM * 30.0
+
+
+def shear_factor(level):
+  return level / LEVEL_DENOM * 0.3
+
+
+def translate_fraction(level):
+  return level / LEVEL_DENOM * 0.45
+
+
+def enhance_change(level):
+  """The change of an enhancement factor away from 1 (timm keeps the factor >= 0.1)."""
+  return level / LEVEL_DENOM * 0.9
+
+
+def posterize_bits(level):
+  """Most significant bits kept: 4 at magnitude 0, down to 1 (never 0: a black image)."""
+  return max(1, 4 - int(level / LEVEL_DENOM * 4))
+
+
+def solarize_threshold(level):
+  """Pixels at or above it are inverted: 256 (none) at magnitude 0, 0 (all) at 10."""
+  return 256 - min(256, int(level / LEVEL_DENOM * 256))
+
+
+def solarize_add_amount(level):
+  return min(128, int(level / LEVEL_DENOM * 110))
+
+
+def effective_level(magnitude: float, magnitude_max: Optional[float] = LEVEL_DENOM) -> float:
+  """The level the ops run at: the magnitude, clipped to magnitude_max unless that is None."""
+  if not (isinstance(magnitude, (int, float)) and math.isfinite(magnitude) and magnitude >= 0):
+    raise ValueError(f'RandAugment magnitude must be a finite number >= 0, got {magnitude!r}.')
+  return float(min(magnitude, magnitude_max) if magnitude_max is not None else magnitude)
 
 
 def _blend(a, b, factor):
@@ -54,13 +97,12 @@ def identity(image, _):
   return image
 
 
-def _signed(level, scale):
-  value = level / MAX_MAGNITUDE * scale
+def _signed(value):
   return tf.where(tf.random.uniform([]) < 0.5, -value, value)
 
 
 def rotate(image, level):
-  angle = _signed(level, 30.0) * math.pi / 180.0
+  angle = _signed(rotate_degrees(level)) * math.pi / 180.0
   h, w = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
   cos, sin = tf.cos(angle), tf.sin(angle)
   x0 = (w - 1) / 2 - (cos * (w - 1) / 2 - sin * (h - 1) / 2)
@@ -69,24 +111,21 @@ def rotate(image, level):
 
 
 def posterize(image, level):
-  shift = 8 - tf.cast(4 + tf.round(level / MAX_MAGNITUDE * 4) // 1, tf.uint8)
-  shift = tf.clip_by_value(shift, 0, 4)
+  shift = tf.constant(8 - posterize_bits(level), tf.uint8)
   return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
 
 
 def solarize(image, level):
-  threshold = tf.cast(256 - level / MAX_MAGNITUDE * 256, tf.int32)
-  return tf.where(tf.cast(image, tf.int32) < threshold, image, 255 - image)
+  return tf.where(tf.cast(image, tf.int32) < solarize_threshold(level), image, 255 - image)
 
 
 def solarize_add(image, level):
-  added = tf.cast(tf.clip_by_value(tf.cast(image, tf.int32) + int(110), 0, 255), tf.uint8)
-  del level
+  added = tf.cast(tf.clip_by_value(tf.cast(image, tf.int32) + solarize_add_amount(level), 0, 255), tf.uint8)
   return tf.where(image < 128, added, image)
 
 
 def _enhance(fn):
-  return lambda image, level: fn(image, 1.0 + _signed(level, 0.9))
+  return lambda image, level: fn(image, tf.maximum(0.1, 1.0 + _signed(enhance_change(level))))
 
 
 color = _enhance(lambda image, f: _blend(_grey(image), image, f))
@@ -107,20 +146,20 @@ sharpness = _enhance(_sharpness)
 
 
 def shear_x(image, level):
-  return _transform(image, [1.0, _signed(level, 0.3), 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+  return _transform(image, [1.0, _signed(shear_factor(level)), 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
 
 
 def shear_y(image, level):
-  return _transform(image, [1.0, 0.0, 0.0, _signed(level, 0.3), 1.0, 0.0, 0.0, 0.0])
+  return _transform(image, [1.0, 0.0, 0.0, _signed(shear_factor(level)), 1.0, 0.0, 0.0, 0.0])
 
 
 def translate_x(image, level):
-  pixels = _signed(level, 0.45) * tf.cast(tf.shape(image)[1], tf.float32)
+  pixels = _signed(translate_fraction(level)) * tf.cast(tf.shape(image)[1], tf.float32)
   return _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0])
 
 
 def translate_y(image, level):
-  pixels = _signed(level, 0.45) * tf.cast(tf.shape(image)[0], tf.float32)
+  pixels = _signed(translate_fraction(level)) * tf.cast(tf.shape(image)[0], tf.float32)
   return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0])
 
 
@@ -128,11 +167,9 @@ OPS = [identity, autocontrast, equalize, invert, rotate, posterize, solarize, so
        brightness, sharpness, shear_x, shear_y, translate_x, translate_y]
 
 
-def randaugment(image, num_layers: int = 2, magnitude: float = 15.0):
+def randaugment(image, num_layers: int = 2, magnitude: float = 15.0, magnitude_max: Optional[float] = LEVEL_DENOM):
   """Applies `num_layers` ops chosen uniformly at random (per image) to a uint8 (h, w, 3) image."""
-  if not 0 <= magnitude <= MAX_MAGNITUDE:
-    raise ValueError(f'RandAugment magnitude must lie in [0, {MAX_MAGNITUDE}], got {magnitude}.')
-  level = tf.constant(float(magnitude))
+  level = effective_level(magnitude, magnitude_max)
   for _ in range(num_layers):
     choice = tf.random.uniform([], 0, len(OPS), tf.int32)
     image = tf.switch_case(choice, [lambda op=op: op(image, level) for op in OPS])

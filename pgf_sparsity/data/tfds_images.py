@@ -90,7 +90,8 @@ class TfdsImages:
       if config.get('flip', True):
         image = tf.image.random_flip_left_right(image)
       if ra:
-        image = randaugment_lib.randaugment(image, ra.get('num_layers', 2), ra.get('magnitude', 15))
+        image = randaugment_lib.randaugment(image, ra.get('num_layers', 2), ra.get('magnitude', 15),
+                                            ra.get('magnitude_max', randaugment_lib.LEVEL_DENOM))
       return {'image': _to_model(image), 'label': tf.cast(example['label'], tf.int32)}
 
     tf.random.set_seed(seed)
