@@ -30,6 +30,7 @@ def get_config(arg=None):
   config.num_epochs = None
   config.optimizer = config_lib.optimizer(1e-3, warmup_steps=10_000, min_learning_rate=1e-5, b2=0.99)
   config_lib.set_loop_defaults(config, log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3)
+  config_lib.set_t5x_loss(config)
   config.eval_batch_size = 256
   if a.runlocal:
     config.dataset.update(chunk_length=64, num_eval_examples=8)

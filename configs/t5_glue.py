@@ -29,6 +29,7 @@ def get_config(arg=None):
   config.num_epochs = None
   config.optimizer = config_lib.optimizer(1e-4, warmup_steps=500, min_learning_rate=1e-6, b2=0.99)
   config_lib.set_loop_defaults(config, log_every=100, eval_every=2000, checkpoint_every=2000)
+  config_lib.set_t5x_loss(config)
   config.eval_batch_size = 128
   if a.runlocal:
     config.dataset.update(inputs_length=64, num_eval_examples=8)

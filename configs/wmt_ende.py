@@ -29,6 +29,7 @@ def get_config(arg=None):
   config.num_epochs = None
   config.optimizer = config_lib.optimizer(1e-3, warmup_steps=4000, min_learning_rate=1e-5, b2=0.98, eps=1e-9)
   config_lib.set_loop_defaults(config, log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3)
+  config_lib.set_t5x_loss(config)
   config.label_smoothing = 0.1
   config.eval_batch_size = 128
   if a.runlocal:

@@ -108,6 +108,13 @@ def t5_model(variant: str, *, dropout: float, dtype: str) -> Dict[str, Any]:
   return dict(name='t5', variant=variant, vocab_size=None, dropout=dropout, tie_embeddings=False, dtype=dtype)
 
 
+def set_t5x_loss(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """T5X's loss: z-loss 1e-4, and the sum of token losses divided by every target position of the batch."""
+  config.z_loss = 1e-4
+  config.loss_normalizer = 'padded'
+  return config
+
+
 def decay_alpha(a, total_steps: int) -> float:
   """The alpha argument, or (when 0) the one that brings the recipe's beta to 0.01 at 80% of the sparse
   phase (each MDGF schedule with its own formula; 0 for recipes without a decay)."""

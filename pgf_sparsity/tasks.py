@@ -85,11 +85,20 @@ class Seq2Seq:
     return losses * weights, correct * weights, weights
 
   def train_loss(self, apply_fn, params, batch, rng):
+    """Token cross entropy plus T5X's z-loss (z_loss * log(Z)^2 per target token), summed and divided by the
+    real target tokens ('tokens') or by every target position of the batch ('padded', T5X's fixed factor)."""
     targets = batch['targets']
     logits = apply_fn(params, batch['inputs'], shift_right(targets), train=True, rngs={'dropout': rng})
     losses, correct, weights = self._token_losses(logits, targets, self.config.label_smoothing)
     tokens = jnp.maximum(weights.sum(), 1.0)
-    return losses.sum() / tokens, {'accuracy': correct.sum() / tokens}
+    metrics = {'accuracy': correct.sum() / tokens}
+    z_loss = self.config.get('z_loss', 0.0)
+    if z_loss:
+      z_terms = z_loss * jnp.square(jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)) * weights
+      losses = losses + z_terms
+      metrics['z_loss'] = z_terms.sum() / tokens
+    normalizer = tokens if self.config.get('loss_normalizer', 'tokens') == 'tokens' else float(targets.size)
+    return losses.sum() / normalizer, metrics
 
   def eval_sums(self, apply_fn, params, batch):
     logits = apply_fn(params, batch['inputs'], shift_right(batch['targets']), train=False)

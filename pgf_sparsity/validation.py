@@ -17,12 +17,14 @@ from pgf_sparsity.sparsity import Recipe
 TOP_LEVEL_KEYS = {'seed', 'dataset', 'model', 'sparsity', 'batch_size', 'eval_batch_size', 'total_steps',
                   'num_epochs', 'optimizer', 'loss', 'label_smoothing', 'mixup_alpha', 'log_every_steps',
                   'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'nonfinite',
-                  'diagnostics_every_steps'}
+                  'diagnostics_every_steps', 'z_loss', 'loss_normalizer'}
 # Keys that may change between a run and its resumption: they do not change what is trained.
 RESUMABLE_CHANGES = {'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
                      'eval_batch_size', 'diagnostics_every_steps'}
 NONFINITE_POLICIES = ('stop', 'skip')
 LOSSES = ('softmax', 'sigmoid')
+LOSS_NORMALIZERS = ('tokens', 'padded')
+SEQ2SEQ_DATASETS = ('shakespeare', 'tfds_text')
 
 
 def _number(value, key: str, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False,
@@ -75,6 +77,12 @@ def _check_loop(config) -> None:
   _number(config.mixup_alpha, 'mixup_alpha', low=0.0)
   if config.get('nonfinite', 'stop') not in NONFINITE_POLICIES:
     raise ValueError(f'config.nonfinite must be one of {NONFINITE_POLICIES}, got {config.nonfinite!r}.')
+  if 'z_loss' in config or 'loss_normalizer' in config:
+    if config.dataset.get('name') not in SEQ2SEQ_DATASETS:
+      raise ValueError('config.z_loss and config.loss_normalizer apply to the sequence-to-sequence tasks only.')
+    _number(config.get('z_loss', 0.0), 'z_loss', low=0.0)
+    if config.get('loss_normalizer', 'tokens') not in LOSS_NORMALIZERS:
+      raise ValueError(f'config.loss_normalizer must be one of {LOSS_NORMALIZERS}, got {config.loss_normalizer!r}.')
 
 
 def _check_optimizer(opt) -> None:

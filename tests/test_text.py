@@ -133,3 +133,30 @@ def test_encoder_and_decoder_patterns_can_differ():
   assert patterns['decoder_layers_0/mlp/wo/kernel'] == (1, 4)
   assert patterns['encoder_layers_0/attention/query/kernel'] == (2, 4)
   assert not any(p.startswith('decoder') and 'attention' in p for p in patterns)  # decoder Q/K/V dense
+
+
+def test_paper_t5_configs_use_t5x_loss_and_bad_values_are_refused(tmp_path):
+  config = load_config('t5_c4')
+  assert config.z_loss == 1e-4 and config.loss_normalizer == 'padded'
+  config = load_config('t5_shakespeare', 'runlocal')
+  config.loss_normalizer = 'per_example'
+  with pytest.raises(ValueError, match='loss_normalizer must be one of'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('z_loss,normalizer', [(0.0, 'tokens'), (1e-4, 'padded'), (0.5, 'tokens')])
+def test_loss_z_loss_and_normalizer_match_hand_computation(z_loss, normalizer):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import tasks  # pylint: disable=g-import-not-at-top
+  logits = np.random.default_rng(0).normal(size=(2, 3, 5)).astype(np.float32) * 3
+  targets = np.array([[1, 2, 0], [3, 0, 0]], np.int32)  # 0 is padding: 3 real tokens of 6 positions
+  config = ml_collections.ConfigDict(dict(label_smoothing=0.0, z_loss=z_loss, loss_normalizer=normalizer))
+  loss, metrics = tasks.Seq2Seq(config, 5).train_loss(lambda *args, **kwargs: jnp.asarray(logits), None,
+                                                      {'inputs': targets, 'targets': targets}, None)
+  lse = np.log(np.exp(logits.astype(np.float64)).sum(-1))
+  per_token = lse - np.take_along_axis(logits, targets[..., None], -1)[..., 0] + z_loss * lse ** 2
+  real = targets > 0
+  expected = per_token[real].sum() / (3.0 if normalizer == 'tokens' else 6.0)
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+  assert ('z_loss' in metrics) == (z_loss > 0)

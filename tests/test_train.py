@@ -109,6 +109,9 @@ def test_eight_devices_match_one_device(tmp_path):
     (lambda c: c.model.update(name='resnet'), 'model.name'),
     (lambda c: c.optimizer.update(momentum=0.9), 'optimizer keys'),
     (lambda c: c.update(nonfinite='maybe'), 'nonfinite'),
+    (lambda c: c.update(z_loss=1e-4), 'sequence-to-sequence tasks only'),
+    (lambda c: c.optimizer.update(learning_rate=float('inf')), 'optimizer.learning_rate must be a finite'),
+    (lambda c: c.model.update(dtype='float64'), 'model.dtype'),
 ])
 def test_bad_config_fails_before_training(override, message, tmp_path):
   config = load_config('digits')
