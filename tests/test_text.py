@@ -160,3 +160,11 @@ def test_loss_z_loss_and_normalizer_match_hand_computation(z_loss, normalizer):
   expected = per_token[real].sum() / (3.0 if normalizer == 'tokens' else 6.0)
   assert float(loss) == pytest.approx(expected, rel=1e-5)
   assert ('z_loss' in metrics) == (z_loss > 0)
+
+
+def test_position_bias_table_is_initialised_as_t5x():
+  from pgf_sparsity.models import t5  # pylint: disable=g-import-not-at-top
+  bias = t5.RelativePositionBias(num_heads=64, bidirectional=True)
+  table = np.asarray(bias.init(jax.random.PRNGKey(0), 4, 4)['params']['rel_embedding'])
+  assert table.shape == (64, 32)
+  assert table.std() == pytest.approx(1 / np.sqrt(32), rel=0.08)  # variance scaling on 32 buckets, not normal(1)

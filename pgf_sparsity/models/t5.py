@@ -86,7 +86,8 @@ class RelativePositionBias(nn.Module):
     context = np.arange(q_len)[:, None]
     memory = np.arange(k_len)[None, :]
     buckets = relative_position_bucket(memory - context, self.bidirectional, self.num_buckets, self.max_distance)
-    table = self.param('rel_embedding', nn.initializers.normal(1.0), (self.num_heads, self.num_buckets))
+    # T5X's initialiser of this table (flax's embedding init: std 1/sqrt(num_buckets), truncated normal).
+    table = self.param('rel_embedding', nn.linear.default_embed_init, (self.num_heads, self.num_buckets))
     return table[:, buckets][None]  # (1, heads, q, k)
 
 
