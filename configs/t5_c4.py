@@ -5,10 +5,11 @@ r"""The paper-scale language run: T5 v1.1 span-corruption pretraining on tfds c4
       --config.dataset.vocab.kind=sentencepiece --config.dataset.vocab.model_path=/path/to/spiece.model
 
 T5X-Base defaults: 524,288 steps at batch 256, inputs 512 tokens (span corruption 15%, mean span 3),
-Adafactor-like schedule replaced by AdamW with warmup and cosine (documented deviation), no dropout.
+Adafactor with T5X's inverse-square-root schedule (opt=adamw: AdamW, warmup and cosine, scaled attention
+logits), z-loss 1e-4, no dropout.
 Arguments: variant, recipe, ff, qkv, attn_out, dec_ff, dec_qkv, dec_attn_out (the decoder's own pattern,
-default 'same'), flow, alpha, dense, finetune, steps, batch, seed, runlocal (a tiny T5 for 4 steps on
-64-token chunks, e.g. on tfds mock data).
+default 'same'), flow, alpha, dense, finetune, steps, batch, opt (adafactor|adamw), seed,
+runlocal (a tiny T5 for 4 steps on 64-token chunks, e.g. on tfds mock data).
 """
 import ml_collections
 
@@ -17,7 +18,7 @@ from pgf_sparsity import config_lib
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, ff='1:32', flow='ste', alpha=1e-4),
-                           variant='base', steps=524288, batch=256, **config_lib.T5_ARGS)
+                           variant='base', steps=524288, batch=256, opt='adafactor', **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='tfds_text', tfds_name='c4/en:3.1.0', tfds_data_dir='', train_split='train',
@@ -28,7 +29,9 @@ def get_config(arg=None):
   config.batch_size = a.batch
   config.total_steps = a.steps
   config.num_epochs = None
-  config.optimizer = config_lib.optimizer(1e-3, warmup_steps=10_000, min_learning_rate=1e-5, b2=0.99)
+  config_lib.set_t5_optimizer(  # T5X: Adafactor, 1/sqrt(max(step, 10k))
+      config, a.opt, adafactor=dict(learning_rate=1e-2, schedule='rsqrt', warmup_steps=10_000),
+      adamw=config_lib.optimizer(1e-3, warmup_steps=10_000, min_learning_rate=1e-5, b2=0.99))
   config_lib.set_loop_defaults(config, log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3)
   config_lib.set_t5x_loss(config)
   config.eval_batch_size = 256

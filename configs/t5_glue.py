@@ -5,8 +5,8 @@ decoding, plus teacher-forced loss and token accuracy.
       --workdir=workdirs/t5_sst2 --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
 
 Arguments: task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), variant, recipe, ff, qkv, attn_out,
-dec_ff, dec_qkv, dec_attn_out, flow, alpha, dense, finetune, steps, batch, seed, runlocal (a tiny T5 for 4
-steps, e.g. on tfds mock data).
+dec_ff, dec_qkv, dec_attn_out, flow, alpha, dense, finetune, steps, batch, opt (adafactor|adamw), seed,
+runlocal (a tiny T5 for 4 steps, e.g. on tfds mock data).
 """
 import ml_collections
 
@@ -15,7 +15,7 @@ from pgf_sparsity import config_lib
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, ff='1:32', flow='ste', alpha=1e-3),
-                           task='sst2', variant='base', steps=20000, batch=128, **config_lib.T5_ARGS)
+                           task='sst2', variant='base', steps=20000, batch=128, opt='adafactor', **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   eval_split = 'validation_matched' if a.task == 'mnli' else 'validation'
@@ -27,7 +27,9 @@ def get_config(arg=None):
   config.batch_size = a.batch
   config.total_steps = a.steps
   config.num_epochs = None
-  config.optimizer = config_lib.optimizer(1e-4, warmup_steps=500, min_learning_rate=1e-6, b2=0.99)
+  config_lib.set_t5_optimizer(  # T5X fine-tuning: Adafactor at a constant 1e-3
+      config, a.opt, adafactor=dict(learning_rate=1e-3, schedule='constant'),
+      adamw=config_lib.optimizer(1e-4, warmup_steps=500, min_learning_rate=1e-6, b2=0.99))
   config_lib.set_loop_defaults(config, log_every=100, eval_every=2000, checkpoint_every=2000)
   config_lib.set_t5x_loss(config)
   config.eval_batch_size = 128

@@ -5,8 +5,8 @@ corpus BLEU of greedy decoding (sacrebleu), plus teacher-forced loss and token a
       --workdir=workdirs/wmt_ende --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
 
 Arguments: pair (the tfds config, e.g. de-en, fr-en), variant, recipe, ff, qkv, attn_out, dec_ff, dec_qkv,
-dec_attn_out, flow, alpha, dense, finetune, steps, batch, seed, runlocal (a tiny T5 for 4 steps, e.g. on
-tfds mock data).
+dec_attn_out, flow, alpha, dense, finetune, steps, batch, opt (adafactor|adamw), seed,
+runlocal (a tiny T5 for 4 steps, e.g. on tfds mock data).
 """
 import ml_collections
 
@@ -15,7 +15,8 @@ from pgf_sparsity import config_lib
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, ff='1:32', flow='ste', alpha=1e-4),
-                           pair='de-en', variant='base', steps=100000, batch=256, **config_lib.T5_ARGS)
+                           pair='de-en', variant='base', steps=100000, batch=256, opt='adafactor',
+                           **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='tfds_text', tfds_name=f'wmt14_translate/{a.pair}', tfds_data_dir='',
@@ -27,7 +28,9 @@ def get_config(arg=None):
   config.batch_size = a.batch
   config.total_steps = a.steps
   config.num_epochs = None
-  config.optimizer = config_lib.optimizer(1e-3, warmup_steps=4000, min_learning_rate=1e-5, b2=0.98, eps=1e-9)
+  config_lib.set_t5_optimizer(  # T5X fine-tuning: Adafactor at a constant 1e-3
+      config, a.opt, adafactor=dict(learning_rate=1e-3, schedule='constant'),
+      adamw=config_lib.optimizer(1e-3, warmup_steps=4000, min_learning_rate=1e-5, b2=0.98, eps=1e-9))
   config_lib.set_loop_defaults(config, log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3)
   config_lib.set_t5x_loss(config)
   config.label_smoothing = 0.1

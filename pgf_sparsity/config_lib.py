@@ -157,6 +157,18 @@ def optimizer(learning_rate: float, *, warmup_steps=None, warmup_epochs=None, co
   return block
 
 
+def set_t5_optimizer(config: ml_collections.ConfigDict, name: str, *, adafactor: Dict[str, Any],
+                     adamw: Dict[str, Any]) -> None:
+  """T5X's optimizer choice: Adafactor (`adafactor`: learning_rate, schedule, warmup_steps; no global-norm
+  clipping, Adafactor clips its updates), or AdamW (the `adamw` block) with scaled attention logits, since
+  T5's query-initialisation scaling is only equivalent under Adafactor."""
+  if name not in ('adafactor', 'adamw'):
+    raise ValueError(f"Config argument opt must be 'adafactor' or 'adamw', got {name!r}.")
+  config.optimizer = (dict(name='adafactor', grad_clip_norm=0.0, **adafactor) if name == 'adafactor'
+                      else dict(name='adamw', **adamw))
+  config.model.scale_attention_logits = name == 'adamw'
+
+
 def imagenet_dataset(image_size: int, randaugment) -> Dict[str, Any]:
   """The dataset block of the ImageNet-1k configs (tfds imagenet2012); randaugment = (ops, magnitude) on
   timm's scale, clipped at magnitude_max 10 as timm does (None: big_vision's extrapolation)."""

@@ -1,25 +1,40 @@
-"""The optimizer of a run: the recipe's gradient flow, then gradient clipping, then AdamW on a warmup-cosine
-learning-rate schedule (with an optional cooldown at the minimum rate)."""
+"""The optimizer of a run: the recipe's gradient flow, then gradient clipping, then AdamW (weight decay on
+kernels) or Adafactor (T5X's defaults), on a learning-rate schedule: warmup-cosine (with an optional cooldown
+at the minimum rate), T5X's inverse square root, or constant."""
 import jax
+import jax.numpy as jnp
 import optax
 
-KEYS = {'learning_rate', 'init_learning_rate', 'min_learning_rate', 'warmup_steps', 'warmup_epochs',
-        'cooldown_epochs', 'weight_decay', 'b1', 'b2', 'eps', 'grad_clip_norm'}
+KEYS = {'name', 'schedule', 'learning_rate', 'init_learning_rate', 'min_learning_rate', 'warmup_steps',
+        'warmup_epochs', 'cooldown_epochs', 'weight_decay', 'b1', 'b2', 'eps', 'grad_clip_norm'}
+OPTIMIZERS = ('adamw', 'adafactor')
+SCHEDULES = ('cosine', 'rsqrt', 'constant')
+ADAMW_ONLY = ('weight_decay', 'b1', 'b2', 'eps')
+COSINE_ONLY = ('init_learning_rate', 'min_learning_rate', 'cooldown_epochs')
+
+
+def _warmup_steps(opt, steps_per_epoch: int) -> int:
+  if opt.get('warmup_epochs') is not None:
+    return int(round(opt.warmup_epochs * steps_per_epoch))
+  return int(opt.get('warmup_steps') or 0)
 
 
 def learning_rate_schedule(opt, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
   """`opt` is config.optimizer; warmup and cooldown may be given in epochs."""
-  warmup = opt.get('warmup_steps')
-  if opt.get('warmup_epochs') is not None:
-    warmup = int(round(opt.warmup_epochs * steps_per_epoch))
+  kind = opt.get('schedule', 'cosine')
+  warmup = _warmup_steps(opt, steps_per_epoch)
+  if kind == 'constant':
+    return optax.constant_schedule(opt.learning_rate)
+  if kind == 'rsqrt':  # T5X: learning_rate until `warmup` steps, then learning_rate * sqrt(warmup / step)
+    floor = max(warmup, 1)
+    return lambda step: opt.learning_rate * (floor / jnp.maximum(step, floor)) ** 0.5
   # Cooldown: the last epochs stay at the minimum learning rate (timm's cooldown_epochs).
   cooldown = int(round((opt.get('cooldown_epochs') or 0) * steps_per_epoch))
   decay_steps = max(total_steps - cooldown, 1)
-  warmup = min(int(warmup or 0), decay_steps)
   min_lr = opt.get('min_learning_rate', 0.0)
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=opt.get('init_learning_rate', 0.0), peak_value=opt.learning_rate, warmup_steps=warmup,
-      decay_steps=decay_steps, end_value=min_lr)
+      init_value=opt.get('init_learning_rate', 0.0), peak_value=opt.learning_rate,
+      warmup_steps=min(warmup, decay_steps), decay_steps=decay_steps, end_value=min_lr)
   if not cooldown:
     return schedule
   return optax.join_schedules([schedule, optax.constant_schedule(min_lr)], [decay_steps])
@@ -36,6 +51,9 @@ def make_optimizer(opt, gradient_flow: optax.GradientTransformationExtraArgs,
   chain = [gradient_flow]
   if opt.get('grad_clip_norm'):
     chain.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-  chain.append(optax.adamw(schedule, b1=opt.get('b1', 0.9), b2=opt.get('b2', 0.999), eps=opt.get('eps', 1e-8),
-                           weight_decay=opt.get('weight_decay', 0.0), mask=_is_kernel))
+  if opt.get('name', 'adamw') == 'adafactor':
+    chain.append(optax.adafactor(schedule))  # T5X's: decay 0.8, factored, update clipping 1.0, parameter scale
+  else:
+    chain.append(optax.adamw(schedule, b1=opt.get('b1', 0.9), b2=opt.get('b2', 0.999), eps=opt.get('eps', 1e-8),
+                             weight_decay=opt.get('weight_decay', 0.0), mask=_is_kernel))
   return optax.chain(*chain)

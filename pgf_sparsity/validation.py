@@ -89,6 +89,16 @@ def _check_optimizer(opt) -> None:
   unknown = set(opt.keys()) - optim.KEYS
   if unknown:
     raise ValueError(f'Unknown config.optimizer keys {sorted(unknown)}; known: {sorted(optim.KEYS)}.')
+  name, schedule = opt.get('name', 'adamw'), opt.get('schedule', 'cosine')
+  if name not in optim.OPTIMIZERS:
+    raise ValueError(f'config.optimizer.name must be one of {optim.OPTIMIZERS}, got {name!r}.')
+  if schedule not in optim.SCHEDULES:
+    raise ValueError(f'config.optimizer.schedule must be one of {optim.SCHEDULES}, got {schedule!r}.')
+  for key, applies, what in ((optim.ADAMW_ONLY, name == 'adamw', 'AdamW'),
+                             (optim.COSINE_ONLY, schedule == 'cosine', 'the cosine schedule')):
+    given = sorted(k for k in key if opt.get(k) is not None)
+    if given and not applies:
+      raise ValueError(f'config.optimizer {given} belong to {what}, which this config does not use.')
   _number(opt.learning_rate, 'optimizer.learning_rate', low=0.0, low_open=True)
   for key in ('init_learning_rate', 'min_learning_rate', 'weight_decay', 'grad_clip_norm', 'warmup_epochs',
               'cooldown_epochs'):

@@ -96,20 +96,24 @@ class MultiHeadAttention(nn.Module):
   head_dim: int
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  scale_logits: bool = False
 
   @nn.compact
   def __call__(self, inputs_q, inputs_kv, mask, bias, deterministic: bool):
     inner = self.num_heads * self.head_dim
     d_model = inputs_q.shape[-1]
-    # T5 folds 1/sqrt(head_dim) into the query initialisation instead of scaling the logits.
+    # T5 folds 1/sqrt(head_dim) into the query initialisation, which is equivalent to scaling the logits
+    # under Adafactor only; with AdamW, T5X scales the logits instead (scale_logits).
     init = lambda scale: nn.initializers.variance_scaling(scale, 'fan_in', 'normal')
     dense = lambda features, name, scale=1.0: SparseDense(features, use_bias=False, dtype=self.dtype,
                                                           kernel_init=init(scale), name=name)
     split = lambda t: t.reshape(t.shape[:-1] + (self.num_heads, self.head_dim))
-    q = split(dense(inner, 'query', 1.0 / self.head_dim)(inputs_q))
+    q = split(dense(inner, 'query', 1.0 if self.scale_logits else 1.0 / self.head_dim)(inputs_q))
     k = split(dense(inner, 'key')(inputs_kv))
     v = split(dense(inner, 'value')(inputs_kv))
     logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32)
+    if self.scale_logits:
+      logits = logits / np.sqrt(self.head_dim).astype(np.float32)
     if bias is not None:
       logits = logits + bias
     logits = jnp.where(mask, logits, -1e10)
@@ -141,6 +145,10 @@ class _Layer(nn.Module):
   d_ff: int
   dropout: float
   dtype: Any
+  scale_logits: bool
+
+  def attention(self, name: str) -> 'MultiHeadAttention':
+    return MultiHeadAttention(self.num_heads, self.head_dim, self.dropout, self.dtype, self.scale_logits, name=name)
 
 
 class EncoderLayer(_Layer):
@@ -149,8 +157,7 @@ class EncoderLayer(_Layer):
   def __call__(self, x, mask, bias, deterministic: bool):
     drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=deterministic)
     h = RMSNorm(dtype=self.dtype, name='pre_attention_norm')(x)
-    y = MultiHeadAttention(self.num_heads, self.head_dim, self.dropout, self.dtype, name='attention')(
-        h, h, mask, bias, deterministic)
+    y = self.attention('attention')(h, h, mask, bias, deterministic)
     x = x + drop(y)
     y = GatedMlp(self.d_ff, self.dropout, self.dtype, name='mlp')(RMSNorm(dtype=self.dtype, name='pre_mlp_norm')(x),
                                                                 deterministic)
@@ -163,11 +170,9 @@ class DecoderLayer(_Layer):
   def __call__(self, x, encoded, self_mask, cross_mask, bias, deterministic: bool):
     drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=deterministic)
     h = RMSNorm(dtype=self.dtype, name='pre_self_attention_norm')(x)
-    x = x + drop(MultiHeadAttention(self.num_heads, self.head_dim, self.dropout, self.dtype,
-                                    name='self_attention')(h, h, self_mask, bias, deterministic))
+    x = x + drop(self.attention('self_attention')(h, h, self_mask, bias, deterministic))
     h = RMSNorm(dtype=self.dtype, name='pre_cross_attention_norm')(x)
-    x = x + drop(MultiHeadAttention(self.num_heads, self.head_dim, self.dropout, self.dtype,
-                                    name='cross_attention')(h, encoded, cross_mask, None, deterministic))
+    x = x + drop(self.attention('cross_attention')(h, encoded, cross_mask, None, deterministic))
     h = RMSNorm(dtype=self.dtype, name='pre_mlp_norm')(x)
     return x + drop(GatedMlp(self.d_ff, self.dropout, self.dtype, name='mlp')(h, deterministic))
 
@@ -183,6 +188,7 @@ class T5(nn.Module):
   dropout: float = 0.0
   tie_embeddings: bool = False
   dtype: Any = jnp.float32
+  scale_attention_logits: bool = False  # T5X with AdamW; off for Adafactor (the query init holds the scale)
 
   def setup(self):
     self.embedding = self.param('token_embedding', nn.initializers.normal(1.0), (self.vocab_size, self.d_model))
@@ -191,7 +197,7 @@ class T5(nn.Module):
                               kernel_init=nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal'))
     self.encoder_bias = RelativePositionBias(self.num_heads, bidirectional=True, name='encoder_position_bias')
     self.decoder_bias = RelativePositionBias(self.num_heads, bidirectional=False, name='decoder_position_bias')
-    args = (self.num_heads, self.head_dim, self.d_ff, self.dropout, self.dtype)
+    args = (self.num_heads, self.head_dim, self.d_ff, self.dropout, self.dtype, self.scale_attention_logits)
     self.encoder = [EncoderLayer(*args, name=f'encoder_layers_{i}') for i in range(self.encoder_layers)]
     self.decoder = [DecoderLayer(*args, name=f'decoder_layers_{i}') for i in range(self.decoder_layers)]
     self.encoder_norm = RMSNorm(dtype=self.dtype)
@@ -226,7 +232,8 @@ class T5(nn.Module):
 
 
 DEFAULTS = dict(vocab_size=None, d_model=None, d_ff=None, num_heads=None, head_dim=None, encoder_layers=None,
-                decoder_layers=None, dropout=0.0, tie_embeddings=False, dtype='float32')
+                decoder_layers=None, dropout=0.0, tie_embeddings=False, dtype='float32',
+                scale_attention_logits=False)
 
 
 def from_config(config) -> T5:
