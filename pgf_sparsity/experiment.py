@@ -15,9 +15,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from pgf_sparsity import data as data_lib
 from pgf_sparsity import models
 from pgf_sparsity import optim
 from pgf_sparsity import tasks
+from pgf_sparsity import validation
 from pgf_sparsity.data import DataSpec
 from pgf_sparsity.sparsity import BoundRecipe, Recipe
 
@@ -93,3 +95,11 @@ def build(config, spec: DataSpec, recipe: Recipe) -> Experiment:
   tx = optim.make_optimizer(config.optimizer, bound.transform(), learning_rate)
   mesh = Mesh(np.array(jax.devices()), ('data',))
   return Experiment(config, spec, model, task, bound, tx, learning_rate, total_steps, mesh, dummy)
+
+
+def from_config(config) -> Tuple[Experiment, data_lib.Pipeline]:
+  """(Experiment, data pipeline) of a config, validated as train_and_evaluate validates it (for tools and
+  benchmarks that need no workdir)."""
+  recipe = validation.check_config(config)
+  data = data_lib.build(config)
+  return build(config, data.spec, recipe), data

@@ -124,11 +124,9 @@ def evaluate(path: str) -> Dict[str, float]:
   """The evaluation of the run that made `path`, on the file's weights (its config names the data)."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from pgf_sparsity import data as data_lib, experiment, steps, validation  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import experiment, steps  # pylint: disable=g-import-not-at-top
   flat, meta = model_files.read(path)
-  config = ml_collections.ConfigDict(meta['config'])
-  data = data_lib.build(config)
-  exp = experiment.build(config, data.spec, validation.check_config(config))
+  exp, data = experiment.from_config(ml_collections.ConfigDict(meta['config']))
   abstract = tree_paths.flatten(exp.abstract_state().params)
   if set(abstract) != set(flat):
     raise ValueError(f'{path!r} does not hold the parameters of its config\'s model.')

@@ -51,8 +51,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   plan = None
   with checkpoints.Preemption() as preemption:
     for step in range(start, stop):
-      if exp.recipe.plan(step) != plan:
-        plan = exp.recipe.plan(step)
+      previous, plan = plan, exp.recipe.plan(step)
+      if plan != previous:
         console.plan_change(step, plan)
       batch = exp.shard(data.train_batch(step))
       work.before_step(step, plan, state, batch)

@@ -18,11 +18,9 @@ import ml_collections
 import numpy as np
 
 from pgf_sparsity import config_lib
-from pgf_sparsity import data as data_lib
 from pgf_sparsity import experiment
 from pgf_sparsity import flops
 from pgf_sparsity import steps
-from pgf_sparsity import validation
 from pgf_sparsity.models import common
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_vit, the PyTorch twin
@@ -57,7 +55,7 @@ def make_config(model: str, recipe: str, pattern: str, batch: int) -> ml_collect
 def model_flops_per_step(config) -> float:
   """Dense training FLOPs per step (pgf_sparsity.flops: 3x the forward matmuls; XLA's cost analysis misses
   cuBLAS calls on GPU)."""
-  exp = experiment.build(config, data_lib.build(config).spec, validation.check_config(config))
+  exp, _ = experiment.from_config(config)
   counter = flops.TrainingFlops(exp.model, exp.dummy_inputs, exp.recipe, config.batch_size)
   return counter.dense_cumulative(1)
 
@@ -66,8 +64,7 @@ def jax_runner(args, case):
   """A function that runs k train steps of `case` ('dense' or 'recipe:n:m') and waits for them."""
   recipe, _, pattern = case.partition(':')
   config = make_config(args.model, recipe, pattern, args.batch)
-  data = data_lib.build(config)
-  exp = experiment.build(config, data.spec, validation.check_config(config))
+  exp, data = experiment.from_config(config)
   step_fn = steps.CompiledSteps(exp).train_step(exp.recipe.plan(0))
   batch = exp.shard(data.train_batch(0))
   state = [exp.initial_state()]

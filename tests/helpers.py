@@ -17,9 +17,5 @@ def load_config(name: str, arg: str = ''):
 
 def build_experiment(config):
   """(Experiment, data pipeline) of a config, as train_and_evaluate builds them."""
-  from pgf_sparsity import data as data_lib  # pylint: disable=g-import-not-at-top
   from pgf_sparsity import experiment  # pylint: disable=g-import-not-at-top
-  from pgf_sparsity import validation  # pylint: disable=g-import-not-at-top
-  recipe = validation.check_config(config)
-  data = data_lib.build(config)
-  return experiment.build(config, data.spec, recipe), data
+  return experiment.from_config(config)
