@@ -20,9 +20,11 @@ INSTALL_REQUIRES = [
     'sacrebleu==2.6.0',
     'safetensors==0.8.0',
     'ml-dtypes==0.6.0',
+    'grain==0.2.18',  # step-addressable tfds input (data/random_access.py)
 ]
 TESTS_REQUIRE = ['pytest==9.2.0', 'hypothesis==6.170.17']
 TORCH_REQUIRE = ['torch==2.13.0']  # optional: PyTorch-side checks of exported models (a CPU build installs here)
+TRANSFORMERS_REQUIRE = ['transformers==5.24.0']  # optional: the Hugging Face T5 converter checked against it
 SCRIPTS_REQUIRE = ['matplotlib==3.11.2']  # scripts/plot.py
 
 setuptools.setup(
@@ -32,6 +34,6 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['pgf_sparsity', 'pgf_sparsity.*']),
     python_requires='>=3.11',
     install_requires=INSTALL_REQUIRES,
-    extras_require={'test': TESTS_REQUIRE + SCRIPTS_REQUIRE + TORCH_REQUIRE, 'scripts': SCRIPTS_REQUIRE,
-                    'torch': TORCH_REQUIRE},
+    extras_require={'test': TESTS_REQUIRE + SCRIPTS_REQUIRE + TORCH_REQUIRE + TRANSFORMERS_REQUIRE,
+                    'scripts': SCRIPTS_REQUIRE, 'torch': TORCH_REQUIRE},
 )

@@ -6,7 +6,8 @@ decoding, plus teacher-forced loss and token accuracy.
 
 Arguments: task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), variant, recipe, ff, qkv, attn_out,
 dec_ff, dec_qkv, dec_attn_out, flow, alpha, dense, finetune, steps, batch, opt (adafactor|adamw), seed,
-runlocal (a tiny T5 for 4 steps, e.g. on tfds mock data).
+init (the workdir of a pretraining run, e.g. t5_c4, or with init_format=hf_t5 Hugging Face T5 v1.1
+weights), runlocal (a tiny T5 for 4 steps, e.g. on tfds mock data).
 """
 import ml_collections
 
@@ -15,7 +16,8 @@ from pgf_sparsity import config_lib
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, ff='1:32', flow='ste', alpha=1e-3),
-                           task='sst2', variant='base', steps=20000, batch=128, opt='adafactor', **config_lib.T5_ARGS)
+                           task='sst2', variant='base', steps=20000, batch=128, opt='adafactor', init='',
+                           init_format='workdir', **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   eval_split = 'validation_matched' if a.task == 'mnli' else 'validation'
@@ -32,6 +34,7 @@ def get_config(arg=None):
       adamw=config_lib.optimizer(1e-4, warmup_steps=500, min_learning_rate=1e-6, b2=0.99))
   config_lib.set_loop_defaults(config, log_every=100, eval_every=2000, checkpoint_every=2000)
   config_lib.set_t5x_loss(config)
+  config.init.update(path=a.init, format=a.init_format)  # the C4 run's workdir, or Hugging Face T5 weights
   config.eval_batch_size = 128
   if a.runlocal:
     config.dataset.update(inputs_length=64, num_eval_examples=8)

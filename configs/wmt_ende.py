@@ -6,7 +6,8 @@ corpus BLEU of greedy decoding (sacrebleu), plus teacher-forced loss and token a
 
 Arguments: pair (the tfds config, e.g. de-en, fr-en), variant, recipe, ff, qkv, attn_out, dec_ff, dec_qkv,
 dec_attn_out, flow, alpha, dense, finetune, steps, batch, opt (adafactor|adamw), seed,
-runlocal (a tiny T5 for 4 steps, e.g. on tfds mock data).
+init (the workdir of a pretraining run, e.g. t5_c4, or with init_format=hf_t5 Hugging Face T5 v1.1
+weights), runlocal (a tiny T5 for 4 steps, e.g. on tfds mock data).
 """
 import ml_collections
 
@@ -15,8 +16,8 @@ from pgf_sparsity import config_lib
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, ff='1:32', flow='ste', alpha=1e-4),
-                           pair='de-en', variant='base', steps=100000, batch=256, opt='adafactor',
-                           **config_lib.T5_ARGS)
+                           pair='de-en', variant='base', steps=100000, batch=256, opt='adafactor', init='',
+                           init_format='workdir', **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='tfds_text', tfds_name=f'wmt14_translate/{a.pair}', tfds_data_dir='',
@@ -33,6 +34,7 @@ def get_config(arg=None):
       adamw=config_lib.optimizer(1e-3, warmup_steps=4000, min_learning_rate=1e-5, b2=0.98, eps=1e-9))
   config_lib.set_loop_defaults(config, log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3)
   config_lib.set_t5x_loss(config)
+  config.init.update(path=a.init, format=a.init_format)  # the C4 run's workdir, or Hugging Face T5 weights
   config.label_smoothing = 0.1
   config.eval_batch_size = 128
   if a.runlocal:

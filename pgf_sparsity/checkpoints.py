@@ -1,38 +1,68 @@
 """orbax checkpointing of the train state: periodic saves, keep-last-k, resume from the newest good one.
 
-Every checkpoint holds the state and a SHA-256 digest of its bytes. Restoring verifies the digest, so a
+Every checkpoint holds the state and a checksum of its bits. Restoring verifies the checksum, so a
 corrupted or partly written checkpoint is detected and the previous good one is used instead (orbax itself
-never exposes a checkpoint whose write did not finish: it writes to a temporary name and renames).
+never exposes a checkpoint whose write did not finish: it writes to a temporary name and renames). The
+checksum is computed where the state lives, shard by shard, and only two words per array reach the host: no
+process ever gathers the state, however it is sharded.
 """
-import hashlib
-import os
 import signal
 import threading
+import zlib
 from typing import Any, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
 
 
 class NoUsableCheckpointError(RuntimeError):
   """Checkpoints exist but none of them can be read back intact."""
 
 
-def state_digest(state: Any) -> str:
-  digest = hashlib.sha256()
-  for leaf in jax.tree.leaves(jax.device_get(state)):
-    array = np.ascontiguousarray(np.asarray(leaf))
-    digest.update(str((array.dtype, array.shape)).encode())
-    digest.update(array.tobytes())
-  return digest.hexdigest()
+def _words(x: jax.Array) -> jax.Array:
+  """The array's bits as uint32 words: 8-byte types split in two (a trailing axis), narrower ones widened."""
+  if x.dtype.itemsize >= 4:
+    return jax.lax.bitcast_convert_type(x, jnp.uint32)
+  narrow = {1: jnp.uint8, 2: jnp.uint16}[x.dtype.itemsize]
+  return (x.astype(narrow) if x.dtype == jnp.bool_ else jax.lax.bitcast_convert_type(x, narrow)).astype(jnp.uint32)
+
+
+def _array_checksum(x: jax.Array) -> jax.Array:
+  """Two position-dependent sums of the words, mod 2^32: any change of one word changes the second (its
+  weight is odd), and the mixed first one catches what cancels in a linear sum. Built from iotas of the
+  array's own shape rather than a reshape, so a sharded array is summed in place."""
+  words = _words(x)
+  index = jnp.zeros(words.shape, jnp.uint32)
+  for axis in range(words.ndim):
+    index = index * jnp.uint32(words.shape[axis]) + jax.lax.broadcasted_iota(jnp.uint32, words.shape, axis)
+  mixed = (words ^ (index * jnp.uint32(0x9E3779B9))) * jnp.uint32(0x85EBCA6B)
+  mixed = mixed ^ (mixed >> 15)
+  return jnp.stack([jnp.sum(mixed, dtype=jnp.uint32), jnp.sum(words * (2 * index + 1), dtype=jnp.uint32)])
+
+
+@jax.jit
+def _checksums(state: Any) -> jax.Array:
+  leaves = jax.tree.leaves(state)
+  return jnp.stack([_array_checksum(x) for x in leaves]) if leaves else jnp.zeros((0, 2), jnp.uint32)
+
+
+def state_checksum(state: Any) -> str:
+  """Hex digest of every array's dtype, shape and bits."""
+  layout = ';'.join(f'{x.dtype}{tuple(x.shape)}' for x in jax.tree.leaves(state))
+  sums = np.asarray(jax.device_get(_checksums(state)))
+  return f'{zlib.crc32(layout.encode()):08x}' + sums.astype('>u4').tobytes().hex()
 
 
 class Checkpointer:
 
-  def __init__(self, workdir: str, max_to_keep: int = 3):
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  def __init__(self, workdir: epath.PathLike, max_to_keep: int = 3):
+    """`workdir`: an absolute path or URL (validation.workdir_path)."""
+    self.directory = epath.Path(workdir) / 'checkpoints'
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'digest'),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
@@ -45,13 +75,13 @@ class Checkpointer:
 
   def save(self, step: int, state: Any) -> None:
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), digest=ocp.args.JsonSave({'sha256': state_digest(state)})))
+        state=ocp.args.StandardSave(state), digest=ocp.args.JsonSave({'checksum': state_checksum(state)})))
 
   def restore(self, abstract_state: Any, step: int) -> Any:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), digest=ocp.args.JsonRestore()))
-    if restored['digest'].get('sha256') != state_digest(restored['state']):
-      raise ValueError('its contents do not match the digest written with it')
+    if restored['digest'].get('checksum') != state_checksum(restored['state']):
+      raise ValueError('its contents do not match the checksum written with it')
     return restored['state']
 
   def restore_latest_good(self, abstract_state: Any) -> Tuple[Optional[Any], Optional[int]]:
@@ -78,11 +108,13 @@ class Checkpointer:
     if not steps:
       return
     if jax.process_index() == 0:
-      aside = self.directory + '_unusable'
-      os.makedirs(aside, exist_ok=True)
+      aside = self.directory.parent / 'checkpoints_unusable'
+      aside.mkdir(parents=True, exist_ok=True)
       for step in steps:
-        os.replace(os.path.join(self.directory, str(step)), os.path.join(aside, str(step)))
+        (self.directory / str(step)).rename(aside / str(step))
         logging.warning('Moved the unusable checkpoint of step %d to %s.', step, aside)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('pgf_sparsity: unusable checkpoints moved')
     self.manager.reload()
 
   def wait(self) -> None:
@@ -95,21 +127,32 @@ class Checkpointer:
 
 
 class Preemption:
-  """Within the block, SIGTERM (a preemption notice) sets `requested`: the loop checkpoints and returns at
-  the next step."""
+  """Within the block, SIGTERM (a preemption notice) stops the run at a step that every process agrees on:
+  `reached(step)` turns True at that same step on all of them, and the loop checkpoints and returns.
+
+  With several processes, JAX's preemption sync manager (started by `jax.distributed.initialize`; it
+  catches SIGTERM on any process) picks the step; in a single process, a SIGTERM handler installed here.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
+    self._synchronised = jax.process_count() > 1
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if not self._synchronised and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
+
+  def reached(self, step: int) -> bool:
+    """Whether the run stops after `step` steps; call it once per step, on every process."""
+    if self._synchronised:
+      self.requested = self.requested or multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
 
   def __exit__(self, *exc):
     if self._previous is not None:

@@ -1,6 +1,6 @@
-"""What the loop reports about sparsity, computed on the host.
+"""What the loop reports about sparsity.
 
-`nm_summary`, at every log step of the sparse phases: the realised N:M per kernel, total sparsity, the
+`nm_summary`, computed where the arrays live (so sharded state is never gathered), at every log step of the sparse phases: the realised N:M per kernel, total sparsity, the
 pattern per target, and `mask_flip_rate_log`, the fraction of mask entries that differ from the previous
 log step's masks. (The train step's own `mask_flip_rate_step` is the fraction that changed from one step to
 the next, averaged over the log interval.)
@@ -20,29 +20,29 @@ from pgf_sparsity.sparsity import BoundRecipe, StepPlan, nm
 
 
 def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_masks=None) -> Dict[str, float]:
-  """Host-side floats: nm_exact (mean over kernels of the fraction of groups with exactly N non-zeros
+  """Floats: nm_exact (mean over kernels of the fraction of groups with exactly N non-zeros
   after masking), sparsity, pattern_n/<target>, pattern_m/<target>, and mask_flip_rate_log when
   `previous_masks` (the masks at the previous log step) are given."""
   flat, flat_masks = tree_paths.flatten(params), tree_paths.flatten(masks)
   previous = tree_paths.flatten(previous_masks) if previous_masks is not None else None
-  zeros = total = flips = 0
+  zeros = flips = 0
+  total = 0
   exact = []
   for path in recipe.sparse_paths:
-    mask = np.asarray(flat_masks[path])
-    hardened = np.asarray(flat[path]) * mask
+    mask = flat_masks[path]
+    hardened = jnp.where(mask, flat[path], jnp.zeros((), flat[path].dtype))
     n, m = recipe.pattern_of(path, plan)
-    counts = np.asarray(nm.group_counts(jnp.asarray(hardened != 0), m, recipe.kernels[path][1]))
-    exact.append(float(np.mean(counts == n)))
-    zeros += int(np.sum(hardened == 0))
+    exact.append(jnp.mean(nm.group_counts(hardened != 0, m, recipe.kernels[path][1]) == n))
+    zeros += jnp.sum(hardened == 0)
     total += hardened.size
     if previous is not None:
-      flips += int(np.sum(mask != np.asarray(previous[path])))
-  out = {'nm_exact': float(np.mean(exact)), 'sparsity': zeros / total}
+      flips += jnp.sum(mask != previous[path])
+  out = {'nm_exact': float(jnp.mean(jnp.stack(exact))), 'sparsity': float(zeros) / total}
   for name, n, m in plan.patterns:
     out[f'pattern_n/{name}'] = float(n)
     out[f'pattern_m/{name}'] = float(m)
   if previous is not None:
-    out['mask_flip_rate_log'] = flips / total
+    out['mask_flip_rate_log'] = float(flips) / total
   return out
 
 

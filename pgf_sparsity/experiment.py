@@ -1,23 +1,24 @@
 """A run's static pieces, built once from a validated config and the data's spec: the model, the task, the
 recipe bound to the model's parameters, the optimizer and learning-rate schedule, and the device mesh.
 
-The train state is initialised here; the step functions (steps.py) close over an Experiment.
-Data parallel over a 1-D `Mesh` of all devices: parameters replicated, batches split along 'data'.
+The train state is initialised here, placed as sharding.py says (data parallel, or FSDP along the mesh's
+'fsdp' axis); the step functions (steps.py) close over an Experiment.
 """
 import dataclasses
+import functools
 from typing import Any, Tuple
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from pgf_sparsity import data as data_lib
 from pgf_sparsity import models
 from pgf_sparsity import optim
+from pgf_sparsity import sharding
 from pgf_sparsity import tasks
 from pgf_sparsity import validation
 from pgf_sparsity.data import DataSpec
@@ -53,7 +54,17 @@ class Experiment:
 
   @property
   def batch_sharding(self) -> NamedSharding:
-    return NamedSharding(self.mesh, P('data'))
+    return NamedSharding(self.mesh, sharding.batch_spec())
+
+  @functools.cached_property
+  def state_sharding(self) -> TrainState:
+    """The train state's NamedShardings: parameters, masks and optimizer state as sharding.py says."""
+    shapes = jax.eval_shape(self.init_state, jax.random.PRNGKey(0))
+    grouped = {path: axes for path, (_, axes) in self.recipe.kernels.items()}
+    specs = sharding.param_specs(shapes.params, self.mesh.shape['fsdp'], grouped)
+    like = functools.partial(sharding.like_params, self.mesh, abstract_params=shapes.params, specs=specs)
+    return TrainState(step=self.replicated, params=like(shapes.params), opt_state=like(shapes.opt_state),
+                      masks=like(shapes.masks), rng=self.replicated, nonfinite_step=self.replicated)
 
   def init_state(self, rng) -> TrainState:
     init_rng, state_rng = jax.random.split(rng)
@@ -63,14 +74,15 @@ class Experiment:
                       nonfinite_step=jnp.full((), -1, jnp.int32))
 
   def initial_state(self) -> TrainState:
-    return jax.jit(self.init_state, out_shardings=self.replicated)(jax.random.PRNGKey(self.config.seed))
+    return jax.jit(self.init_state, out_shardings=self.state_sharding)(jax.random.PRNGKey(self.config.seed))
 
   def abstract_state(self) -> TrainState:
     shapes = jax.eval_shape(self.init_state, jax.random.PRNGKey(0))
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes)
+    return jax.tree.map(lambda s, where: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=where), shapes,
+                        self.state_sharding)
 
   def shard(self, batch):
-    """A host-local batch as one global array per key, split along the mesh's 'data' axis."""
+    """A host-local batch as one global array per key, split over every device of the mesh."""
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
 
 
@@ -93,7 +105,7 @@ def build(config, spec: DataSpec, recipe: Recipe) -> Experiment:
   bound.check_layers(model.apply, abstract_params, *dummy)
   learning_rate = optim.learning_rate_schedule(config.optimizer, total_steps, spec.steps_per_epoch)
   tx = optim.make_optimizer(config.optimizer, bound.transform(), learning_rate)
-  mesh = Mesh(np.array(jax.devices()), ('data',))
+  mesh = sharding.make_mesh(config.get('mesh'))
   return Experiment(config, spec, model, task, bound, tx, learning_rate, total_steps, mesh, dummy)
 
 

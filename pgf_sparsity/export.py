@@ -12,32 +12,31 @@ The format follows the output's extension (model_files.py). Values keep the chec
 """
 import json
 import os
-import shutil
 import sys
 from typing import Any, Dict, Tuple
 
 import numpy as np
+from etils import epath
 
 from pgf_sparsity import model_files
+from pgf_sparsity import paths
 from pgf_sparsity import tensor_cores as tensor_cores_lib
 from pgf_sparsity import tree_paths
 
 
-def _run_config(workdir: str):
+def _run_config(workdir: epath.Path):
   import ml_collections  # pylint: disable=g-import-not-at-top
-  config_path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(config_path) or not os.path.exists(os.path.join(workdir, 'run_info.json')):
-    raise FileNotFoundError(f'{workdir!r} holds no training run (no config.json / run_info.json).')
-  with open(config_path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  if not (workdir / 'config.json').exists() or not (workdir / 'run_info.json').exists():
+    raise FileNotFoundError(f'{str(workdir)!r} holds no training run (no config.json / run_info.json).')
+  return ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
 
 
-def _check_output(output: str, overwrite: bool) -> None:
-  if os.path.exists(output) and not overwrite:
-    raise ValueError(f'{output!r} exists; pass --overwrite to replace it.')
-  out_dir = os.path.dirname(os.path.abspath(output))
-  if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
-    raise ValueError(f'cannot write {output!r}: {out_dir!r} is not a writable directory.')
+def _check_output(output: epath.Path, overwrite: bool) -> None:
+  if output.exists() and not overwrite:
+    raise ValueError(f'{str(output)!r} exists; pass --overwrite to replace it.')
+  writable = paths.is_url(output) or os.access(str(output.parent), os.W_OK)  # permission bits: local only
+  if not output.parent.is_dir() or not writable:
+    raise ValueError(f'cannot write {str(output)!r}: {str(output.parent)!r} is not a writable directory.')
 
 
 def _cast(flat, dtype: str):
@@ -56,7 +55,7 @@ def _cast(flat, dtype: str):
   return out
 
 
-def hardened_parameters(workdir: str, config) -> Tuple[Dict[str, np.ndarray], Dict[str, Dict[str, Any]], int]:
+def hardened_parameters(workdir: epath.Path, config) -> Tuple[Dict[str, np.ndarray], Dict[str, Dict[str, Any]], int]:
   """(dense parameters with exact zeros at pruned weights, {kernel path: its N:M}, step) of the newest
   good checkpoint of a run."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -66,7 +65,7 @@ def hardened_parameters(workdir: str, config) -> Tuple[Dict[str, np.ndarray], Di
   exp = experiment.build(config, DataSpec.load(workdir), Recipe.from_config(config.sparsity))
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   if ckpt.latest_step() is None:
-    raise FileNotFoundError(f'{workdir!r} has no checkpoint to export.')
+    raise FileNotFoundError(f'{str(workdir)!r} has no checkpoint to export.')
   state, step = ckpt.restore_latest_good(exp.abstract_state())
   ckpt.close()
   plan = exp.recipe.final_plan()
@@ -85,9 +84,11 @@ def hardened_parameters(workdir: str, config) -> Tuple[Dict[str, np.ndarray], Di
 def export(workdir: str, output: str, *, packed: bool = False, dtype: str = '', overwrite: bool = False,
            tensor_cores: bool = False) -> Dict[str, Any]:
   """Writes the newest good checkpoint of `workdir` as an N:M model file; returns a size report.
-  `tensor_cores` stores qualifying 2:4 kernels in the form of NVIDIA's sparse tensor cores (packed files)."""
+  `tensor_cores` stores qualifying 2:4 kernels in the form of NVIDIA's sparse tensor cores (packed files).
+  Either path may be a URL (paths.py)."""
+  workdir, output_path = paths.absolute(workdir), paths.absolute(output)
   config = _run_config(workdir)
-  _check_output(output, overwrite)
+  _check_output(output_path, overwrite)
   if packed and not output.endswith('.safetensors'):
     raise ValueError('--packed chooses the packed variant of .safetensors; .npz is always packed.')
   if tensor_cores and not (output.endswith('.npz') or packed):
@@ -99,19 +100,19 @@ def export(workdir: str, output: str, *, packed: bool = False, dtype: str = '', 
       if tensor_cores_lib.qualifies(flat[path].shape, layer['n'], layer['m'], layer['axes'], layer['in_ndim']):
         layer['encoding'] = 'nvidia_2_4'
   meta = model_files.describe(flat, sparse, step=step, config=config.to_dict())
-  if os.path.isdir(output):
-    shutil.rmtree(output)
-  elif os.path.exists(output):
-    os.remove(output)
-  model_files.write(output, flat, meta, packed)
+  if output_path.is_dir():
+    output_path.rmtree()
+  elif output_path.exists():
+    output_path.unlink()
+  model_files.write(str(output_path), flat, meta, packed)
   return {'step': step, 'sparse_kernels': len(sparse), 'dense_bytes': sum(a.nbytes for a in flat.values()),
-          'file_bytes': _size(output)}
+          'file_bytes': _size(output_path)}
 
 
-def _size(path: str) -> int:
-  if os.path.isdir(path):
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-  return os.path.getsize(path)
+def _size(path: epath.Path) -> int:
+  if path.is_dir():
+    return sum((root / name).stat().length for root, _, names in path.walk() for name in names)
+  return path.stat().length
 
 
 def load(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:

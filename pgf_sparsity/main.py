@@ -57,8 +57,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   quiet_libraries()
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')  # tf.data only: keep the accelerators for JAX
   import jax  # pylint: disable=g-import-not-at-top
   if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('PGF_MULTIHOST'):
     jax.distributed.initialize()

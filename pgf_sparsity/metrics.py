@@ -10,12 +10,12 @@ from etils import epath
 class MetricsLogger:
   """write(step, split, scalars) goes to TensorBoard (as split/name) and to DIR/metrics.jsonl."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: epath.PathLike):
     # clu's writers import TensorFlow: imported here so that the rest of the package (steps, export)
     # works where TensorFlow is not installed, e.g. accelerator images.
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
     self.is_lead = jax.process_index() == 0
-    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_lead)
+    self.writer = metric_writers.create_default_writer(str(epath.Path(workdir)), just_logging=not self.is_lead)
     self.path = epath.Path(workdir) / 'metrics.jsonl'
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
@@ -29,7 +29,7 @@ class MetricsLogger:
     self.writer.flush()
 
 
-def read_jsonl(workdir: str):
+def read_jsonl(workdir: epath.PathLike):
   """All records of DIR/metrics.jsonl (for tests, tables and plots)."""
   path = epath.Path(workdir) / 'metrics.jsonl'
   if not path.exists():
@@ -37,7 +37,7 @@ def read_jsonl(workdir: str):
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def truncate(workdir: str, step: int) -> None:
+def truncate(workdir: epath.PathLike, step: int) -> None:
   """Drops metrics.jsonl records past `step` (the restored checkpoint), so that a resumed run's metrics
   continue without duplicates."""
   path = epath.Path(workdir) / 'metrics.jsonl'

@@ -14,14 +14,15 @@ Flax path, shape, dtype, PyTorch name and layout, and for sparse kernels N, M, g
 """
 import json
 import math
-import os
 import zipfile
 from typing import Any, Dict, Tuple
 
 import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
 import numpy as np
+from etils import epath
 
 from pgf_sparsity import packing
+from pgf_sparsity import paths
 from pgf_sparsity import tensor_cores
 
 FORMAT = 'pgf_sparsity.nm_model'
@@ -79,7 +80,9 @@ def describe(flat: Flat, sparse: Dict[str, Dict[str, Any]], **extra) -> Dict[str
 
 
 def write(path: str, flat: Flat, meta: Dict[str, Any], packed: bool = False) -> None:
-  """Writes dense-with-zeros parameters `flat` ({Flax path: array}) described by `meta` (see describe)."""
+  """Writes dense-with-zeros parameters `flat` ({Flax path: array}) described by `meta` (see describe).
+  `path` may be local or a URL that etils.epath can write (gs://...)."""
+  path = str(path)
   if path.endswith('.npz'):
     _write_packed_npz(path, flat, meta)
   elif path.endswith('.safetensors'):
@@ -90,7 +93,8 @@ def write(path: str, flat: Flat, meta: Dict[str, Any], packed: bool = False) -> 
 
 def read(path: str) -> Tuple[Flat, Dict[str, Any]]:
   """({Flax path: dense array with exact zeros}, metadata) of a model file of any format."""
-  if not os.path.exists(path):
+  path = str(path)
+  if not epath.Path(path).exists():
     raise ModelFileError(f'{path!r} does not exist.')
   if path.endswith('.npz'):
     return _read_packed_npz(path)
@@ -163,13 +167,13 @@ def _write_packed_npz(path: str, flat: Flat, meta) -> None:
   arrays = {k: (v if k.startswith('code/') else v.view(_RAW[v.itemsize]))
             for k, v in _packed_arrays(flat, meta).items()}
   arrays['meta'] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-  with open(path, 'wb') as f:
+  with epath.Path(path).open('wb') as f:
     np.savez(f, **arrays)
 
 
 def _packed_npz_contents(path: str):
   try:
-    with np.load(path, allow_pickle=False) as data:
+    with epath.Path(path).open('rb') as f, np.load(f, allow_pickle=False) as data:
       arrays = {k: data[k] for k in data.files}
     meta = _check_meta(json.loads(arrays.pop('meta').tobytes().decode()), path)
   except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, UnicodeDecodeError) as e:
@@ -204,21 +208,47 @@ def tensor_core_kernels(path: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
 
 
 def _write_safetensors(path: str, flat: Flat, meta, packed: bool) -> None:
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save  # pylint: disable=g-import-not-at-top
   if packed:
     tensors = _packed_arrays(flat, meta)
   else:
     tensors = {meta['params'][p]['torch_name']: _torch_array(a, meta['params'][p]) for p, a in flat.items()}
-  save_file(tensors, path, metadata={_META_KEY: json.dumps(dict(meta, packed=packed))})
+  epath.Path(path).write_bytes(save(tensors, metadata={_META_KEY: json.dumps(dict(meta, packed=packed))}))
+
+
+# safetensors dtype names; safetensors.numpy.load lacks BF16, so arrays are read from `deserialize` here.
+_SAFETENSORS_DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': ml_dtypes.bfloat16,
+                       'I64': np.int64, 'I32': np.int32, 'I16': np.int16, 'I8': np.int8, 'U64': np.uint64,
+                       'U32': np.uint32, 'U16': np.uint16, 'U8': np.uint8, 'BOOL': np.bool_}
+
+
+def _safetensors_file(path: str):
+  """(header metadata, {name: array}) of a safetensors file, read through epath (so that URLs work too)."""
+  from safetensors import deserialize  # pylint: disable=g-import-not-at-top
+  data = epath.Path(path).read_bytes()
+  header_length = int.from_bytes(data[:8], 'little')  # the format: u64 length, JSON header, tensor bytes
+  header = json.loads(data[8:8 + header_length]) if len(data) >= 8 + header_length else {}
+  tensors = {name: np.frombuffer(t['data'], _SAFETENSORS_DTYPES[t['dtype']]).reshape(t['shape'])
+             for name, t in deserialize(data)}
+  return header.get('__metadata__') or {}, tensors
+
+
+def safetensors_arrays(path: str) -> Dict[str, np.ndarray]:
+  """{name: array} of any safetensors file (bfloat16 included)."""
+  from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
+  try:
+    return _safetensors_file(path)[1]
+  except (SafetensorError, ValueError, KeyError) as e:
+    raise ModelFileError(f'{path!r} is not a readable safetensors file ({type(e).__name__}).') from None
 
 
 def _safetensors_contents(path: str):
-  from safetensors import SafetensorError, safe_open  # pylint: disable=g-import-not-at-top
+  """(tensors, metadata) of a pgf_sparsity safetensors file."""
+  from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
   try:
-    with safe_open(path, 'np') as f:
-      meta = json.loads((f.metadata() or {}).get(_META_KEY, '{}'))
-      tensors = {k: f.get_tensor(k) for k in f.keys()}
-  except (SafetensorError, OSError, ValueError) as e:
+    header_meta, tensors = _safetensors_file(path)
+    meta = json.loads(header_meta.get(_META_KEY, '{}'))
+  except (SafetensorError, OSError, ValueError, KeyError) as e:
     raise ModelFileError(f'{path!r} is not a readable safetensors file (truncated or corrupted: '
                          f'{type(e).__name__}).') from None
   return tensors, _check_meta(meta, path)
@@ -250,20 +280,20 @@ def _torch_array(array: np.ndarray, spec) -> np.ndarray:
 def _write_orbax(path: str, flat: Flat, meta) -> None:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from pgf_sparsity import tree_paths  # pylint: disable=g-import-not-at-top
+  directory = paths.absolute(path)
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.abspath(path), tree_paths.nest(dict(flat)))
-  with open(os.path.join(path, 'pgf_sparsity_meta.json'), 'w') as f:
-    json.dump(meta, f)
+    checkpointer.save(directory, tree_paths.nest(dict(flat)))
+  (directory / 'pgf_sparsity_meta.json').write_text(json.dumps(meta))
 
 
 def _read_orbax(path: str) -> Tuple[Flat, Dict[str, Any]]:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from pgf_sparsity import tree_paths  # pylint: disable=g-import-not-at-top
   try:
-    with open(os.path.join(path, 'pgf_sparsity_meta.json')) as f:
-      meta = _check_meta(json.load(f), path)
+    directory = paths.absolute(path)
+    meta = _check_meta(json.loads((directory / 'pgf_sparsity_meta.json').read_text()), path)
     with ocp.StandardCheckpointer() as checkpointer:
-      nested = checkpointer.restore(os.path.abspath(path))
+      nested = checkpointer.restore(directory)
   except ModelFileError:
     raise
   except Exception as e:  # pylint: disable=broad-except  (any orbax read failure: the directory is unusable)

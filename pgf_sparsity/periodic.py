@@ -6,6 +6,7 @@ import time
 from typing import Any, Dict
 
 import jax
+import jax.numpy as jnp
 from etils import epath
 
 from pgf_sparsity import console
@@ -29,7 +30,7 @@ def due(step: int, every: int, *also: int) -> bool:
 class PeriodicWork:
   """Holds what the periodic work carries between steps: pending metrics, timers, the previous log's masks."""
 
-  def __init__(self, exp, compiled, data, workdir: str, checkpointer, start: int, stop: int):
+  def __init__(self, exp, compiled, data, workdir: epath.Path, checkpointer, start: int, stop: int):
     self.exp, self.compiled, self.data, self.workdir, self.checkpointer = exp, compiled, data, workdir, checkpointer
     self.stop = stop
     self.logger = metrics_lib.MetricsLogger(workdir)
@@ -66,7 +67,7 @@ class PeriodicWork:
     scalars['train_flops'] = self.flops.cumulative(done)
     if plan.sparse and self.exp.recipe.kernels:
       scalars.update(diagnostics.nm_summary(self.exp.recipe, state.params, state.masks, plan, self.previous_masks))
-      self.previous_masks = jax.device_get(state.masks)
+      self.previous_masks = jax.tree.map(jnp.copy, state.masks)  # the next step donates the state's buffers
     self.logger.write(done, 'train', scalars)
     console.train_line(done, self.exp.total_steps, scalars, plan)
     self.last_train, self.pending = scalars, []
@@ -95,7 +96,7 @@ class PeriodicWork:
     self.checkpointer.close()
     done = int(state.step)
     if done == self.exp.total_steps and jax.process_index() == 0:
-      (epath.Path(self.workdir) / 'results.json').write_text(json.dumps(
+      (self.workdir / 'results.json').write_text(json.dumps(
           {'step': done, 'eval': self.last_eval, 'train_flops': self.flops.cumulative(done),
            'dense_train_flops': self.flops.dense_cumulative(done)}))
     return {'train': self.last_train, 'eval': self.last_eval, 'preempted': preempted}

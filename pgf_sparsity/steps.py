@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from pgf_sparsity import tasks
 from pgf_sparsity import tree_paths
@@ -110,6 +111,22 @@ def predict(exp: Experiment, params, batch):
   return tasks.greedy_decode(_eval_apply(exp, params), params, batch['inputs'], length)
 
 
+def all_processes(texts: List[str]) -> List[str]:
+  """Every process's texts, in process order: corpus metrics (BLEU, F1, correlations) need every example."""
+  if jax.process_count() == 1:
+    return texts
+  encoded = [t.encode() for t in texts]
+  sizes = multihost_utils.process_allgather(np.array([len(encoded), max(map(len, encoded), default=0)]))
+  table = np.zeros((int(sizes[:, 0].max()), int(sizes[:, 1].max())), np.uint8)
+  lengths = np.full(len(table), -1, np.int32)  # -1: no text in this row
+  for row, text in enumerate(encoded):
+    table[row, :len(text)] = np.frombuffer(text, np.uint8)
+    lengths[row] = len(text)
+  tables, all_lengths = multihost_utils.process_allgather((table, lengths))
+  return [bytes(tables[p, row, :n]).decode() for p in range(len(tables)) for row, n in enumerate(all_lengths[p])
+          if n >= 0]
+
+
 class CompiledSteps:
   """The jitted step functions of an Experiment, compiled on first use (one train step per plan)."""
 
@@ -117,24 +134,26 @@ class CompiledSteps:
     self.exp = exp
     self.cache = {}
 
-  def _jit(self, fn, *args, batch_out: bool = False, donate: bool = False):
+  def _jit(self, fn, *args, on_params: bool = False, out=None, donate: bool = False):
+    """fn(exp, *args, state or params, batch) jitted with the state's (or the parameters') sharding."""
     key = (fn.__name__, *args)
     if key not in self.cache:
       exp = self.exp
-      out = exp.batch_sharding if batch_out else exp.replicated
-      self.cache[key] = jax.jit(functools.partial(fn, exp, *args), in_shardings=(exp.replicated, exp.batch_sharding),
-                                out_shardings=out, donate_argnums=(0,) if donate else ())
+      first = exp.state_sharding.params if on_params else exp.state_sharding
+      self.cache[key] = jax.jit(functools.partial(fn, exp, *args), in_shardings=(first, exp.batch_sharding),
+                                out_shardings=exp.replicated if out is None else out,
+                                donate_argnums=(0,) if donate else ())
     return self.cache[key]
 
   def train_step(self, plan: StepPlan):
-    return self._jit(train_step, plan, donate=True)
+    return self._jit(train_step, plan, out=(self.exp.state_sharding, self.exp.replicated), donate=True)
 
   def gradient_noise(self, plan: StepPlan):
     return self._jit(gradient_noise, plan)
 
   def evaluate(self, params, data) -> Dict[str, float]:
     """Evaluation metrics of the exact N:M model on the data's evaluation batches."""
-    step = self._jit(eval_sums)
+    step = self._jit(eval_sums, on_params=True)
     totals = {}
     for batch in data.eval_batches():
       for k, v in jax.device_get(step(params, self.exp.shard(batch))).items():
@@ -143,12 +162,12 @@ class CompiledSteps:
     if self.exp.spec.generation_metric:
       references = data.references()
       predictions = [data.detokenize(ids) for ids in self.predict(params, data)[:len(references)]]
-      results.update(self.exp.task.generation_metrics(predictions, references))
+      results.update(self.exp.task.generation_metrics(all_processes(predictions), all_processes(references)))
     return results
 
   def predict(self, params, data) -> List[np.ndarray]:
     """Greedy predictions (token ids) for every evaluation example of this process, in order."""
-    step = self._jit(predict, batch_out=True)
+    step = self._jit(predict, on_params=True, out=self.exp.batch_sharding)
     out = []
     for batch in data.eval_batches():
       predicted = step(params, self.exp.shard(batch))

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pgf_sparsity import glue
+
 
 def per_example_loss(logits, labels_onehot, loss_kind: str, label_smoothing: float):
   if loss_kind == 'sigmoid':
@@ -113,9 +115,13 @@ class Seq2Seq:
     return {'loss': loss, 'accuracy': totals['correct'] / count, 'perplexity': float(jnp.exp(min(loss, 50.0)))}
 
   def generation_metrics(self, predictions: List[str], references: List[str]) -> Dict[str, float]:
-    """Exact-match accuracy (GLUE) or corpus BLEU (translation, sacrebleu) of decoded predictions."""
-    if self.generation_metric == 'exact_match':
-      return {'exact_match': float(np.mean([p.strip() == r for p, r in zip(predictions, references)]))}
+    """Exact-match accuracy, plus a GLUE task's official metrics (glue.py), or corpus BLEU (translation,
+    sacrebleu) of decoded predictions."""
+    if self.generation_metric == 'exact_match' or self.generation_metric.startswith('glue/'):
+      out = {'exact_match': float(np.mean([p.strip() == r for p, r in zip(predictions, references)]))}
+      if self.generation_metric.startswith('glue/'):
+        out.update(glue.metrics(self.generation_metric.split('/', 1)[1], predictions, references))
+      return out
     import sacrebleu  # pylint: disable=g-import-not-at-top
     return {'bleu': float(sacrebleu.corpus_bleu(predictions, [references]).score)}
 

@@ -2,8 +2,8 @@
 
 Everything the config says is checked before any data is loaded; the recipe is bound to the model's
 abstract parameters before anything is compiled; then one jitted train step per plan (phase / SDGF
-frame) runs step by step, with logging, evaluation of the exact N:M model and checkpoints at their
-intervals (periodic.py).
+frame) runs step by step on batches prepared ahead (prefetch.py), with logging, evaluation of the exact
+N:M model and checkpoints at their intervals (periodic.py).
 """
 from typing import Any, Dict, Optional, Tuple
 
@@ -17,8 +17,10 @@ from pgf_sparsity import checkpoints
 from pgf_sparsity import console
 from pgf_sparsity import data as data_lib
 from pgf_sparsity import experiment
+from pgf_sparsity import initialise
 from pgf_sparsity import metrics
 from pgf_sparsity import periodic
+from pgf_sparsity import prefetch
 from pgf_sparsity import steps
 from pgf_sparsity import validation
 
@@ -36,7 +38,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   'eval': the last evaluation, 'preempted': whether SIGTERM stopped the run}.
   """
   recipe = validation.check_config(config)
-  validation.check_workdir(workdir)
+  workdir = validation.check_workdir(workdir)  # an absolute epath.Path: every file of the run goes through it
   data = data_lib.build(config)
   exp = experiment.build(config, data.spec, recipe)  # patterns checked against the model's kernels
   validation.check_resumable(config, workdir, force_resume)  # after the config's own errors, before writing
@@ -49,15 +51,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   work = periodic.PeriodicWork(exp, compiled, data, workdir, checkpointer, start, stop)
   console.header(workdir, exp, start)
   plan = None
-  with checkpoints.Preemption() as preemption:
+  with checkpoints.Preemption() as preemption, \
+       prefetch.Prefetcher(lambda s: exp.shard(data.train_batch(s)), start, stop) as batches:
     for step in range(start, stop):
       previous, plan = plan, exp.recipe.plan(step)
       if plan != previous:
         console.plan_change(step, plan)
-      batch = exp.shard(data.train_batch(step))
+      batch = batches.get(step)  # prepared in the background while the previous step ran
       work.before_step(step, plan, state, batch)
       state, step_metrics = compiled.train_step(plan)(state, batch)
-      preempted = preemption.requested
+      preempted = preemption.reached(step + 1)
       work.after_step(step + 1, plan, state, step_metrics, preempted)
       if preempted:
         logging.warning('SIGTERM: saved a checkpoint at step %d and stopped; rerun to resume.', step + 1)
@@ -65,19 +68,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return state, work.finish(state, preemption.requested)
 
 
-def _restore_or_initialise(exp: experiment.Experiment, checkpointer, workdir: str) -> experiment.TrainState:
+def _restore_or_initialise(exp: experiment.Experiment, checkpointer, workdir: epath.Path) -> experiment.TrainState:
   state, restored_step = checkpointer.restore_latest_good(exp.abstract_state())
   if state is not None:
     console.note('Resumed from the checkpoint at step %d.', restored_step)
     metrics.truncate(workdir, restored_step)
     return state
   state = exp.initial_state()
-  parameter_overview.log_parameter_overview(state.params)
+  init = exp.config.get('init') or {}
+  if init.get('path'):
+    state = initialise.initialised_state(init, exp, state)
+    console.note('Initialised the parameters from %s (%s).', init['path'], init.get('format', 'workdir'))
+  parameter_overview.log_parameter_overview(state.params, include_stats=False)  # stats would gather shards
   return state
 
 
-def _save_run_description(config, spec: data_lib.DataSpec, workdir: str) -> None:
+def _save_run_description(config, spec: data_lib.DataSpec, workdir: epath.Path) -> None:
   """DIR/config.json (what resumption compares) and DIR/run_info.json (the data spec, for export)."""
   if jax.process_index() == 0:
-    (epath.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
     spec.save(workdir)

@@ -10,17 +10,20 @@ import jax
 from etils import epath
 
 from pgf_sparsity import data as data_lib
+from pgf_sparsity import initialise
 from pgf_sparsity import models
 from pgf_sparsity import optim
+from pgf_sparsity import paths
+from pgf_sparsity import sharding
 from pgf_sparsity.sparsity import Recipe
 
 TOP_LEVEL_KEYS = {'seed', 'dataset', 'model', 'sparsity', 'batch_size', 'eval_batch_size', 'total_steps',
                   'num_epochs', 'optimizer', 'loss', 'label_smoothing', 'mixup_alpha', 'log_every_steps',
                   'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'nonfinite',
-                  'diagnostics_every_steps', 'z_loss', 'loss_normalizer'}
+                  'diagnostics_every_steps', 'z_loss', 'loss_normalizer', 'mesh', 'init'}
 # Keys that may change between a run and its resumption: they do not change what is trained.
 RESUMABLE_CHANGES = {'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
-                     'eval_batch_size', 'diagnostics_every_steps'}
+                     'eval_batch_size', 'diagnostics_every_steps', 'mesh'}
 NONFINITE_POLICIES = ('stop', 'skip')
 LOSSES = ('softmax', 'sigmoid')
 LOSS_NORMALIZERS = ('tokens', 'padded')
@@ -70,6 +73,8 @@ def _check_loop(config) -> None:
     _integer(config.total_steps, 'total_steps', 1)
   else:
     _number(config.num_epochs, 'num_epochs', low=0.0, low_open=True)
+  sharding.mesh_shape(config.get('mesh'), jax.device_count())
+  initialise.check(config.get('init'))
   if config.batch_size % jax.device_count():
     raise ValueError(f'config.batch_size {config.batch_size} must be divisible by the {jax.device_count()} '
                      'devices.')
@@ -115,24 +120,26 @@ def _check_optimizer(opt) -> None:
       raise ValueError('Give one of optimizer.warmup_steps and optimizer.warmup_epochs.')
 
 
-def check_workdir(workdir: str) -> None:
-  """The workdir must be named, and be or be creatable as a writable directory."""
+def check_workdir(workdir: str) -> epath.Path:
+  """The workdir, which must be named, and be or be creatable as a writable directory, as an absolute
+  epath.Path (a `gs://...` workdir stays remote: every file of the run goes through this path)."""
   if not workdir or not str(workdir).strip():
     raise ValueError('--workdir is empty; name a directory for checkpoints and metrics.')
-  path = epath.Path(workdir)
+  path = paths.absolute(workdir)
+  remote = paths.is_url(path)  # permission bits exist on local paths only
   probe = path
   while not probe.exists() and probe.parent != probe:
     probe = probe.parent
-  remote = '://' in str(workdir)  # permission bits exist on local paths only
   if not probe.is_dir() or (not remote and not os.access(str(probe), os.W_OK)):
     raise ValueError(f'workdir {workdir!r} cannot be created or written ({str(probe)!r} is not a writable '
                      'directory).')
+  return path
 
 
-def check_resumable(config, workdir: str, force_resume: bool) -> None:
+def check_resumable(config, workdir: epath.Path, force_resume: bool) -> None:
   """A run the workdir holds must have the same config (keys in RESUMABLE_CHANGES aside), unless
   `force_resume`."""
-  saved_path = epath.Path(workdir) / 'config.json'
+  saved_path = workdir / 'config.json'
   if force_resume or not saved_path.exists():
     return
   saved = json.loads(saved_path.read_text())
@@ -140,6 +147,6 @@ def check_resumable(config, workdir: str, force_resume: bool) -> None:
   differing = sorted(k for k in set(saved) | set(current)
                      if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
   if differing:
-    raise ValueError(f'workdir {workdir!r} holds a run with another config (differs in {differing}); use a new '
+    raise ValueError(f'workdir {str(workdir)!r} holds a run with another config (differs in {differing}); use a new '
                      'workdir, or pass --force_resume to continue it with this config.')
 

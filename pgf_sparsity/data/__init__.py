@@ -6,8 +6,19 @@ from pgf_sparsity.data.base import DataSpec, DecodingPipeline, Pipeline
 NAMES = ('fashion_mnist', 'digits', 'synthetic', 'tfds', 'shakespeare', 'tfds_text')
 
 
+def _tensorflow_on_cpu() -> None:
+  """TensorFlow (tf.data, TensorBoard writers) keeps off the accelerators, which are JAX's. Imported here,
+  after the config is validated, so that bad input is reported without TensorFlow's seconds of import."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TensorFlow's runtime already started (e.g. in a test process): leave it
+    pass
+
+
 def build(config) -> Pipeline:
   """The pipeline of `config.dataset` with the run's batch sizes and seed."""
+  _tensorflow_on_cpu()
   dataset = config.dataset
   name = dataset.get('name')
   args = (dataset, config.batch_size, config.get('eval_batch_size') or config.batch_size, config.seed)

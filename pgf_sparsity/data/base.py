@@ -17,7 +17,7 @@ import numpy as np
 from etils import epath
 
 TASKS = ('image_classification', 'seq2seq')
-GENERATION_METRICS = ('', 'exact_match', 'bleu')
+GENERATION_METRICS = ('', 'exact_match', 'bleu', 'glue/<task>')
 Batch = Dict[str, np.ndarray]
 
 
@@ -27,19 +27,20 @@ class DataSpec:
   input_shapes: Dict[str, Tuple[int, ...]]  # per example, e.g. {'image': (28, 28, 1)}
   output_size: int                        # classes, or the vocabulary size
   steps_per_epoch: int
-  generation_metric: str = ''             # decoded evaluation: '' (none), 'exact_match' or 'bleu'
+  generation_metric: str = ''             # decoded evaluation: '' (none), 'exact_match', 'bleu', 'glue/cola'...
 
   def __post_init__(self):
     if self.task not in TASKS:
       raise ValueError(f'Unknown task {self.task!r}; one of {TASKS}.')
-    if self.generation_metric not in GENERATION_METRICS:
+    metric = 'glue/<task>' if self.generation_metric.startswith('glue/') else self.generation_metric
+    if metric not in GENERATION_METRICS:
       raise ValueError(f'Unknown generation metric {self.generation_metric!r}; one of {GENERATION_METRICS}.')
 
-  def save(self, workdir: str) -> None:
+  def save(self, workdir: epath.PathLike) -> None:
     (epath.Path(workdir) / 'run_info.json').write_text(json.dumps(dataclasses.asdict(self)))
 
   @classmethod
-  def load(cls, workdir: str) -> 'DataSpec':
+  def load(cls, workdir: epath.PathLike) -> 'DataSpec':
     info = json.loads((epath.Path(workdir) / 'run_info.json').read_text())
     info['input_shapes'] = {k: tuple(v) for k, v in info['input_shapes'].items()}
     return cls(**info)

@@ -46,22 +46,23 @@ class ArrayPipeline:
     while len(idx) < self.global_batch:  # the batch runs into the next epoch
       epoch += 1
       idx = np.concatenate([idx, self._epoch_order(epoch)[:self.global_batch - len(idx)]])
-    lo = jax.process_index() * self.local_batch
-    idx = idx[lo:lo + self.local_batch]
-    images = normalize(self.images[idx])
+    mine = slice(jax.process_index() * self.local_batch, (jax.process_index() + 1) * self.local_batch)
+    images = normalize(self.images[idx[mine]])
     if self.flip or self.pad:
-      images = self._augment(images, step)
-    return {'image': images, 'label': self.labels[idx]}
+      images = self._augment(images, step, mine)
+    return {'image': images, 'label': self.labels[idx[mine]]}
 
-  def _augment(self, images: np.ndarray, step: int) -> np.ndarray:
-    rng = np.random.default_rng([self.seed, step, jax.process_index(), 1])
+  def _augment(self, images: np.ndarray, step: int, mine: slice) -> np.ndarray:
+    """Random crops and flips drawn for the whole global batch, so that they do not depend on how many
+    processes share it; `mine` is this process's part."""
+    rng = np.random.default_rng([self.seed, step, 0, 1])
     if self.pad:
-      b, h, w, _ = images.shape
+      _, h, w, _ = images.shape
       padded = np.pad(images, ((0, 0), (self.pad, self.pad), (self.pad, self.pad), (0, 0)), mode='reflect')
-      dy, dx = rng.integers(0, 2 * self.pad + 1, size=(2, b))
-      images = np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+      dy, dx = rng.integers(0, 2 * self.pad + 1, size=(2, self.global_batch))[:, mine]
+      images = np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(len(images))])
     if self.flip:
-      flips = rng.random(len(images)) < 0.5
+      flips = rng.random(self.global_batch)[mine] < 0.5
       images = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
     return images
 

@@ -97,12 +97,8 @@ def identity(image, _):
   return image
 
 
-def _signed(value):
-  return tf.where(tf.random.uniform([]) < 0.5, -value, value)
-
-
-def rotate(image, level):
-  angle = _signed(rotate_degrees(level)) * math.pi / 180.0
+def rotate(image, level, sign=1.0):
+  angle = sign * rotate_degrees(level) * math.pi / 180.0
   h, w = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
   cos, sin = tf.cos(angle), tf.sin(angle)
   x0 = (w - 1) / 2 - (cos * (w - 1) / 2 - sin * (h - 1) / 2)
@@ -125,7 +121,7 @@ def solarize_add(image, level):
 
 
 def _enhance(fn):
-  return lambda image, level: fn(image, tf.maximum(0.1, 1.0 + _signed(enhance_change(level))))
+  return lambda image, level, sign=1.0: fn(image, tf.maximum(0.1, 1.0 + sign * enhance_change(level)))
 
 
 color = _enhance(lambda image, f: _blend(_grey(image), image, f))
@@ -145,21 +141,21 @@ def _sharpness(image, factor):
 sharpness = _enhance(_sharpness)
 
 
-def shear_x(image, level):
-  return _transform(image, [1.0, _signed(shear_factor(level)), 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+def shear_x(image, level, sign=1.0):
+  return _transform(image, [1.0, sign * shear_factor(level), 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
 
 
-def shear_y(image, level):
-  return _transform(image, [1.0, 0.0, 0.0, _signed(shear_factor(level)), 1.0, 0.0, 0.0, 0.0])
+def shear_y(image, level, sign=1.0):
+  return _transform(image, [1.0, 0.0, 0.0, sign * shear_factor(level), 1.0, 0.0, 0.0, 0.0])
 
 
-def translate_x(image, level):
-  pixels = _signed(translate_fraction(level)) * tf.cast(tf.shape(image)[1], tf.float32)
+def translate_x(image, level, sign=1.0):
+  pixels = sign * translate_fraction(level) * tf.cast(tf.shape(image)[1], tf.float32)
   return _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0])
 
 
-def translate_y(image, level):
-  pixels = _signed(translate_fraction(level)) * tf.cast(tf.shape(image)[0], tf.float32)
+def translate_y(image, level, sign=1.0):
+  pixels = sign * translate_fraction(level) * tf.cast(tf.shape(image)[0], tf.float32)
   return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0])
 
 
@@ -167,11 +163,20 @@ OPS = [identity, autocontrast, equalize, invert, rotate, posterize, solarize, so
        brightness, sharpness, shear_x, shear_y, translate_x, translate_y]
 
 
-def randaugment(image, num_layers: int = 2, magnitude: float = 15.0, magnitude_max: Optional[float] = LEVEL_DENOM):
-  """Applies `num_layers` ops chosen uniformly at random (per image) to a uint8 (h, w, 3) image."""
+# Ops whose direction is random (timm's random negation); `sign` is +-1.
+SIGNED_OPS = (rotate, color, contrast, brightness, sharpness, shear_x, shear_y, translate_x, translate_y)
+
+
+def randaugment(image, seed, num_layers: int = 2, magnitude: float = 15.0,
+                magnitude_max: Optional[float] = LEVEL_DENOM):
+  """Applies `num_layers` ops chosen uniformly at random to a uint8 (h, w, 3) image; the choices and signs
+  are a function of `seed` (int[2], TensorFlow's stateless random ops), so an example's augmentation does
+  not depend on what ran before it."""
   level = effective_level(magnitude, magnitude_max)
-  for _ in range(num_layers):
-    choice = tf.random.uniform([], 0, len(OPS), tf.int32)
-    image = tf.switch_case(choice, [lambda op=op: op(image, level) for op in OPS])
-    image = tf.ensure_shape(image, [None, None, 3])
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2 * num_layers)
+  for layer in range(num_layers):
+    choice = tf.random.stateless_uniform([], seeds[2 * layer], 0, len(OPS), tf.int32)
+    sign = tf.where(tf.random.stateless_uniform([], seeds[2 * layer + 1]) < 0.5, -1.0, 1.0)
+    branches = [lambda op=op: op(image, level, sign) if op in SIGNED_OPS else op(image, level) for op in OPS]
+    image = tf.ensure_shape(tf.switch_case(choice, branches), [None, None, 3])
   return image

@@ -1,9 +1,11 @@
 """tfds image pipelines (ImageNet-1k and any tfds image-classification dataset) with tf.data.
 
 Never downloads: a dataset that is not prepared in `tfds_data_dir` fails at once with a message.
-Training: decode + random-resized crop (area 0.08-1) + flip + optional RandAugment, per-process shards
-(tfds.split_for_jax_process). Mixup happens in the train step. Evaluation: resize to size/0.875 and
-centre crop; every process yields the same number of batches, padded with mask 0.
+Training: step-addressable (random_access.py: the batch of step s is a function of seed, s and process, so
+resumption is exact); decode + random-resized crop (area 0.08-1) + flip + optional RandAugment, all drawn
+from each example's own seed by TensorFlow's stateless ops, in one compiled graph per batch. Mixup happens
+in the train step. Evaluation: resize to size/0.875 and centre crop; every process yields the same number
+of batches, padded with mask 0.
 """
 import math
 from typing import Any, Mapping
@@ -14,6 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pgf_sparsity.data import randaugment as randaugment_lib
+from pgf_sparsity.data import random_access
 from pgf_sparsity.data.base import DataSpec
 
 _KNOWN_SIZES = {('imagenet2012', 'train'): 1_281_167, ('imagenet2012', 'validation'): 50_000}
@@ -41,10 +44,10 @@ def _dataset(builder, split: str, name: str, shuffle: bool, seed: int):
                             f'see the tfds catalog). No download is attempted. ({type(e).__name__})') from None
 
 
-def random_resized_crop(image_bytes, size: int):
+def random_resized_crop(image_bytes, size: int, seed):
   shape = tf.image.extract_jpeg_shape(image_bytes)
-  begin, crop, _ = tf.image.sample_distorted_bounding_box(
-      shape, tf.zeros([0, 0, 4], tf.float32), area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
+  begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, tf.zeros([0, 0, 4], tf.float32), seed, area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
       min_object_covered=0.0, max_attempts=10, use_image_if_no_bounding_boxes=True)
   y, x, _ = tf.unstack(begin)
   h, w, _ = tf.unstack(crop)
@@ -66,6 +69,26 @@ def _to_model(image):
   return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
+def _batch_augmentation(size: int, flip: bool, randaugment: Mapping[str, Any]):
+  """(encoded images [b], seeds [b, 2]) -> float images [b, size, size, 3], traced once."""
+
+  def one(encoded, seed):
+    crop_seed, flip_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    image = random_resized_crop(encoded, size, crop_seed)
+    if flip:
+      image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    if randaugment:
+      image = randaugment_lib.randaugment(
+          image, augment_seed, randaugment.get('num_layers', 2), randaugment.get('magnitude', 15),
+          randaugment.get('magnitude_max', randaugment_lib.LEVEL_DENOM))
+    return _to_model(image)
+
+  def batch(encoded, seeds):
+    return tf.map_fn(lambda x: one(*x), (encoded, seeds), fn_output_signature=tf.float32, parallel_iterations=16)
+
+  return tf.function(batch, input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None, 2], tf.int64)])
+
+
 class TfdsImages:
 
   def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
@@ -82,31 +105,18 @@ class TfdsImages:
     self.local_batch, self.local_eval_batch = global_batch // processes, eval_batch // processes
     self.eval_batch = eval_batch
 
-    ra = config.get('randaugment') or {}
-    size = self.size
-
-    def train_map(example):
-      image = random_resized_crop(example['image'], size)
-      if config.get('flip', True):
-        image = tf.image.random_flip_left_right(image)
-      if ra:
-        image = randaugment_lib.randaugment(image, ra.get('num_layers', 2), ra.get('magnitude', 15),
-                                            ra.get('magnitude_max', randaugment_lib.LEVEL_DENOM))
-      return {'image': _to_model(image), 'label': tf.cast(example['label'], tf.int32)}
-
-    tf.random.set_seed(seed)
-    ds = _dataset(builder, tfds.split_for_jax_process(train_split, drop_remainder=True), name, True,
-                  seed + jax.process_index())
-    ds = ds.repeat().shuffle(config.get('shuffle_buffer', 10_000), seed=seed + jax.process_index())
-    ds = ds.map(train_map, num_parallel_calls=tf.data.AUTOTUNE).batch(self.local_batch, drop_remainder=True)
-    self._train = iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
+    data_dir = config.get('tfds_data_dir') or None
+    source = random_access.data_source(name, train_split, data_dir, {'image': tfds.decode.SkipDecoding()})
+    self._train = random_access.StepIndexed(source, global_batch, seed)
+    self._augment = _batch_augmentation(self.size, config.get('flip', True), config.get('randaugment') or {})
     if config.get('num_eval_examples'):
       eval_split = f'{eval_split}[:{self.num_eval}]'
     self._eval_source = (builder, tfds.split_for_jax_process(eval_split, drop_remainder=False), name)
 
   def train_batch(self, step: int):
-    del step  # a stream: resumed runs continue with a fresh shuffle, not the same examples
-    return next(self._train)
+    examples = self._train.examples(step)
+    images = self._augment(tf.constant([e['image'] for e in examples]), np.stack([e['seed'] for e in examples]))
+    return {'image': images.numpy(), 'label': np.asarray([e['label'] for e in examples], np.int32)}
 
   def eval_batches(self):
     builder, split, name = self._eval_source

@@ -4,8 +4,9 @@
   glue/<task>             text to text: "<task> name: value ..." -> the label's name; exact match
   wmt14_translate/de-en   "translate German to English: ..." -> English; BLEU
 
-Tokens come from the configured vocabulary (bytes by default, or a SentencePiece model). Training streams
-with a fresh shuffle on resume; every process evaluates the same number of padded batches.
+Tokens come from the configured vocabulary (bytes by default, or a SentencePiece model). Training is
+step-addressable (random_access.py: the batch of step s is a function of seed, s and process, so resumption
+is exact); every process evaluates the same number of padded batches.
 """
 import math
 from typing import Any, Dict, List, Mapping
@@ -14,6 +15,8 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pgf_sparsity import glue
+from pgf_sparsity.data import random_access
 from pgf_sparsity.data import span_corruption
 from pgf_sparsity.data import vocab as vocab_lib
 from pgf_sparsity.data.base import DataSpec
@@ -38,8 +41,6 @@ class TfdsText:
     self.builder = tfds.builder(self.name, data_dir=config.get('tfds_data_dir') or None)
     self.train_split = config.get('train_split', 'train')
     self.eval_split = config.get('eval_split', 'validation')
-    self.seed = seed
-    self.local_batch = global_batch // jax.process_count()
     self.eval_batch = eval_batch
     self.num_eval = int(config.get('num_eval_examples', 0) or 0)
     if self.kind == 'c4':
@@ -48,21 +49,23 @@ class TfdsText:
     else:
       inputs_length, targets_length = int(config.get('inputs_length', 128)), int(config.get('targets_length', 32))
     self.lengths = {'inputs': inputs_length, 'targets': targets_length}
-    metric = {'c4': '', 'glue': 'exact_match'}.get(self.kind, 'bleu')
+    metric = {'c4': '', 'glue': f'glue/{self.name.split("/")[-1]}'}.get(self.kind, 'bleu')
+    train_source = random_access.data_source(self.name, self.train_split, config.get('tfds_data_dir') or None)
+    self._train = random_access.StepIndexed(train_source, global_batch, seed)
+    num_train = int(config.get('num_train_examples', 0) or len(train_source))
     self.spec = DataSpec('seq2seq', {k: (v,) for k, v in self.lengths.items()}, self.vocab.size,
-                         max(int(config.get('num_train_examples', 0) or 100_000) // global_batch, 1), metric)
+                         max(num_train // global_batch, 1), metric)
     if self.kind == 'wmt14_translate' or self.kind.startswith('wmt'):
       source, target = self.name.split('/')[1].split('-')
       self.source, self.target = source, target
     self._eval_cache = None
-    self._train = self._stream()
 
   # ---- examples ----
-  def _dataset(self, split: str, shuffle: bool):
+  def _eval_dataset(self):
+    split = self.eval_split
     try:
-      return self.builder.as_dataset(split=tfds.split_for_jax_process(split, drop_remainder=shuffle),
-                                     shuffle_files=shuffle,
-                                     read_config=tfds.ReadConfig(shuffle_seed=self.seed, skip_prefetch=True))
+      return self.builder.as_dataset(split=tfds.split_for_jax_process(split, drop_remainder=False),
+                                     read_config=tfds.ReadConfig(skip_prefetch=True))
     except (AssertionError, tfds.core.registered.DatasetNotFoundError, FileNotFoundError) as e:
       raise FileNotFoundError(f'tfds dataset {self.name} ({split}) is not prepared under data_dir '
                               f'{self.builder.data_dir!r}; prepare it first. No download is attempted. '
@@ -72,8 +75,8 @@ class TfdsText:
     """(input ids, target ids, reference text) of one example."""
     if self.kind == 'c4':
       tokens = np.asarray(self.vocab.encode(_text(example['text'])), np.int32)
-      if len(tokens) < 8:
-        return None
+      if len(tokens) < 2:  # span corruption needs a kept and a noise token
+        tokens = np.pad(tokens, (0, 2 - len(tokens)), constant_values=EOS)
       start = int(rng.integers(0, max(len(tokens) - self.chunk, 0) + 1))
       inputs, targets = span_corruption.corrupt(tokens[start:start + self.chunk], self.vocab, rng)
       return inputs, targets, ''
@@ -81,9 +84,7 @@ class TfdsText:
       task = self.name.split('/')[1]
       fields = ' '.join(f'{k}: {_text(v)}' for k, v in sorted(example.items())
                         if k not in ('idx', 'label') and isinstance(v, (bytes, str)))
-      label = self.builder.info.features['label'].names[int(example['label'])] if int(example['label']) >= 0 \
-          else 'unknown'
-      source, reference = f'{task} {fields}', label
+      source, reference = f'{task} {fields}', self._label_text(task, example['label'])
     else:
       source = (f'translate {_LANGUAGES.get(self.source, self.source)} to '
                 f'{_LANGUAGES.get(self.target, self.target)}: {_text(example[self.source])}')
@@ -92,34 +93,28 @@ class TfdsText:
     targets = self.vocab.encode(reference)[:self.lengths['targets'] - 1] + [EOS]
     return np.asarray(inputs, np.int32), np.asarray(targets, np.int32), reference
 
+  def _label_text(self, task: str, label) -> str:
+    """The target text: the label's name, or for STS-B (a float score) T5's rounded number."""
+    if task == 'stsb':
+      return glue.stsb_target(label)
+    return self.builder.info.features['label'].names[int(label)] if int(label) >= 0 else 'unknown'
+
   def _batch(self, pairs) -> Dict[str, np.ndarray]:
     return {'inputs': pad_to([p[0] for p in pairs], self.lengths['inputs']),
             'targets': pad_to([p[1] for p in pairs], self.lengths['targets'])}
 
-  def _stream(self):
-    ds = self._dataset(self.train_split, True).repeat().shuffle(10_000, seed=self.seed + jax.process_index())
-    rng = np.random.default_rng([self.seed, jax.process_index()])
-    pairs = []
-    for example in tfds.as_numpy(ds):
-      pair = self._pair(example, rng)
-      if pair is not None:
-        pairs.append(pair)
-      if len(pairs) == self.local_batch:
-        yield self._batch(pairs)
-        pairs = []
-
   def train_batch(self, step: int):
-    del step  # a stream
-    return next(self._train)
+    examples = self._train.examples(step)
+    return self._batch([self._pair(e, np.random.default_rng(e['seed'])) for e in examples])
 
   def _eval_examples(self) -> List:
     """This process's evaluation examples, read once: evaluation, decoding and references share them."""
     if self._eval_cache is None:
-      ds = self._dataset(self.eval_split, False)
+      ds = self._eval_dataset()
       if self.num_eval:
         ds = ds.take(self.num_eval)
       rng = np.random.default_rng([7, jax.process_index()])
-      self._eval_cache = [p for p in (self._pair(e, rng) for e in tfds.as_numpy(ds)) if p is not None]
+      self._eval_cache = [self._pair(e, rng) for e in tfds.as_numpy(ds)]
     return self._eval_cache
 
   def eval_batches(self):

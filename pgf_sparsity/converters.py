@@ -1,0 +1,75 @@
+"""Parameters from the formats people hold, as this package's Flax parameter trees ({path: array}).
+
+  hf_t5      Hugging Face T5 v1.1 weights (`model.safetensors`, or the directory holding it), e.g.
+             google/t5-v1_1-base saved with `save_pretrained`: PyTorch `(out, in)` Linear weights.
+
+Numpy only. Each converter names the parameter it cannot place; shapes are checked by the caller against
+the model's (initialise.py).
+"""
+import re
+from typing import Dict
+
+import numpy as np
+from etils import epath
+
+from pgf_sparsity import model_files
+
+Flat = Dict[str, np.ndarray]
+
+# Hugging Face T5 block sub-layers, per stack: (layer index, HF module) -> our module.
+_HF_T5_ENCODER = {('0', 'SelfAttention'): 'attention', ('0', 'layer_norm'): 'pre_attention_norm',
+                  ('1', 'DenseReluDense'): 'mlp', ('1', 'layer_norm'): 'pre_mlp_norm'}
+_HF_T5_DECODER = {('0', 'SelfAttention'): 'self_attention', ('0', 'layer_norm'): 'pre_self_attention_norm',
+                  ('1', 'EncDecAttention'): 'cross_attention', ('1', 'layer_norm'): 'pre_cross_attention_norm',
+                  ('2', 'DenseReluDense'): 'mlp', ('2', 'layer_norm'): 'pre_mlp_norm'}
+_HF_T5_PROJECTIONS = {'q': 'query', 'k': 'key', 'v': 'value', 'o': 'out', 'wi_0': 'wi_0', 'wi_1': 'wi_1',
+                      'wo': 'wo'}
+_HF_T5_TOP = {'shared.weight': ('token_embedding', False), 'lm_head.weight': ('lm_head/kernel', True),
+              'encoder.final_layer_norm.weight': ('encoder_norm/scale', False),
+              'decoder.final_layer_norm.weight': ('decoder_norm/scale', False)}
+_HF_T5_TIED = ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight')  # copies of shared.weight
+_HF_T5_BLOCK = re.compile(r'(encoder|decoder)\.block\.(\d+)\.layer\.(\d+)\.(\w+)\.(?:(\w+)\.)?weight')
+
+
+def _hf_t5_name(name: str):
+  """(our path, transpose?) of a Hugging Face T5 v1.1 tensor name; ValueError for one we cannot place."""
+  if name in _HF_T5_TOP:
+    return _HF_T5_TOP[name]
+  match = _HF_T5_BLOCK.fullmatch(name)
+  if match is None:
+    raise ValueError(f'Hugging Face T5 tensor {name!r} has no counterpart in this T5 (a T5 v1.1 checkpoint with '
+                     'gated-GELU feed-forward layers and untied embeddings is expected).')
+  stack, block, sublayer, module, projection = match.groups()
+  if projection == 'relative_attention_bias':
+    return f'{stack}_position_bias/rel_embedding', True  # HF (buckets, heads), ours (heads, buckets)
+  ours = (_HF_T5_ENCODER if stack == 'encoder' else _HF_T5_DECODER).get((sublayer, module))
+  if ours is None or (projection is not None and projection not in _HF_T5_PROJECTIONS):
+    raise ValueError(f'Hugging Face T5 tensor {name!r} has no counterpart in this T5.')
+  layer = f'{stack}_layers_{block}/{ours}'
+  if projection is None:  # a layer norm's weight
+    return f'{layer}/scale', False
+  return f'{layer}/{_HF_T5_PROJECTIONS[projection]}/kernel', True
+
+
+def hf_t5(path: str) -> Flat:
+  """Our T5 parameters from a Hugging Face T5 v1.1 safetensors file (or a directory holding
+  model.safetensors)."""
+  location = epath.Path(path)
+  if location.is_dir():
+    location = location / 'model.safetensors'
+  if not location.exists():
+    raise FileNotFoundError(f'{str(location)!r} does not exist (a Hugging Face model.safetensors is expected).')
+  out = {}
+  for name, array in model_files.safetensors_arrays(str(location)).items():
+    if name in _HF_T5_TIED:
+      continue
+    ours, transpose = _hf_t5_name(name)
+    out[ours] = np.ascontiguousarray(array.T if transpose else array)
+  if 'lm_head/kernel' not in out and 'token_embedding' in out:
+    # transformers >= 5 saves T5 v1.1 with the output layer tied to the embedding (and unscaled); older
+    # files, like the released checkpoints, hold lm_head.weight.
+    out['lm_head/kernel'] = np.ascontiguousarray(out['token_embedding'].T)
+  return out
+
+
+FORMATS = {'hf_t5': hf_t5}

@@ -1,0 +1,51 @@
+"""Step-addressable training input for tfds datasets: the examples of step s are a function of (seed, s,
+process), as for the in-memory datasets, so a resumed or preempted run sees exactly the data that an
+uninterrupted run would have seen.
+
+Records come from `tfds.data_source` (random access, which needs a dataset prepared as ArrayRecord); grain
+shuffles them with a new permutation every epoch without materialising it, and gives every example a seed of
+its own, drawn from its position in the endless stream.
+"""
+from typing import Any, Dict, List
+
+import grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+
+def data_source(name: str, split: str, data_dir, decoders=None):
+  """Random access to a prepared tfds split; one clear error when it is not prepared, or not as ArrayRecord."""
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir or None, decoders=decoders, download=False)
+  except (AssertionError, tfds.core.registered.DatasetNotFoundError, FileNotFoundError):
+    raise FileNotFoundError(f'tfds dataset {name} (split {split}) is not prepared under data_dir {data_dir!r}; '
+                            'prepare it first. No download is attempted.') from None
+  except (NotImplementedError, ValueError) as e:
+    if not tfds.builder(name, data_dir=data_dir or None).is_prepared():
+      raise FileNotFoundError(f'tfds dataset {name} (split {split}) is not prepared under data_dir {data_dir!r}; '
+                              'prepare it first. No download is attempted.') from None
+    raise ValueError(
+        f'tfds dataset {name} under data_dir {data_dir!r} is prepared in a format without random access, which '
+        f'step-addressable (exactly resumable) training input needs. Convert it once with `tfds convert_format '
+        f'--dataset_dir=DATA_DIR/{name} --out_file_format=array_record`, or prepare it with `tfds build {name} '
+        f'--file_format=array_record`. ({type(e).__name__})') from None
+
+
+def _with_seed(example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
+  return dict(example, seed=rng.integers(0, 2**31 - 1, size=2, dtype=np.int64))
+
+
+class StepIndexed:
+  """examples(step): this process's examples of training step `step`, each with its 'seed' (int64[2])."""
+
+  def __init__(self, source, global_batch: int, seed: int):
+    if global_batch % jax.process_count():
+      raise ValueError(f'batch_size {global_batch} must be divisible by the {jax.process_count()} processes.')
+    self.global_batch = global_batch
+    self.local_batch = global_batch // jax.process_count()
+    self._stream = grain.MapDataset.source(source).shuffle(seed=seed).repeat().random_map(_with_seed, seed=seed)
+
+  def examples(self, step: int) -> List[Dict[str, Any]]:
+    start = step * self.global_batch + jax.process_index() * self.local_batch
+    return [self._stream[i] for i in range(start, start + self.local_batch)]

@@ -1,0 +1,13 @@
+"""Every file a run reads or writes goes through etils.epath, so that a workdir or model file may be a URL
+(gs://..., where its backend is installed) as well as a local path."""
+from etils import epath
+
+
+def absolute(path: epath.PathLike) -> epath.Path:
+  """An absolute epath.Path: local paths resolved against the working directory, URLs as given."""
+  path = epath.Path(path)
+  return path if '://' in str(path) else path.resolve()
+
+
+def is_url(path: epath.PathLike) -> bool:
+  return '://' in str(path)

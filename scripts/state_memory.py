@@ -1,0 +1,76 @@
+"""Training-state memory per device (parameters, N:M masks, optimizer state), data parallel vs FSDP, from
+jax.eval_shape and the shardings the run would use: nothing is allocated. Activations come on top.
+
+  .venv/bin/python scripts/state_memory.py --devices=8   # ViT-L/16 (AdamW) and T5-large (Adafactor)
+  .venv/bin/python scripts/state_memory.py --config=configs/vit_i1k.py:variant=B/16 --devices=8
+
+The devices are simulated CPU devices, so the numbers hold for any accelerator with that many.
+"""
+import argparse
+import math
+import os
+import sys
+
+DEFAULT_CONFIGS = ('configs/vit_i1k.py:variant=L/16', 'configs/t5_c4.py:variant=large')
+
+
+def _spec_for(config):
+  """The DataSpec the config's data would give, without reading the data."""
+  from pgf_sparsity.data import DataSpec  # pylint: disable=g-import-not-at-top
+  name = config.dataset.name
+  if name == 'tfds':
+    size = config.dataset.get('image_size', 224)
+    return DataSpec('image_classification', {'image': (size, size, 3)}, config.model.num_classes, 1000)
+  from pgf_sparsity.data.span_corruption import span_corruption_lengths  # pylint: disable=g-import-not-at-top
+  inputs, targets = span_corruption_lengths(config.dataset.get('chunk_length', 512), 0.15, 3.0)
+  return DataSpec('seq2seq', {'inputs': (inputs,), 'targets': (targets,)}, 32128, 1000)
+
+
+def _load(config_arg: str):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, arg = config_arg.partition(':')
+  spec = importlib.util.spec_from_file_location('config_module', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def per_device_bytes(config, mesh) -> dict:
+  """{'params'|'masks'|'opt_state'|'total': the largest per-device bytes over the devices}."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import experiment, validation  # pylint: disable=g-import-not-at-top
+  config.mesh = mesh
+  recipe = validation.check_config(config)
+  exp = experiment.build(config, _spec_for(config), recipe)
+  abstract = exp.abstract_state()
+  out = {}
+  for part in ('params', 'masks', 'opt_state'):
+    out[part] = sum(
+        math.prod(leaf.sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
+        for leaf in jax.tree.leaves(getattr(abstract, part)))
+  out['total'] = sum(out.values())
+  out['full_state'] = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract))
+  return out
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--config', action='append', help='config file[:args]; repeatable')
+  parser.add_argument('--devices', type=int, default=8)
+  args = parser.parse_args()
+  os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={args.devices}'
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  gib = 2.0 ** 30
+  print('| config | mesh | params GiB/device | masks GiB/device | optimizer GiB/device | state GiB/device |')
+  print('|---|---|---|---|---|---|')
+  for config_arg in args.config or DEFAULT_CONFIGS:
+    for mesh in ({'data': -1, 'fsdp': 1}, {'data': 1, 'fsdp': -1}):
+      sizes = per_device_bytes(_load(config_arg), mesh)
+      label = 'data parallel' if mesh['fsdp'] == 1 else f'FSDP over {args.devices}'
+      print(f'| {config_arg} | {label} | {sizes["params"] / gib:.3f} | {sizes["masks"] / gib:.3f} | '
+            f'{sizes["opt_state"] / gib:.3f} | {sizes["total"] / gib:.3f} |')
+
+
+if __name__ == '__main__':
+  main()

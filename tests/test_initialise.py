@@ -1,0 +1,94 @@
+"""Starting from trained parameters: another run's workdir, and Hugging Face T5 v1.1 weights checked against
+transformers' own T5 (same logits)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import build_experiment, load_config
+from pgf_sparsity import converters, initialise, train, tree_paths
+from pgf_sparsity.models import t5
+
+TINY = dict(vocab_size=64, d_model=32, d_ff=48, num_heads=4, head_dim=8, encoder_layers=2, decoder_layers=3)
+
+
+def _hf_tiny_t5(directory):
+  """A random tiny T5 v1.1 (gated GELU, untied embeddings) saved by transformers as model.safetensors."""
+  transformers = pytest.importorskip('transformers')
+  torch = pytest.importorskip('torch')
+  torch.manual_seed(0)
+  config = transformers.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3,
+                                 num_heads=4, feed_forward_proj='gated-gelu', tie_word_embeddings=False,
+                                 dropout_rate=0.0, relative_attention_num_buckets=32,
+                                 relative_attention_max_distance=128, decoder_start_token_id=0)
+  model = transformers.T5ForConditionalGeneration(config).eval()
+  with torch.no_grad():  # T5's init leaves some tensors at constants; randomise everything
+    for p in model.parameters():
+      p.copy_(torch.randn_like(p) * 0.3)
+  model.save_pretrained(directory, safe_serialization=True)
+  return model, torch
+
+
+def test_hf_t5_weights_give_transformers_logits(tmp_path):
+  model, torch = _hf_tiny_t5(tmp_path)
+  rng = np.random.default_rng(0)
+  inputs = rng.integers(1, 64, (2, 11))
+  inputs[1, 7:] = 0  # padding
+  decoder = rng.integers(1, 64, (2, 6))
+  with torch.no_grad():
+    expected = model(input_ids=torch.tensor(inputs), attention_mask=torch.tensor(inputs > 0),
+                     decoder_input_ids=torch.tensor(decoder)).logits.numpy()
+  params = tree_paths.nest(converters.hf_t5(str(tmp_path)))
+  ours = t5.T5(**TINY).apply({'params': jax.tree.map(jnp.asarray, params)}, jnp.asarray(inputs),
+                             jnp.asarray(decoder))
+  np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_hf_t5_tensor_without_counterpart_is_named(tmp_path):
+  with pytest.raises(ValueError, match='encoder.block.0.layer.1.DenseReluDense.wi.weight'):
+    converters._hf_t5_name('encoder.block.0.layer.1.DenseReluDense.wi.weight')  # v1.0's ReLU MLP
+  with pytest.raises(FileNotFoundError, match='model.safetensors'):
+    converters.hf_t5(str(tmp_path))
+
+
+def test_fine_tune_starts_from_another_runs_parameters_and_masks(tmp_path):
+  source = load_config('digits', 'recipe=static,steps=20')
+  trained, _ = train.train_and_evaluate(source, str(tmp_path / 'pretrain'))
+  config = load_config('digits', 'recipe=static,steps=20,seed=1')
+  config.init.update(path=str(tmp_path / 'pretrain'), masks='keep')
+  exp, _ = build_experiment(config)
+  state = initialise.initialised_state(config.init, exp, exp.initial_state())
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(trained.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(jax.tree.leaves(state.masks), jax.tree.leaves(trained.masks)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert int(state.step) == 0
+  assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(state.opt_state) if x.ndim > 0)
+  # Through the loop: a fresh run is initialised, and starts near where the source ended.
+  _, results = train.train_and_evaluate(config, str(tmp_path / 'finetune'), max_steps_this_run=1)
+  fresh = load_config('digits', 'recipe=static,steps=20,seed=1')
+  _, fresh_results = train.train_and_evaluate(fresh, str(tmp_path / 'fresh'), max_steps_this_run=1)
+  assert results['eval']['accuracy'] > fresh_results['eval']['accuracy'] + 0.2
+
+
+def test_mismatched_source_fails_naming_the_parameter(tmp_path):
+  train.train_and_evaluate(load_config('digits', 'recipe=static,steps=2'), str(tmp_path / 'small'))
+  config = load_config('digits', 'recipe=static,steps=2')
+  config.model.mlp_dim = 128
+  config.init.path = str(tmp_path / 'small')
+  exp, _ = build_experiment(config)
+  message = r'parameter Transformer/encoderblock_0/mlp/fc1/bias has shape \(64,\) .*needs \(128,\)'
+  with pytest.raises(ValueError, match=message):
+    initialise.initialised_state(config.init, exp, exp.initial_state())
+
+
+@pytest.mark.parametrize('init,message', [
+    ({'path': '/nonexistent/run'}, 'does not exist'),
+    ({'path': '.', 'format': 'pytorch'}, 'config.init.format'),
+    ({'path': '.', 'masks': 'some'}, 'config.init.masks'),
+    ({'path': '.', 'format': 'hf_t5', 'masks': 'keep'}, "needs format 'workdir'"),
+    ({'path': '.', 'step': 3}, 'Unknown config.init keys'),
+])
+def test_bad_init_blocks_are_refused(init, message):
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    initialise.check(init)
