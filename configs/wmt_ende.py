@@ -1,10 +1,11 @@
-r"""Encoder-decoder translation on tfds wmt14_translate/de-en ("translate German to English: ..."); eval:
-corpus BLEU of greedy decoding (sacrebleu), plus teacher-forced loss and token accuracy.
+r"""Encoder-decoder translation as in T5: English to German on tfds wmt14_translate/de-en ("translate English to
+German: ..."), evaluated on newstest2014 (the tfds test split) by corpus BLEU of greedy decoding (sacrebleu,
+intl tokenization, untruncated references), plus teacher-forced loss and token accuracy.
 
   .venv/bin/python -m pgf_sparsity.main --config=configs/wmt_ende.py:variant=base,ff=1:32 \
       --workdir=workdirs/wmt_ende --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
 
-Arguments: pair (the tfds config, e.g. de-en, fr-en), variant, recipe, ff, qkv, attn_out, dec_ff, dec_qkv,
+Arguments: pair (the tfds config, e.g. de-en, fr-en), source, target (languages of the pair), variant, recipe, ff, qkv, attn_out, dec_ff, dec_qkv,
 dec_attn_out, flow, alpha, dense, finetune, steps, batch, opt (adafactor|adamw), seed,
 init (the workdir of a pretraining run, e.g. t5_c4, or with init_format=hf_t5 Hugging Face T5 v1.1
 weights), runlocal (a tiny T5 for 4 steps, e.g. on tfds mock data).
@@ -16,14 +17,14 @@ from pgf_sparsity import config_lib
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, ff='1:32', flow='ste', alpha=1e-4),
-                           pair='de-en', variant='base', steps=100000, batch=256, opt='adafactor', init='',
-                           init_format='workdir', **config_lib.T5_ARGS)
+                           pair='de-en', source='en', target='de', variant='base', steps=100000, batch=256,
+                           opt='adafactor', init='', init_format='workdir', **config_lib.T5_ARGS)
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   config.dataset = dict(name='tfds_text', tfds_name=f'wmt14_translate/{a.pair}', tfds_data_dir='',
-                        train_split='train', eval_split='validation', vocab=dict(kind='byte', model_path=''),
-                        inputs_length=256, targets_length=256, chunk_length=0, num_train_examples=4_508_785,
-                        num_eval_examples=3000)
+                        source_language=a.source, target_language=a.target, train_split='train',
+                        eval_split='test', vocab=dict(kind='byte', model_path=''), inputs_length=256,
+                        targets_length=256, chunk_length=0, num_train_examples=4_508_785, num_eval_examples=0)
   config.model = config_lib.t5_model(a.variant, dropout=0.1, dtype='bfloat16')
   config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch

@@ -98,8 +98,9 @@ def _eval_variables(exp: Experiment, params) -> Dict[str, Any]:
 
 
 def _eval_apply(exp: Experiment, params):
-  variables = _eval_variables(exp, params)
-  return lambda p, *args, **kwargs: exp.model.apply({'params': p, **variables}, *args, **kwargs)
+  sparsity = _eval_variables(exp, params)
+  return lambda p, *args, variables=None, **kwargs: exp.model.apply(
+      {'params': p, **sparsity, **(variables or {})}, *args, **kwargs)
 
 
 def eval_sums(exp: Experiment, params, batch):
@@ -108,7 +109,8 @@ def eval_sums(exp: Experiment, params, batch):
 
 def predict(exp: Experiment, params, batch):
   length = exp.spec.input_shapes['targets'][0]
-  return tasks.greedy_decode(_eval_apply(exp, params), params, batch['inputs'], length)
+  cache = exp.model.empty_cache(batch['inputs'].shape[0], length)
+  return tasks.greedy_decode(_eval_apply(exp, params), params, batch['inputs'], length, cache)
 
 
 def all_processes(texts: List[str]) -> List[str]:

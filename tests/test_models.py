@@ -135,3 +135,54 @@ def test_swinv2_layer_norm_epsilon_option(eps):
   for candidate in (1e-5, 1e-6):
     by_hand = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + candidate)
     assert np.allclose(normed, by_hand, rtol=1e-4, atol=1e-5) == (candidate == eps), candidate
+
+
+def test_t5_dropout_is_shared_along_the_sequence():
+  """T5X's dropout masks are per example and feature, the same at every position: with one token repeated
+  and no position bias, every position's output stays identical under dropout."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.models import t5  # pylint: disable=g-import-not-at-top
+  model = t5.T5(vocab_size=16, d_model=16, d_ff=32, num_heads=2, head_dim=8, encoder_layers=2, decoder_layers=1,
+                dropout=0.3)
+  tokens = jnp.full((2, 7), 5, jnp.int32)
+  params = model.init(jax.random.PRNGKey(0), tokens, tokens[:, :3])['params']
+  params = dict(params, encoder_position_bias={'rel_embedding': jnp.zeros((2, 32))})
+  encoded, _ = model.apply({'params': params}, tokens, train=True, method=t5.T5.encode,
+                           rngs={'dropout': jax.random.PRNGKey(1)})
+  np.testing.assert_allclose(encoded, jnp.broadcast_to(encoded[:, :1], encoded.shape), rtol=1e-5, atol=1e-6)
+  deterministic, _ = model.apply({'params': params}, tokens, method=t5.T5.encode)
+  assert not np.allclose(encoded, deterministic)  # dropout did act
+  assert not np.allclose(encoded[0], encoded[1])  # with a mask of its own per example
+
+
+def test_t5_cached_decoding_equals_full_decoding():
+  """decode_step with the key/value cache gives, position by position, the logits of the full decoder, and
+  greedy decoding with it picks the tokens that rerunning the decoder on the prefix picks."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import tasks  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.models import t5  # pylint: disable=g-import-not-at-top
+  model = t5.T5(vocab_size=32, d_model=32, d_ff=64, num_heads=4, head_dim=8, encoder_layers=2, decoder_layers=2)
+  rng = np.random.default_rng(0)
+  inputs = jnp.asarray(rng.integers(1, 32, (3, 9)))
+  inputs = inputs.at[2, 6:].set(0)  # padding
+  targets = jnp.asarray(rng.integers(1, 32, (3, 10)))
+  params = model.init(jax.random.PRNGKey(0), inputs, targets)['params']
+  params = jax.tree.map(lambda p: p * 3.0, params)  # sharper logits: argmax ties are unlikely
+  apply_fn = lambda p, *args, variables=None, **kwargs: model.apply({'params': p, **(variables or {})}, *args,
+                                                                    **kwargs)
+  full = model.apply({'params': params}, inputs, tasks.shift_right(targets))
+  encoded, valid = model.apply({'params': params}, inputs, method=t5.T5.encode)
+  cache = model.empty_cache(3, 10)
+  shifted = tasks.shift_right(targets)
+  for i in range(10):
+    logits, updated = apply_fn(params, encoded, valid, shifted[:, i:i + 1], i, 10, method='decode_step',
+                               variables={'cache': cache}, mutable=['cache'])
+    cache = updated['cache']
+    np.testing.assert_allclose(logits[:, 0], full[:, i], rtol=1e-4, atol=1e-4)
+
+  greedy = jax.jit(lambda p, x: tasks.greedy_decode(apply_fn, p, x, 10, model.empty_cache(3, 10)))(params, inputs)
+  tokens = jnp.zeros((3, 10), jnp.int32)
+  for i in range(10):  # the reference: the whole decoder rerun on the prefix
+    logits = model.apply({'params': params}, inputs, tasks.shift_right(tokens))
+    tokens = tokens.at[:, i].set(jnp.argmax(logits[:, i], axis=-1))
+  np.testing.assert_array_equal(np.asarray(greedy), np.asarray(tokens))

@@ -2,7 +2,8 @@
 
   c4/en                   span corruption of the 'text' feature (pretraining)
   glue/<task>             text to text: "<task> name: value ..." -> the label's name; exact match
-  wmt14_translate/de-en   "translate German to English: ..." -> English; BLEU
+  wmt14_translate/de-en   "translate English to German: ..." -> German (dataset.source_language and
+                          target_language; the tfds name's order by default); BLEU
 
 Tokens come from the configured vocabulary (bytes by default, or a SentencePiece model). Training is
 step-addressable (random_access.py: the batch of step s is a function of seed, s and process, so resumption
@@ -56,8 +57,12 @@ class TfdsText:
     self.spec = DataSpec('seq2seq', {k: (v,) for k, v in self.lengths.items()}, self.vocab.size,
                          max(num_train // global_batch, 1), metric)
     if self.kind == 'wmt14_translate' or self.kind.startswith('wmt'):
-      source, target = self.name.split('/')[1].split('-')
-      self.source, self.target = source, target
+      languages = self.name.split('/')[1].split('-')
+      self.source = config.get('source_language') or languages[0]
+      self.target = config.get('target_language') or languages[1]
+      if {self.source, self.target} != set(languages):
+        raise ValueError(f'dataset.source_language / target_language ({self.source}, {self.target}) must be '
+                         f'the two languages of {self.name}.')
     self._eval_cache = None
 
   # ---- examples ----

@@ -44,6 +44,12 @@ def decode_variant(variant: Optional[str]):
               decoder_layers=dec)
 
 
+def sequence_dropout(rate: float) -> nn.Dropout:
+  """T5X's dropout: one mask per example shared along the sequence (axis -2: positions of hidden states,
+  queries of attention weights)."""
+  return nn.Dropout(rate, broadcast_dims=(-2,))
+
+
 class RMSNorm(nn.Module):
   epsilon: float = 1e-6
   dtype: Any = jnp.float32
@@ -99,7 +105,9 @@ class MultiHeadAttention(nn.Module):
   scale_logits: bool = False
 
   @nn.compact
-  def __call__(self, inputs_q, inputs_kv, mask, bias, deterministic: bool):
+  def __call__(self, inputs_q, inputs_kv, mask, bias, deterministic: bool, cache_index=None):
+    """`cache_index` (decoding one position at a time): this position's keys and values are written into
+    the 'cache' collection (see empty_cache) at that index, and the query attends to the whole cache."""
     inner = self.num_heads * self.head_dim
     d_model = inputs_q.shape[-1]
     # T5 folds 1/sqrt(head_dim) into the query initialisation, which is equivalent to scaling the logits
@@ -111,16 +119,24 @@ class MultiHeadAttention(nn.Module):
     q = split(dense(inner, 'query', 1.0 if self.scale_logits else 1.0 / self.head_dim)(inputs_q))
     k = split(dense(inner, 'key')(inputs_kv))
     v = split(dense(inner, 'value')(inputs_kv))
+    if cache_index is not None:
+      k, v = (self._cached(name, new, cache_index) for name, new in (('cached_key', k), ('cached_value', v)))
     logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32)
     if self.scale_logits:
       logits = logits / np.sqrt(self.head_dim).astype(np.float32)
     if bias is not None:
       logits = logits + bias
     logits = jnp.where(mask, logits, -1e10)
-    weights = nn.Dropout(self.dropout)(jax.nn.softmax(logits, axis=-1), deterministic=deterministic)
+    weights = sequence_dropout(self.dropout)(jax.nn.softmax(logits, axis=-1), deterministic=deterministic)
     out = jnp.einsum('bhqk,bkhd->bqhd', weights.astype(self.dtype), v)
     out = out.reshape(out.shape[:2] + (inner,))
     return dense(d_model, 'out')(out)
+
+
+  def _cached(self, name: str, new, index):
+    cache = self.variable('cache', name, lambda: None)  # provided by the caller (empty_cache)
+    cache.value = jax.lax.dynamic_update_slice(cache.value, new.astype(cache.value.dtype), (0, index, 0, 0))
+    return cache.value
 
 
 class GatedMlp(nn.Module):
@@ -134,7 +150,7 @@ class GatedMlp(nn.Module):
     dense = lambda features, name: SparseDense(features, use_bias=False, dtype=self.dtype, kernel_init=init,
                                                name=name)
     h = nn.gelu(dense(self.d_ff, 'wi_0')(x), approximate=True) * dense(self.d_ff, 'wi_1')(x)
-    h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+    h = sequence_dropout(self.dropout)(h, deterministic=deterministic)
     return dense(x.shape[-1], 'wo')(h)
 
 
@@ -155,7 +171,7 @@ class EncoderLayer(_Layer):
 
   @nn.compact
   def __call__(self, x, mask, bias, deterministic: bool):
-    drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=deterministic)
+    drop = lambda y: sequence_dropout(self.dropout)(y, deterministic=deterministic)
     h = RMSNorm(dtype=self.dtype, name='pre_attention_norm')(x)
     y = self.attention('attention')(h, h, mask, bias, deterministic)
     x = x + drop(y)
@@ -167,10 +183,10 @@ class EncoderLayer(_Layer):
 class DecoderLayer(_Layer):
 
   @nn.compact
-  def __call__(self, x, encoded, self_mask, cross_mask, bias, deterministic: bool):
-    drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=deterministic)
+  def __call__(self, x, encoded, self_mask, cross_mask, bias, deterministic: bool, cache_index=None):
+    drop = lambda y: sequence_dropout(self.dropout)(y, deterministic=deterministic)
     h = RMSNorm(dtype=self.dtype, name='pre_self_attention_norm')(x)
-    x = x + drop(self.attention('self_attention')(h, h, self_mask, bias, deterministic))
+    x = x + drop(self.attention('self_attention')(h, h, self_mask, bias, deterministic, cache_index))
     h = RMSNorm(dtype=self.dtype, name='pre_cross_attention_norm')(x)
     x = x + drop(self.attention('cross_attention')(h, encoded, cross_mask, None, deterministic))
     h = RMSNorm(dtype=self.dtype, name='pre_mlp_norm')(x)
@@ -202,7 +218,7 @@ class T5(nn.Module):
     self.decoder = [DecoderLayer(*args, name=f'decoder_layers_{i}') for i in range(self.decoder_layers)]
     self.encoder_norm = RMSNorm(dtype=self.dtype)
     self.decoder_norm = RMSNorm(dtype=self.dtype)
-    self.drop = nn.Dropout(self.dropout)
+    self.drop = sequence_dropout(self.dropout)
 
   def encode(self, tokens, train: bool = False):
     x = self.drop(jnp.take(self.embedding, tokens, axis=0).astype(self.dtype), deterministic=not train)
@@ -215,12 +231,21 @@ class T5(nn.Module):
 
   def decode(self, encoded, encoder_valid, decoder_inputs, train: bool = False):
     length = decoder_inputs.shape[1]
-    x = self.drop(jnp.take(self.embedding, decoder_inputs, axis=0).astype(self.dtype), deterministic=not train)
     causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
-    cross = jnp.ones((1, 1, length, 1), bool) & encoder_valid[:, None, None, :]
-    bias = self.decoder_bias(length, length)
+    return self._decoder(encoded, encoder_valid, decoder_inputs, causal, self.decoder_bias(length, length), train)
+
+  def decode_step(self, encoded, encoder_valid, tokens, index, cache_length: int):
+    """Logits of position `index` given its input tokens (batch, 1), with the keys and values of the
+    earlier positions from the 'cache' collection (empty_cache; pass mutable=['cache'])."""
+    visible = (jnp.arange(cache_length) <= index)[None, None, None, :]
+    bias = jax.lax.dynamic_slice_in_dim(self.decoder_bias(cache_length, cache_length), index, 1, axis=2)
+    return self._decoder(encoded, encoder_valid, tokens, visible, bias, False, cache_index=index)
+
+  def _decoder(self, encoded, encoder_valid, decoder_inputs, self_mask, bias, train: bool, cache_index=None):
+    x = self.drop(jnp.take(self.embedding, decoder_inputs, axis=0).astype(self.dtype), deterministic=not train)
+    cross = jnp.ones((1, 1, decoder_inputs.shape[1], 1), bool) & encoder_valid[:, None, None, :]
     for layer in self.decoder:
-      x = layer(x, encoded, causal, cross, bias, not train)
+      x = layer(x, encoded, self_mask, cross, bias, not train, cache_index)
     x = self.drop(self.decoder_norm(x), deterministic=not train).astype(jnp.float32)
     if self.tie_embeddings:
       return x @ self.embedding.T / math.sqrt(self.d_model)
@@ -229,6 +254,13 @@ class T5(nn.Module):
   def __call__(self, encoder_tokens, decoder_inputs, *, train: bool = False):
     encoded, valid = self.encode(encoder_tokens, train)
     return self.decode(encoded, valid, decoder_inputs, train)
+
+  def empty_cache(self, batch: int, length: int):
+    """The 'cache' collection of decode_step for `length` target positions: every decoder layer's
+    self-attention keys and values, zeros (a plain method: call it on the unbound model)."""
+    zeros = jnp.zeros((batch, length, self.num_heads, self.head_dim), self.dtype)
+    return {f'decoder_layers_{i}': {'self_attention': {'cached_key': zeros, 'cached_value': zeros}}
+            for i in range(self.decoder_layers)}
 
 
 DEFAULTS = dict(vocab_size=None, d_model=None, d_ff=None, num_heads=None, head_dim=None, encoder_layers=None,
