@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from pgf_sparsity import tasks
+from pgf_sparsity import decoding
 from pgf_sparsity import tree_paths
 from pgf_sparsity.experiment import Experiment, TrainState
 from pgf_sparsity.sparsity import StepPlan
@@ -109,8 +109,13 @@ def eval_sums(exp: Experiment, params, batch):
 
 def predict(exp: Experiment, params, batch):
   length = exp.spec.input_shapes['targets'][0]
-  cache = exp.model.empty_cache(batch['inputs'].shape[0], length)
-  return tasks.greedy_decode(_eval_apply(exp, params), params, batch['inputs'], length, cache)
+  beam_size = exp.config.get('beam_size', 1)
+  cache = exp.model.empty_cache(batch['inputs'].shape[0] * beam_size, length)
+  apply_fn = _eval_apply(exp, params)
+  if beam_size == 1:
+    return decoding.greedy(apply_fn, params, batch['inputs'], length, cache)
+  return decoding.beam_search(apply_fn, params, batch['inputs'], length, cache, beam_size,
+                              exp.config.get('length_penalty', 0.6))
 
 
 def all_processes(texts: List[str]) -> List[str]:

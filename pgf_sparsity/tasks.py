@@ -127,25 +127,6 @@ class Seq2Seq:
     return {'bleu': float(sacrebleu.corpus_bleu(predictions, [references], tokenize='intl').score)}
 
 
-def greedy_decode(apply_fn, params, inputs, max_length: int, cache):
-  """Greedy decoding one target position per step, the decoder's earlier keys and values kept in `cache`
-  (the model's empty_cache), so the cost grows linearly with `max_length`. `apply_fn(params, *args,
-  variables=..., **apply_kwargs)` applies the model."""
-  encoded, valid = apply_fn(params, inputs, method='encode')
-
-  def body(i, carry):
-    tokens, cache = carry
-    previous = jax.lax.dynamic_index_in_dim(tokens, jnp.maximum(i - 1, 0), axis=1)
-    previous = jnp.where(i == 0, 0, previous)  # position 0 reads the start token (0), as in shift_right
-    logits, updated = apply_fn(params, encoded, valid, previous, i, max_length, method='decode_step',
-                               variables={'cache': cache}, mutable=['cache'])
-    next_token = jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
-    return tokens.at[:, i].set(next_token), updated['cache']
-
-  tokens = jnp.zeros((inputs.shape[0], max_length), jnp.int32)
-  return jax.lax.fori_loop(0, max_length, body, (tokens, cache))[0]
-
-
 def build(config, spec) -> Any:
   """The task of a data spec (see data.base.DataSpec)."""
   if spec.task == 'seq2seq':

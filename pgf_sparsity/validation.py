@@ -20,10 +20,11 @@ from pgf_sparsity.sparsity import Recipe
 TOP_LEVEL_KEYS = {'seed', 'dataset', 'model', 'sparsity', 'batch_size', 'eval_batch_size', 'total_steps',
                   'num_epochs', 'optimizer', 'loss', 'label_smoothing', 'mixup_alpha', 'log_every_steps',
                   'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'nonfinite',
-                  'diagnostics_every_steps', 'z_loss', 'loss_normalizer', 'mesh', 'init'}
+                  'diagnostics_every_steps', 'z_loss', 'loss_normalizer', 'mesh', 'init', 'beam_size',
+                  'length_penalty'}
 # Keys that may change between a run and its resumption: they do not change what is trained.
 RESUMABLE_CHANGES = {'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
-                     'eval_batch_size', 'diagnostics_every_steps', 'mesh'}
+                     'eval_batch_size', 'diagnostics_every_steps', 'mesh', 'beam_size', 'length_penalty'}
 NONFINITE_POLICIES = ('stop', 'skip')
 LOSSES = ('softmax', 'sigmoid')
 LOSS_NORMALIZERS = ('tokens', 'padded')
@@ -51,6 +52,7 @@ def check_config(config) -> Recipe:
   if unknown:
     raise ValueError(f'Unknown config keys {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}.')
   _check_loop(config)
+  _check_decoding(config)
   _check_optimizer(config.optimizer)
   if config.dataset.get('name') not in data_lib.NAMES:
     raise ValueError(f'Unknown dataset.name {config.dataset.get("name")!r}; choose one of {data_lib.NAMES}.')
@@ -88,6 +90,16 @@ def _check_loop(config) -> None:
     _number(config.get('z_loss', 0.0), 'z_loss', low=0.0)
     if config.get('loss_normalizer', 'tokens') not in LOSS_NORMALIZERS:
       raise ValueError(f'config.loss_normalizer must be one of {LOSS_NORMALIZERS}, got {config.loss_normalizer!r}.')
+
+
+def _check_decoding(config) -> None:
+  """Beam search settings of the tasks evaluated by decoding (decoding.py)."""
+  if 'beam_size' not in config and 'length_penalty' not in config:
+    return
+  if config.dataset.get('name') not in SEQ2SEQ_DATASETS:
+    raise ValueError('config.beam_size and config.length_penalty apply to the sequence-to-sequence tasks only.')
+  _integer(config.get('beam_size', 1), 'beam_size', 1)
+  _number(config.get('length_penalty', 0.6), 'length_penalty', low=0.0)
 
 
 def _check_optimizer(opt) -> None:

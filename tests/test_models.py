@@ -159,7 +159,7 @@ def test_t5_cached_decoding_equals_full_decoding():
   """decode_step with the key/value cache gives, position by position, the logits of the full decoder, and
   greedy decoding with it picks the tokens that rerunning the decoder on the prefix picks."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from pgf_sparsity import tasks  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import decoding, tasks  # pylint: disable=g-import-not-at-top
   from pgf_sparsity.models import t5  # pylint: disable=g-import-not-at-top
   model = t5.T5(vocab_size=32, d_model=32, d_ff=64, num_heads=4, head_dim=8, encoder_layers=2, decoder_layers=2)
   rng = np.random.default_rng(0)
@@ -180,7 +180,7 @@ def test_t5_cached_decoding_equals_full_decoding():
     cache = updated['cache']
     np.testing.assert_allclose(logits[:, 0], full[:, i], rtol=1e-4, atol=1e-4)
 
-  greedy = jax.jit(lambda p, x: tasks.greedy_decode(apply_fn, p, x, 10, model.empty_cache(3, 10)))(params, inputs)
+  greedy = jax.jit(lambda p, x: decoding.greedy(apply_fn, p, x, 10, model.empty_cache(3, 10)))(params, inputs)
   tokens = jnp.zeros((3, 10), jnp.int32)
   for i in range(10):  # the reference: the whole decoder rerun on the prefix
     logits = model.apply({'params': params}, inputs, tasks.shift_right(tokens))
