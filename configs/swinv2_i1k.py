@@ -4,7 +4,8 @@ r"""SwinV2 on ImageNet-1k with the original Swin recipe and the same sparsity kn
       --workdir=workdirs/swinv2_t --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
 
 300 epochs (20 warmup), AdamW, weight decay 0.05, lr 5e-4 per 512 images, 256 px, softmax loss with label
-smoothing 0.1, mixup 0.8, RandAugment (2, 9), stochastic depth 0.2 (T), 0.3 (S), 0.5 (B, L).
+smoothing 0.1, Mixup 0.8 and CutMix 1.0 switched per batch, random erasing 0.25, RandAugment (2, 9), stochastic
+depth 0.2 (T), 0.3 (S), 0.5 (B, L).
 Arguments: variant (T/S/B/L + /8 or /16: the window), recipe, ff, qkv, attn_out, flow, alpha, dense,
 finetune, batch, epochs, seed, runlocal (a tiny SwinV2 for 4 steps on 32 px images).
 """
@@ -38,6 +39,8 @@ def get_config(arg=None):
   config_lib.set_loop_defaults(config, log_every=100, eval_every=3000, checkpoint_every=1000, keep_checkpoints=3)
   config.label_smoothing = 0.1
   config.mixup_alpha = 0.8
+  # timm's Swin recipe: CutMix 1.0 switched with Mixup half of the time, random erasing 0.25 ('pixel').
+  config.cutmix_alpha, config.mixup_switch_prob, config.random_erasing = 1.0, 0.5, 0.25
   config.eval_batch_size = 1024
   if a.runlocal:
     config_lib.imagenet_runlocal(config, RUNLOCAL_MODEL)

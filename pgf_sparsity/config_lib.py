@@ -177,15 +177,14 @@ def imagenet_dataset(image_size: int, randaugment) -> Dict[str, Any]:
   timm's scale, clipped at magnitude_max 10 as timm does (None: big_vision's extrapolation)."""
   augment = dict(num_layers=randaugment[0], magnitude=randaugment[1], magnitude_max=10.0)
   return dict(name='tfds', tfds_name='imagenet2012', tfds_data_dir='', train_split='train', eval_split='validation',
-              image_size=image_size, flip=True, randaugment=augment, shuffle_buffer=250_000, num_train_examples=0,
-              num_eval_examples=0)
+              image_size=image_size, flip=True, randaugment=augment, num_train_examples=0, num_eval_examples=0)
 
 
 def imagenet_runlocal(config: ml_collections.ConfigDict, model: Dict[str, Any]) -> None:
   """An ImageNet config shrunk to a seconds-long smoke run: `model` sizes, 32 px images, 4 steps of 8
   examples (works on tfds mock data)."""
   config.model.update(model)
-  config.dataset.update(image_size=32, num_train_examples=64, num_eval_examples=24, shuffle_buffer=16)
+  config.dataset.update(image_size=32, num_train_examples=64, num_eval_examples=24)
   config.batch_size = config.eval_batch_size = 8
   config.num_epochs = 0.5
   config.optimizer.update(warmup_epochs=0.25, cooldown_epochs=0.0)

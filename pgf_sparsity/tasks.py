@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pgf_sparsity import augment
 from pgf_sparsity import glue
 
 
@@ -38,10 +39,11 @@ class ImageClassification:
     dropout_rng, mixup_rng = jax.random.split(rng)
     images = batch['image']
     labels = jax.nn.one_hot(batch['label'], self.num_classes)
-    if config.mixup_alpha > 0:
-      lam = jax.random.beta(mixup_rng, config.mixup_alpha, config.mixup_alpha)
-      images = lam * images + (1 - lam) * images[::-1]
-      labels = lam * labels + (1 - lam) * labels[::-1]
+    if config.get('random_erasing', 0.0) > 0:
+      images = augment.random_erasing(jax.random.fold_in(rng, 2), images, config.random_erasing)
+    if config.mixup_alpha > 0 or config.get('cutmix_alpha', 0.0) > 0:
+      images, labels = augment.mix(mixup_rng, images, labels, config.mixup_alpha, config.get('cutmix_alpha', 0.0),
+                                   config.get('mixup_switch_prob', 0.5))
     logits = apply_fn(params, images, train=True, rngs={'dropout': dropout_rng})
     loss = per_example_loss(logits, labels, config.loss, config.label_smoothing).mean()
     return loss, {'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}

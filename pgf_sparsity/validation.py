@@ -21,7 +21,7 @@ TOP_LEVEL_KEYS = {'seed', 'dataset', 'model', 'sparsity', 'batch_size', 'eval_ba
                   'num_epochs', 'optimizer', 'loss', 'label_smoothing', 'mixup_alpha', 'log_every_steps',
                   'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'nonfinite',
                   'diagnostics_every_steps', 'z_loss', 'loss_normalizer', 'mesh', 'init', 'beam_size',
-                  'length_penalty'}
+                  'length_penalty', 'cutmix_alpha', 'mixup_switch_prob', 'random_erasing'}
 # Keys that may change between a run and its resumption: they do not change what is trained.
 RESUMABLE_CHANGES = {'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
                      'eval_batch_size', 'diagnostics_every_steps', 'mesh', 'beam_size', 'length_penalty'}
@@ -82,6 +82,7 @@ def _check_loop(config) -> None:
                      'devices.')
   _number(config.label_smoothing, 'label_smoothing', low=0.0, high=1.0, high_open=True)
   _number(config.mixup_alpha, 'mixup_alpha', low=0.0)
+  _check_image_augmentation(config)
   if config.get('nonfinite', 'stop') not in NONFINITE_POLICIES:
     raise ValueError(f'config.nonfinite must be one of {NONFINITE_POLICIES}, got {config.nonfinite!r}.')
   if 'z_loss' in config or 'loss_normalizer' in config:
@@ -90,6 +91,18 @@ def _check_loop(config) -> None:
     _number(config.get('z_loss', 0.0), 'z_loss', low=0.0)
     if config.get('loss_normalizer', 'tokens') not in LOSS_NORMALIZERS:
       raise ValueError(f'config.loss_normalizer must be one of {LOSS_NORMALIZERS}, got {config.loss_normalizer!r}.')
+
+
+def _check_image_augmentation(config) -> None:
+  """CutMix, Mixup switching and random erasing (augment.py), for image classification only."""
+  keys = [k for k in ('cutmix_alpha', 'mixup_switch_prob', 'random_erasing') if k in config]
+  if not keys:
+    return
+  if config.dataset.get('name') in SEQ2SEQ_DATASETS:
+    raise ValueError(f'config.{keys[0]} applies to image classification only.')
+  _number(config.get('cutmix_alpha', 0.0), 'cutmix_alpha', low=0.0)
+  _number(config.get('mixup_switch_prob', 0.5), 'mixup_switch_prob', low=0.0, high=1.0)
+  _number(config.get('random_erasing', 0.0), 'random_erasing', low=0.0, high=1.0)
 
 
 def _check_decoding(config) -> None:

@@ -95,3 +95,36 @@ def test_readme_memory_table_is_what_the_script_prints():
   rows = [line.split(' | ') for line in printed[2:]]
   for dp, fsdp in (rows[0:2], rows[2:4]):  # FSDP over 8 holds an eighth of the state per device
     assert abs(float(fsdp[-1].strip(' |')) * 8 - float(dp[-1].strip(' |'))) < 0.01
+
+
+SHARDED_CORRUPTION = r'''
+import json, os, sys
+import jax, numpy as np
+sys.path.insert(0, sys.argv[1])
+from helpers import load_config
+from pgf_sparsity import train
+config = load_config('digits', 'recipe=static,steps=20')
+config.mesh, config.checkpoint_every_steps = {'data': 2, 'fsdp': 4}, 10
+root = sys.argv[2]
+reference, _ = train.train_and_evaluate(config, root + '/reference')
+train.train_and_evaluate(config, root + '/run')
+for d, _, names in os.walk(root + '/run/checkpoints/20/state'):
+  for path in (os.path.join(d, n) for n in names if os.path.basename(d) == 'd'):  # every data file
+    with open(path, 'r+b') as f:
+      f.seek(os.path.getsize(path) // 2)
+      f.write(os.urandom(64))
+state, _ = train.train_and_evaluate(config, root + '/run')  # falls back to step 10 and trains again to 20
+same = all(np.array_equal(np.asarray(a), np.asarray(b))
+           for a, b in zip(jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(jax.device_get(reference.params))))
+json.dump({'same': same, 'quarantined': os.listdir(root + '/run/checkpoints_unusable'),
+           'sharded': str(jax.tree.leaves(state.params)[-1].sharding.spec)}, open(root + '/out.json', 'w'))
+'''
+
+
+def test_corrupt_sharded_checkpoint_falls_back_to_the_previous_one(tmp_path):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  subprocess.run([sys.executable, '-c', SHARDED_CORRUPTION, os.path.dirname(__file__), str(tmp_path)], check=True,
+                 env=env, cwd=ROOT, capture_output=True)
+  result = json.loads((tmp_path / 'out.json').read_text())
+  assert result == {'same': True, 'quarantined': ['20'], 'sharded': result['sharded']}
+  assert 'fsdp' in result['sharded']
