@@ -1,8 +1,8 @@
 """What the loop reports about sparsity.
 
-`nm_summary`, computed where the arrays live (so sharded state is never gathered), at every log step of the sparse phases: the realised N:M per kernel, total sparsity, the
-pattern per target, and `mask_flip_rate_log`, the fraction of mask entries that differ from the previous
-log step's masks. (The train step's own `mask_flip_rate_step` is the fraction that changed from one step to
+`nm_summary`, computed where the arrays live (so sharded state is never gathered), at every log step of the
+sparse phases: the realised N:M per kernel, total sparsity, the pattern per target, and
+`mask_flip_rate_log`, the fraction of mask entries that differ from the previous log step's masks. (The train step's own `mask_flip_rate_step` is the fraction that changed from one step to
 the next, averaged over the log interval.)
 
 `GradientNoise`, the paper's gradient-noise diagnostic (SPEC section 7), every K steps: per sparse layer,

@@ -114,8 +114,8 @@ for d, _, names in os.walk(root + '/run/checkpoints/20/state'):
       f.seek(os.path.getsize(path) // 2)
       f.write(os.urandom(64))
 state, _ = train.train_and_evaluate(config, root + '/run')  # falls back to step 10 and trains again to 20
-same = all(np.array_equal(np.asarray(a), np.asarray(b))
-           for a, b in zip(jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(jax.device_get(reference.params))))
+leaves = lambda s: jax.tree.leaves(jax.device_get(s.params))
+same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(leaves(state), leaves(reference)))
 json.dump({'same': same, 'quarantined': os.listdir(root + '/run/checkpoints_unusable'),
            'sharded': str(jax.tree.leaves(state.params)[-1].sharding.spec)}, open(root + '/out.json', 'w'))
 '''

@@ -3,7 +3,9 @@ gated-GELU FF, no biases, tied or untied embeddings. Q, K, V, attention-out and 
 sparse-capable; the shared embedding and the LM head are plain (dense) parameters.
 
 Parameter paths: encoder_layers_{i}/{attention,mlp}/..., decoder_layers_{i}/{self_attention,cross_attention,
-mlp}/..., with attention kernels query, key, value, out and FF kernels wi_0, wi_1, wo. Variants: tiny, small, base, large (v1.1 sizes).
+mlp}/..., with attention kernels query, key, value, out and FF kernels wi_0, wi_1, wo. Variants: tiny, small,
+base, large (v1.1 sizes). Dropout masks are shared along the sequence (T5X). `decode_step` decodes one
+position with the decoder's earlier keys and values from a cache (`empty_cache`; decoding.py).
 """
 import math
 from typing import Any, Optional
