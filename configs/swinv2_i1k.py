@@ -4,7 +4,7 @@ r"""SwinV2 on ImageNet-1k with the original Swin recipe and the same sparsity kn
       --workdir=workdirs/swinv2_t --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets
 
 300 epochs (20 warmup), AdamW, weight decay 0.05, lr 5e-4 per 512 images, 256 px, softmax loss with label
-smoothing 0.1, Mixup 0.8 and CutMix 1.0 switched per batch, random erasing 0.25, RandAugment (2, 9), stochastic
+smoothing 0.1, Mixup 0.8 and CutMix 1.0 switched per batch, random erasing 0.25, RandAugment (2, 9, std 0.5), stochastic
 depth 0.2 (T), 0.3 (S), 0.5 (B, L).
 Arguments: variant (T/S/B/L + /8 or /16: the window), recipe, ff, qkv, attn_out, flow, alpha, dense,
 finetune, batch, epochs, seed, runlocal (a tiny SwinV2 for 4 steps on 32 px images).
@@ -26,7 +26,7 @@ def get_config(arg=None):
     raise ValueError(f'Config argument variant must start with one of {sorted(_DROP_PATH)}, got {a.variant!r}.')
   config = ml_collections.ConfigDict()
   config.seed = a.seed
-  config.dataset = config_lib.imagenet_dataset(image_size=256, randaugment=(2, 9))
+  config.dataset = config_lib.imagenet_dataset(image_size=256, randaugment=(2, 9), magnitude_std=0.5)  # m9-mstd0.5
   config.model = dict(name='swinv2', variant=a.variant, num_classes=1000, dropout=0.0,
                       stochastic_depth=_DROP_PATH[a.variant.split('/')[0]], dtype='bfloat16',
                       norm_eps=1e-5, exact_gelu=True)  # as the reference's timm SwinV2

@@ -172,10 +172,12 @@ def set_t5_optimizer(config: ml_collections.ConfigDict, name: str, *, adafactor:
   config.model.scale_attention_logits = name == 'adamw'
 
 
-def imagenet_dataset(image_size: int, randaugment) -> Dict[str, Any]:
+def imagenet_dataset(image_size: int, randaugment, magnitude_std: float = 0.0) -> Dict[str, Any]:
   """The dataset block of the ImageNet-1k configs (tfds imagenet2012); randaugment = (ops, magnitude) on
-  timm's scale, clipped at magnitude_max 10 as timm does (None: big_vision's extrapolation)."""
-  augment = dict(num_layers=randaugment[0], magnitude=randaugment[1], magnitude_max=10.0)
+  timm's scale, clipped at magnitude_max 10 as timm does (None: big_vision's extrapolation); magnitude_std
+  draws each op's magnitude around it (timm's mstd)."""
+  augment = dict(num_layers=randaugment[0], magnitude=randaugment[1], magnitude_max=10.0,
+                 magnitude_std=magnitude_std)
   return dict(name='tfds', tfds_name='imagenet2012', tfds_data_dir='', train_split='train', eval_split='validation',
               image_size=image_size, flip=True, randaugment=augment, num_train_examples=0, num_eval_examples=0)
 

@@ -61,9 +61,23 @@ class ImageClassification:
     return {'loss': totals['loss_sum'] / count, 'accuracy': totals['correct'] / count}
 
 
-def shift_right(targets):
-  """Decoder inputs: the targets moved one step right behind the start token 0."""
-  return jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
+def shift_right(targets, segment_ids=None):
+  """Decoder inputs: the targets moved one step right behind the start token 0; in packed rows
+  (`segment_ids`), every example starts with its own 0."""
+  shifted = jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
+  if segment_ids is None:
+    return shifted
+  starts = segment_ids != jnp.pad(segment_ids, ((0, 0), (1, 0)))[:, :-1]
+  return jnp.where(starts, 0, shifted)
+
+
+def _seq2seq_args(batch):
+  """(encoder tokens, decoder inputs), {segment ids of packed rows, when the batch has them}."""
+  packed = 'inputs_segment_ids' in batch
+  kwargs = ({'encoder_segment_ids': batch['inputs_segment_ids'], 'decoder_segment_ids': batch['targets_segment_ids']}
+            if packed else {})
+  decoder_inputs = shift_right(batch['targets'], batch['targets_segment_ids'] if packed else None)
+  return (batch['inputs'], decoder_inputs), kwargs
 
 
 class Seq2Seq:
@@ -92,7 +106,8 @@ class Seq2Seq:
     """Token cross entropy plus T5X's z-loss (z_loss * log(Z)^2 per target token), summed and divided by the
     real target tokens ('tokens') or by every target position of the batch ('padded', T5X's fixed factor)."""
     targets = batch['targets']
-    logits = apply_fn(params, batch['inputs'], shift_right(targets), train=True, rngs={'dropout': rng})
+    args, kwargs = _seq2seq_args(batch)
+    logits = apply_fn(params, *args, train=True, rngs={'dropout': rng}, **kwargs)
     losses, correct, weights = self._token_losses(logits, targets, self.config.label_smoothing)
     tokens = jnp.maximum(weights.sum(), 1.0)
     metrics = {'accuracy': correct.sum() / tokens}
@@ -105,7 +120,8 @@ class Seq2Seq:
     return losses.sum() / normalizer, metrics
 
   def eval_sums(self, apply_fn, params, batch):
-    logits = apply_fn(params, batch['inputs'], shift_right(batch['targets']), train=False)
+    args, kwargs = _seq2seq_args(batch)
+    logits = apply_fn(params, *args, train=False, **kwargs)
     losses, correct, weights = self._token_losses(logits, batch['targets'])
     w = batch['mask'][:, None]
     return {'loss_sum': jnp.sum(losses * w), 'correct': jnp.sum(correct * w), 'count': jnp.sum(weights * w)}
@@ -121,8 +137,9 @@ class Seq2Seq:
     sacrebleu) of decoded predictions."""
     if self.generation_metric == 'exact_match' or self.generation_metric.startswith('glue/'):
       out = {'exact_match': float(np.mean([p.strip() == r for p, r in zip(predictions, references)]))}
-      if self.generation_metric.startswith('glue/'):
-        out.update(glue.metrics(self.generation_metric.split('/', 1)[1], predictions, references))
+      if self.generation_metric.startswith('glue/'):  # prefixed: 'accuracy' is the token accuracy here
+        task_metrics = glue.metrics(self.generation_metric.split('/', 1)[1], predictions, references)
+        out.update({k if k.startswith('glue_') else f'glue_{k}': v for k, v in task_metrics.items()})
       return out
     import sacrebleu  # pylint: disable=g-import-not-at-top
     # T5 reports BLEU with sacrebleu's international tokenization.

@@ -1,5 +1,5 @@
 """The GLUE table of fine-tuned runs, one finished workdir per task (configs/t5_glue.py:task=...): each task's
-official metrics from its results.json, and the GLUE average (pgf_sparsity/glue.py).
+official metrics from its results.json (stored as glue_<metric>), and the GLUE average (pgf_sparsity/glue.py).
 
   .venv/bin/python scripts/glue_average.py workdirs/t5_cola workdirs/t5_sst2 ...
 """
@@ -27,7 +27,8 @@ def per_task_results(workdirs):
       raise ValueError(f'{workdir} is not a GLUE run (dataset {name!r}).')
     with open(results_path) as f:
       evaluation = json.load(f)['eval']
-    out[name.split('/', 1)[1]] = {k: evaluation[k] for k in METRICS + ('glue_score',) if k in evaluation}
+    metrics = {k: evaluation[f'glue_{k}'] for k in METRICS if f'glue_{k}' in evaluation}
+    out[name.split('/', 1)[1]] = dict(metrics, glue_score=evaluation['glue_score'])
   return out
 
 

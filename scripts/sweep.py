@@ -8,8 +8,11 @@ A --grid axis is name=v1|v2|...; a name starting with 'config.' is a --config.<k
 other name is a config-file argument (a value may carry more arguments after a comma, e.g.
 'srste,flow=ste'). --set adds fixed arguments the same way. Each run's workdir is named after its grid
 values; a run with results.json is finished and skipped, a half-finished one resumes from its checkpoint.
-The CSV has one row per run: the grid values, the resolved recipe/pattern/flow/seed, final eval accuracy and
-loss, training FLOPs (and the dense run's), and the wall time of this invocation.
+Each workdir records the commit that started it (DIR/commit.txt): a run started by another commit is refused
+(neither resumed nor collected) unless --allow_other_commits.
+The CSV has one row per run: the grid values, the commit, the resolved recipe/pattern/flow/alpha/SR-STE
+lambda/dense and fine-tune fractions/model size/steps/seed, final eval accuracy and loss, training FLOPs
+(and the dense run's), and the wall time of this invocation.
 """
 import argparse
 import concurrent.futures
@@ -48,7 +51,32 @@ def command(config: str, workdir: str, assignment, fixed):
           f'--workdir={workdir}', *overrides]
 
 
-def run_one(cmd, workdir: str, threads: int):
+def current_commit() -> str:
+  """The checkout's commit (with -dirty when tracked files changed), or 'unknown' outside git."""
+  try:
+    return subprocess.run(['git', 'describe', '--always', '--dirty', '--abbrev=12'], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def recorded_commit(workdir: str, commit: str) -> str:
+  """The commit that started the run in `workdir`: `commit` when it starts now, 'unknown' for a run that
+  was started before commits were recorded."""
+  path = os.path.join(workdir, 'commit.txt')
+  if not os.path.exists(path):
+    started_earlier = os.path.exists(os.path.join(workdir, 'config.json'))
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, 'w') as f:
+      f.write(('unknown' if started_earlier else commit) + '\n')
+  with open(path) as f:
+    return f.read().strip()
+
+
+def run_one(cmd, workdir: str, threads: int, commit: str, allow_other_commits: bool):
+  started_by = recorded_commit(workdir, commit)
+  if started_by != commit and not allow_other_commits:
+    return f'refused: started by {started_by}', 0.0
   if os.path.exists(os.path.join(workdir, 'results.json')):
     return 'skipped', 0.0
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
@@ -62,9 +90,18 @@ def run_one(cmd, workdir: str, threads: int):
   return ('ok' if proc.returncode == 0 else f'failed ({proc.returncode})'), time.time() - start
 
 
+def _model_size(model) -> str:
+  keys = ('variant', 'width', 'depth', 'mlp_dim', 'num_heads', 'patch_size', 'd_model', 'd_ff')
+  return ' '.join(f'{k}={model[k]}' for k in keys if model.get(k) is not None)
+
+
 def collect(workdir: str, assignment, status: str, seconds: float):
   row = {k: v for k, v in assignment}
   row.update(run=os.path.basename(workdir), status=status, seconds=round(seconds, 1))
+  with open(os.path.join(workdir, 'commit.txt')) as f:
+    row['commit'] = f.read().strip()
+  if status.startswith('refused'):
+    return row
   config_path = os.path.join(workdir, 'config.json')
   if os.path.exists(config_path):
     with open(config_path) as f:
@@ -74,6 +111,11 @@ def collect(workdir: str, assignment, status: str, seconds: float):
     row['flow'] = sparsity.get('flow', sparsity.get('gradient_flow'))  # the key's name before the house change
     row['seed'] = config.get('seed')
     row['steps'] = config.get('total_steps')
+    row['alpha'] = sparsity.get('alpha')
+    row['srste_lambda'] = sparsity.get('srste_lambda')
+    row['dense_fraction'] = sparsity.get('dense_fraction')
+    row['finetune_fraction'] = sparsity.get('finetune_fraction')
+    row['model'] = _model_size(config.get('model', {}))
     targets = sparsity.get('targets') or {}
     row['pattern'] = ('dense' if row['recipe'] == 'dense' else
                       ' '.join(f'{k}={t["n"]}:{t["m"]}' for k, t in sorted(targets.items())))
@@ -95,7 +137,10 @@ def main():
   parser.add_argument('--parallel', type=int, default=1, help='runs at a time')
   parser.add_argument('--threads', type=int, default=0, help='XLA CPU threads per run (0: XLA default)')
   parser.add_argument('--csv', required=True)
+  parser.add_argument('--allow_other_commits', action='store_true',
+                      help='resume and collect runs that another commit started')
   args = parser.parse_args()
+  commit = current_commit()
   axes = [parse_axis(a) for a in args.grid]
   fixed = [parse_axis(s) for s in args.set]
   fixed = [(name, values[0]) for name, values in fixed]
@@ -107,7 +152,7 @@ def main():
 
   def execute(job):
     assignment, workdir, cmd = job
-    status, seconds = run_one(cmd, workdir, args.threads)
+    status, seconds = run_one(cmd, workdir, args.threads, commit, args.allow_other_commits)
     sys.stdout.write(f'{status:>10}  {seconds:7.1f}s  {os.path.basename(workdir)}\n')
     sys.stdout.flush()
     return collect(workdir, assignment, status, seconds)
@@ -122,7 +167,7 @@ def main():
     writer = csv.DictWriter(f, columns)
     writer.writeheader()
     writer.writerows(rows)
-  failed = [r['run'] for r in rows if r['status'].startswith('failed')]
+  failed = [r['run'] for r in rows if r['status'].startswith(('failed', 'refused'))]
   sys.stdout.write(f'{len(rows)} runs, {len(failed)} failed -> {args.csv}\n')
   sys.exit(1 if failed else 0)
 

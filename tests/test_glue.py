@@ -47,8 +47,8 @@ def test_glue_average_script_reads_finished_runs(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   from helpers import ROOT  # pylint: disable=g-import-not-at-top
-  for task, evaluation in (('cola', {'matthews_corr': 40.0, 'glue_score': 40.0, 'loss': 1.0}),
-                           ('mrpc', {'f1': 80.0, 'accuracy': 70.0, 'glue_score': 75.0})):
+  for task, evaluation in (('cola', {'glue_matthews_corr': 40.0, 'glue_score': 40.0, 'accuracy': 0.3}),
+                           ('mrpc', {'glue_f1': 80.0, 'glue_accuracy': 70.0, 'glue_score': 75.0})):
     (tmp_path / task).mkdir()
     (tmp_path / task / 'config.json').write_text(json.dumps({'dataset': {'tfds_name': f'glue/{task}'}}))
     (tmp_path / task / 'results.json').write_text(json.dumps({'step': 10, 'eval': evaluation}))

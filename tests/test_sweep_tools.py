@@ -32,6 +32,12 @@ def test_sweep_tables_and_plots(tmp_path):
   assert all(0.0 <= float(r['accuracy']) <= 1.0 and float(r['train_flops']) > 0 for r in rows)
   sparse = [r for r in rows if r['recipe'] == 'static' and r['pattern'] == 'ff=1:4']
   assert float(sparse[0]['train_flops']) < float(sparse[0]['dense_train_flops'])
+  commit = subprocess.run(['git', 'describe', '--always', '--dirty', '--abbrev=12'], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip() or 'unknown'
+  for row in rows:  # what a study needs to tell its runs apart
+    assert row['commit'] == commit and row['steps'] == '30' and row['finetune_fraction'] == '0.1'
+    assert row['model'] == 'width=32 depth=1 mlp_dim=64 num_heads=2 patch_size=2' and row['srste_lambda'] == '0.0002'
+    assert row['alpha'] != '' and row['flow'] in ('ste', 'decayed')
 
   # Finished runs are skipped; a half-finished one resumes.
   half = os.path.join(root, 'recipe-static_ff-1-4_seed-0')
@@ -39,6 +45,13 @@ def test_sweep_tables_and_plots(tmp_path):
   again = script('sweep.py', *sweep_args)
   assert again.returncode == 0
   assert again.stdout.count('skipped') == 5 and 'ok' in again.stdout
+  # A run that another commit started is refused unless asked for.
+  with open(os.path.join(root, 'recipe-dense_ff-1-4_seed-1', 'commit.txt'), 'w') as f:
+    f.write('0123456789ab\n')
+  other = script('sweep.py', *sweep_args)
+  assert other.returncode == 1 and 'refused: started by 0123456789ab' in other.stdout
+  allowed = script('sweep.py', *sweep_args, '--allow_other_commits')
+  assert allowed.returncode == 0 and allowed.stdout.count('skipped') == 6
 
   tables = script('make_tables.py', f'--csv={table}')
   assert tables.returncode == 0, tables.stderr

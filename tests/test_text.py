@@ -168,3 +168,33 @@ def test_position_bias_table_is_initialised_as_t5x():
   table = np.asarray(bias.init(jax.random.PRNGKey(0), 4, 4)['params']['rel_embedding'])
   assert table.shape == (64, 32)
   assert table.std() == pytest.approx(1 / np.sqrt(32), rel=0.08)  # variance scaling on 32 buckets, not normal(1)
+
+
+def test_packing_keeps_examples_whole_in_order_and_numbered():
+  from pgf_sparsity.data import packing_rows  # pylint: disable=g-import-not-at-top
+  pairs = [(np.full(n_in, i + 2), np.full(n_out, i + 2)) for i, (n_in, n_out) in
+           enumerate([(5, 2), (4, 3), (6, 1), (3, 4), (9, 2), (2, 2)])]
+  out = packing_rows.pack(pairs, rows=2, inputs_length=10, targets_length=5)
+  # Row 0: examples 0 and 1 (5 + 4 inputs, 2 + 3 targets); row 1: examples 2 and 3 (6 + 3, 1 + 4); examples
+  # 4 (9 inputs) and 5 (2 inputs) fit no row any more and are left out.
+  np.testing.assert_array_equal(out['inputs'][0], [2] * 5 + [3] * 4 + [0])
+  np.testing.assert_array_equal(out['inputs_segment_ids'][0], [1] * 5 + [2] * 4 + [0])
+  np.testing.assert_array_equal(out['targets'][0], [2, 2, 3, 3, 3])
+  np.testing.assert_array_equal(out['targets_segment_ids'][0], [1, 1, 2, 2, 2])
+  np.testing.assert_array_equal(out['inputs'][1], [4] * 6 + [5] * 3 + [0])
+  np.testing.assert_array_equal(out['targets_segment_ids'][1], [1, 2, 2, 2, 2])
+  assert not (out['inputs'] == 6).any() and not (out['inputs'] == 7).any()
+
+
+def test_packed_glue_batches_carry_segment_ids():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.data import tfds_text  # pylint: disable=g-import-not-at-top
+  config = {'tfds_name': 'glue/sst2', 'inputs_length': 256, 'targets_length': 32, 'num_eval_examples': 4,
+            'pack_factor': 3}
+  with tfds.testing.mock_data(num_examples=24):
+    data = tfds_text.TfdsText(config, 4, 4, 0)
+    batch = data.train_batch(0)
+  assert batch['inputs'].shape == (4, 256) and batch['targets_segment_ids'].shape == (4, 32)
+  assert batch['inputs_segment_ids'].max() >= 2  # several examples in a row
+  assert ((batch['inputs'] > 0) == (batch['inputs_segment_ids'] > 0)).all()
+  assert data.spec.steps_per_epoch == 24 // 12

@@ -86,6 +86,14 @@ def test_randaugment_ops_keep_shape_and_dtype():
   assert any(not np.array_equal(o, out) for o in others)
   with pytest.raises(ValueError, match='magnitude'):
     randaugment.randaugment(image, seed, 2, -1.0)
+  # timm's magnitude std: each op's magnitude drawn around the given one, so the same choices of op give
+  # other images; with std 0 the result is the fixed-magnitude one.
+  np.testing.assert_array_equal(randaugment.randaugment(image, seed, 2, 9, magnitude_std=0.0),
+                                randaugment.randaugment(image, seed, 2, 9))
+  varied = [randaugment.randaugment(image, tf.constant([s, 1], tf.int64), 1, 9, magnitude_std=0.5)
+            for s in range(12)]
+  fixed = [randaugment.randaugment(image, tf.constant([s, 1], tf.int64), 1, 9) for s in range(12)]
+  assert any(not np.array_equal(v, f) for v, f in zip(varied, fixed))
 
 
 def test_randaugment_magnitudes_follow_timm_and_big_vision_scale():
@@ -93,9 +101,9 @@ def test_randaugment_magnitudes_follow_timm_and_big_vision_scale():
   assert randaugment.rotate_degrees(10) == 30.0 and randaugment.rotate_degrees(5) == 15.0
   assert randaugment.shear_factor(10) == pytest.approx(0.3) and randaugment.translate_fraction(10) == 0.45
   assert randaugment.enhance_change(10) == pytest.approx(0.9)
-  assert [randaugment.posterize_bits(m) for m in (0, 5, 10)] == [4, 2, 1]
-  assert [randaugment.solarize_threshold(m) for m in (0, 5, 10)] == [256, 128, 0]
-  assert [randaugment.solarize_add_amount(m) for m in (0, 5, 10)] == [0, 55, 110]
+  assert [int(randaugment.posterize_bits(m)) for m in (0.0, 5.0, 10.0)] == [4, 2, 1]
+  assert [int(randaugment.solarize_threshold(m)) for m in (0.0, 5.0, 10.0)] == [256, 128, 0]
+  assert [int(randaugment.solarize_add_amount(m)) for m in (0.0, 5.0, 10.0)] == [0, 55, 110]
   # timm clips the magnitude at 10 by default; big_vision extrapolates (15 = 1.5x the maxima).
   assert randaugment.effective_level(15) == 10.0 and randaugment.effective_level(9) == 9.0
   assert randaugment.effective_level(15, None) == 15.0 and randaugment.rotate_degrees(15) == 45.0

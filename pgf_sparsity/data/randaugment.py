@@ -3,7 +3,7 @@
 shear 0.3, translate 45% of the side, enhance 1 +- 0.9, ...). Severity increases with the magnitude for every
 op (timm's "increasing" variants). As in timm, the magnitude is clipped to `magnitude_max` (default 10), so
 the reference ViT recipe's magnitude 15 runs at 10; magnitude_max=None lets it extrapolate as big_vision
-does (15 = 1.5x the maxima)."""
+does (15 = 1.5x the maxima). `magnitude_std` draws each op's magnitude around it (timm's "mstd")."""
 import math
 from typing import Optional
 
@@ -30,18 +30,22 @@ def enhance_change(level):
   return level / LEVEL_DENOM * 0.9
 
 
+def _floor(x):
+  return tf.cast(tf.floor(x), tf.int32)
+
+
 def posterize_bits(level):
   """Most significant bits kept: 4 at magnitude 0, down to 1 (never 0: a black image)."""
-  return max(1, 4 - int(level / LEVEL_DENOM * 4))
+  return tf.maximum(1, 4 - _floor(level / LEVEL_DENOM * 4))
 
 
 def solarize_threshold(level):
   """Pixels at or above it are inverted: 256 (none) at magnitude 0, 0 (all) at 10."""
-  return 256 - min(256, int(level / LEVEL_DENOM * 256))
+  return 256 - tf.minimum(256, _floor(level / LEVEL_DENOM * 256))
 
 
 def solarize_add_amount(level):
-  return min(128, int(level / LEVEL_DENOM * 110))
+  return tf.minimum(128, _floor(level / LEVEL_DENOM * 110))
 
 
 def effective_level(magnitude: float, magnitude_max: Optional[float] = LEVEL_DENOM) -> float:
@@ -107,7 +111,7 @@ def rotate(image, level, sign=1.0):
 
 
 def posterize(image, level):
-  shift = tf.constant(8 - posterize_bits(level), tf.uint8)
+  shift = tf.cast(8 - posterize_bits(level), tf.uint8)
   return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
 
 
@@ -168,15 +172,20 @@ SIGNED_OPS = (rotate, color, contrast, brightness, sharpness, shear_x, shear_y, 
 
 
 def randaugment(image, seed, num_layers: int = 2, magnitude: float = 15.0,
-                magnitude_max: Optional[float] = LEVEL_DENOM):
-  """Applies `num_layers` ops chosen uniformly at random to a uint8 (h, w, 3) image; the choices and signs
-  are a function of `seed` (int[2], TensorFlow's stateless random ops), so an example's augmentation does
-  not depend on what ran before it."""
+                magnitude_max: Optional[float] = LEVEL_DENOM, magnitude_std: float = 0.0):
+  """Applies `num_layers` ops chosen uniformly at random to a uint8 (h, w, 3) image; the choices, signs and
+  (with `magnitude_std`, timm's "mstd") per-op magnitudes ~ N(magnitude, magnitude_std) clipped to
+  [0, magnitude_max] are a function of `seed` (int[2], TensorFlow's stateless random ops), so an example's
+  augmentation does not depend on what ran before it."""
   level = effective_level(magnitude, magnitude_max)
-  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2 * num_layers)
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3 * num_layers)
+  upper = magnitude_max if magnitude_max is not None else math.inf
   for layer in range(num_layers):
-    choice = tf.random.stateless_uniform([], seeds[2 * layer], 0, len(OPS), tf.int32)
-    sign = tf.where(tf.random.stateless_uniform([], seeds[2 * layer + 1]) < 0.5, -1.0, 1.0)
-    branches = [lambda op=op: op(image, level, sign) if op in SIGNED_OPS else op(image, level) for op in OPS]
+    choice_seed, sign_seed, level_seed = seeds[3 * layer], seeds[3 * layer + 1], seeds[3 * layer + 2]
+    choice = tf.random.stateless_uniform([], choice_seed, 0, len(OPS), tf.int32)
+    sign = tf.where(tf.random.stateless_uniform([], sign_seed) < 0.5, -1.0, 1.0)
+    drawn = tf.clip_by_value(magnitude + magnitude_std * tf.random.stateless_normal([], level_seed), 0.0, upper)
+    op_level = drawn if magnitude_std > 0 else tf.constant(level, tf.float32)
+    branches = [lambda op=op: op(image, op_level, sign) if op in SIGNED_OPS else op(image, op_level) for op in OPS]
     image = tf.ensure_shape(tf.switch_case(choice, branches), [None, None, 3])
   return image

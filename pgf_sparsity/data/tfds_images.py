@@ -80,7 +80,7 @@ def _batch_augmentation(size: int, flip: bool, randaugment: Mapping[str, Any]):
     if randaugment:
       image = randaugment_lib.randaugment(
           image, augment_seed, randaugment.get('num_layers', 2), randaugment.get('magnitude', 15),
-          randaugment.get('magnitude_max', randaugment_lib.LEVEL_DENOM))
+          randaugment.get('magnitude_max', randaugment_lib.LEVEL_DENOM), randaugment.get('magnitude_std', 0.0))
     return _to_model(image)
 
   def batch(encoded, seeds):

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pgf_sparsity import glue
+from pgf_sparsity.data import packing_rows
 from pgf_sparsity.data import random_access
 from pgf_sparsity.data import span_corruption
 from pgf_sparsity.data import vocab as vocab_lib
@@ -52,10 +53,13 @@ class TfdsText:
     self.lengths = {'inputs': inputs_length, 'targets': targets_length}
     metric = {'c4': '', 'glue': f'glue/{self.name.split("/")[-1]}'}.get(self.kind, 'bleu')
     train_source = random_access.data_source(self.name, self.train_split, config.get('tfds_data_dir') or None)
-    self._train = random_access.StepIndexed(train_source, global_batch, seed)
+    # dataset.pack_factor k > 1: every step reads k examples per row and packs them (packing_rows.py).
+    self.pack_factor = int(config.get('pack_factor', 1) or 1)
+    self._train = random_access.StepIndexed(train_source, global_batch * self.pack_factor, seed)
+    self.local_batch = global_batch // jax.process_count()
     num_train = int(config.get('num_train_examples', 0) or len(train_source))
     self.spec = DataSpec('seq2seq', {k: (v,) for k, v in self.lengths.items()}, self.vocab.size,
-                         max(num_train // global_batch, 1), metric)
+                         max(num_train // (global_batch * self.pack_factor), 1), metric)
     if self.kind == 'wmt14_translate' or self.kind.startswith('wmt'):
       languages = self.name.split('/')[1].split('-')
       self.source = config.get('source_language') or languages[0]
@@ -109,8 +113,11 @@ class TfdsText:
             'targets': pad_to([p[1] for p in pairs], self.lengths['targets'])}
 
   def train_batch(self, step: int):
-    examples = self._train.examples(step)
-    return self._batch([self._pair(e, np.random.default_rng(e['seed'])) for e in examples])
+    pairs = [self._pair(e, np.random.default_rng(e['seed'])) for e in self._train.examples(step)]
+    if self.pack_factor > 1:
+      return packing_rows.pack([p[:2] for p in pairs], self.local_batch, self.lengths['inputs'],
+                               self.lengths['targets'])
+    return self._batch(pairs)
 
   def _eval_examples(self) -> List:
     """This process's evaluation examples, read once: evaluation, decoding and references share them."""

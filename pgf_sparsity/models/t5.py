@@ -52,6 +52,11 @@ def sequence_dropout(rate: float) -> nn.Dropout:
   return nn.Dropout(rate, broadcast_dims=(-2,))
 
 
+def _same_segment(query_segments, key_segments):
+  """(batch, 1, q, k): whether query and key positions belong to the same packed example."""
+  return (query_segments[:, :, None] == key_segments[:, None, :])[:, None]
+
+
 class RMSNorm(nn.Module):
   epsilon: float = 1e-6
   dtype: Any = jnp.float32
@@ -222,30 +227,38 @@ class T5(nn.Module):
     self.decoder_norm = RMSNorm(dtype=self.dtype)
     self.drop = sequence_dropout(self.dropout)
 
-  def encode(self, tokens, train: bool = False):
+  def encode(self, tokens, train: bool = False, segment_ids=None):
+    """`segment_ids` (packed rows): tokens attend within their own example only."""
     x = self.drop(jnp.take(self.embedding, tokens, axis=0).astype(self.dtype), deterministic=not train)
     valid = tokens > 0
     mask = (valid[:, None, :, None] & valid[:, None, None, :])
+    if segment_ids is not None:
+      mask = mask & _same_segment(segment_ids, segment_ids)
     bias = self.encoder_bias(tokens.shape[1], tokens.shape[1])
     for layer in self.encoder:
       x = layer(x, mask, bias, not train)
     return self.drop(self.encoder_norm(x), deterministic=not train), valid
 
-  def decode(self, encoded, encoder_valid, decoder_inputs, train: bool = False):
+  def decode(self, encoded, encoder_valid, decoder_inputs, train: bool = False, encoder_segment_ids=None,
+             decoder_segment_ids=None):
     length = decoder_inputs.shape[1]
     causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
-    return self._decoder(encoded, encoder_valid, decoder_inputs, causal, self.decoder_bias(length, length), train)
+    cross = jnp.ones((1, 1, length, 1), bool) & encoder_valid[:, None, None, :]
+    if decoder_segment_ids is not None:  # packed rows: attention stays within each example
+      causal = causal & _same_segment(decoder_segment_ids, decoder_segment_ids)
+      cross = cross & _same_segment(decoder_segment_ids, encoder_segment_ids)
+    return self._decoder(encoded, cross, decoder_inputs, causal, self.decoder_bias(length, length), train)
 
   def decode_step(self, encoded, encoder_valid, tokens, index, cache_length: int):
     """Logits of position `index` given its input tokens (batch, 1), with the keys and values of the
     earlier positions from the 'cache' collection (empty_cache; pass mutable=['cache'])."""
     visible = (jnp.arange(cache_length) <= index)[None, None, None, :]
     bias = jax.lax.dynamic_slice_in_dim(self.decoder_bias(cache_length, cache_length), index, 1, axis=2)
-    return self._decoder(encoded, encoder_valid, tokens, visible, bias, False, cache_index=index)
+    cross = encoder_valid[:, None, None, :]
+    return self._decoder(encoded, cross, tokens, visible, bias, False, cache_index=index)
 
-  def _decoder(self, encoded, encoder_valid, decoder_inputs, self_mask, bias, train: bool, cache_index=None):
+  def _decoder(self, encoded, cross, decoder_inputs, self_mask, bias, train: bool, cache_index=None):
     x = self.drop(jnp.take(self.embedding, decoder_inputs, axis=0).astype(self.dtype), deterministic=not train)
-    cross = jnp.ones((1, 1, decoder_inputs.shape[1], 1), bool) & encoder_valid[:, None, None, :]
     for layer in self.decoder:
       x = layer(x, encoded, self_mask, cross, bias, not train, cache_index)
     x = self.drop(self.decoder_norm(x), deterministic=not train).astype(jnp.float32)
@@ -253,9 +266,10 @@ class T5(nn.Module):
       return x @ self.embedding.T / math.sqrt(self.d_model)
     return self.lm_head(x)
 
-  def __call__(self, encoder_tokens, decoder_inputs, *, train: bool = False):
-    encoded, valid = self.encode(encoder_tokens, train)
-    return self.decode(encoded, valid, decoder_inputs, train)
+  def __call__(self, encoder_tokens, decoder_inputs, *, train: bool = False, encoder_segment_ids=None,
+               decoder_segment_ids=None):
+    encoded, valid = self.encode(encoder_tokens, train, encoder_segment_ids)
+    return self.decode(encoded, valid, decoder_inputs, train, encoder_segment_ids, decoder_segment_ids)
 
   def empty_cache(self, batch: int, length: int):
     """The 'cache' collection of decode_step for `length` target positions: every decoder layer's
