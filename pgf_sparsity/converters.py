@@ -2,6 +2,8 @@
 
   hf_t5      Hugging Face T5 v1.1 weights (`model.safetensors`, or the directory holding it), e.g.
              google/t5-v1_1-base saved with `save_pretrained`: PyTorch `(out, in)` Linear weights.
+  big_vision a ViT `.npz` in the layouts of big_vision and of google-research/vision_transformer (the AugReg
+             checkpoints): per-head (d, heads, head_dim) attention kernels, MlpBlock/Dense names.
 
 Numpy only. Each converter names the parameter it cannot place; shapes are checked by the caller against
 the model's (initialise.py).
@@ -72,4 +74,41 @@ def hf_t5(path: str) -> Flat:
   return out
 
 
-FORMATS = {'hf_t5': hf_t5}
+_BV_RENAMES = [(re.compile(r'^(params|opt/target)/'), ''),
+               (re.compile(r'^Transformer/posembed_input/pos_embedding$'), 'pos_embedding'),
+               (re.compile(r'/MultiHeadDotProductAttention_\d+/'), '/attention/'),
+               (re.compile(r'/MlpBlock_\d+/Dense_0/'), '/mlp/fc1/'),
+               (re.compile(r'/MlpBlock_\d+/Dense_1/'), '/mlp/fc2/'),
+               (re.compile(r'/LayerNorm_2/'), '/LayerNorm_1/')]  # vision_transformer numbers its modules 0..3
+
+
+def _bv_array(path: str, array: np.ndarray) -> np.ndarray:
+  """Per-head attention arrays flattened to our 2-D (in, heads * head_dim) / (heads * head_dim, out) form."""
+  if '/attention/' not in path:
+    return array
+  if path.endswith('/out/kernel'):
+    return array.reshape(-1, array.shape[-1])
+  if path.endswith('/kernel'):
+    return array.reshape(array.shape[0], -1)
+  return array.reshape(-1)  # biases: (heads, head_dim), or the output's (d,)
+
+
+def big_vision(path: str) -> Flat:
+  """Our ViT parameters from a big_vision / vision_transformer `.npz` (scanned encoders are unstacked)."""
+  with epath.Path(path).open('rb') as f, np.load(f, allow_pickle=False) as data:
+    arrays = {k: data[k] for k in data.files}
+  out = {}
+  for name, array in arrays.items():
+    ours = name
+    for pattern, replacement in _BV_RENAMES:
+      ours = pattern.sub(replacement, ours)
+    if ours.startswith('Transformer/encoderblock/'):  # a scanned encoder: blocks stacked on a leading axis
+      for i, block in enumerate(array):
+        layer = ours.replace('encoderblock/', f'encoderblock_{i}/')
+        out[layer] = _bv_array(layer, block)
+    else:
+      out[ours] = _bv_array(ours, array)
+  return out
+
+
+FORMATS = {'hf_t5': hf_t5, 'big_vision': big_vision}

@@ -3,7 +3,8 @@
   config.init = {'path': DIR_OR_FILE, 'format': 'workdir', 'masks': 'reset'}
 
   format  'workdir': another run's newest good checkpoint (e.g. the C4 pretraining run for GLUE or WMT);
-          'hf_t5':   Hugging Face T5 v1.1 weights (converters.py).
+          'hf_t5':   Hugging Face T5 v1.1 weights; 'big_vision': a ViT .npz of big_vision or AugReg
+          (converters.py).
   masks   'reset': the new run's recipe starts from all-kept masks; 'keep' (format 'workdir' only): the
           source run's masks too, i.e. its sparsity state.
 

@@ -92,3 +92,55 @@ def test_mismatched_source_fails_naming_the_parameter(tmp_path):
 def test_bad_init_blocks_are_refused(init, message):
   with pytest.raises((ValueError, FileNotFoundError), match=message):
     initialise.check(init)
+
+
+def _vit_and_params():
+  from pgf_sparsity import models  # pylint: disable=g-import-not-at-top
+  model = models.build(dict(name='vit', variant=None, width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=4,
+                            pool='token', dtype='float32', num_classes=10), 10)
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, 3)), jnp.float32)
+  params = model.init(jax.random.PRNGKey(0), images)['params']
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
+  return model, params, images
+
+
+def _augreg_layout(params, scanned: bool):
+  """`params` written as google-research/vision_transformer (AugReg) or scanned big_vision checkpoints name and
+  shape them: per-head attention arrays (heads 4, head_dim 8)."""
+  out = {}
+  for path, array in tree_paths.flatten(jax.tree.map(np.asarray, params)).items():
+    if '/attention/' in path:
+      if path.endswith('out/kernel'):
+        array = array.reshape(4, 8, -1)
+      elif path.endswith('kernel'):
+        array = array.reshape(array.shape[0], 4, 8)
+      elif not path.endswith('out/bias'):
+        array = array.reshape(4, 8)
+    attention, mlp = ('MultiHeadDotProductAttention_0', 'MlpBlock_0') if scanned else (
+        'MultiHeadDotProductAttention_1', 'MlpBlock_3')  # big_vision vs vision_transformer module numbering
+    path = (path.replace('/attention/', f'/{attention}/').replace('/mlp/fc1/', f'/{mlp}/Dense_0/')
+            .replace('/mlp/fc2/', f'/{mlp}/Dense_1/'))
+    if not scanned:
+      path = path.replace('/LayerNorm_1/', '/LayerNorm_2/')
+    if path == 'pos_embedding' and not scanned:
+      path = 'Transformer/posembed_input/pos_embedding'
+    out[('params/' if scanned else '') + path] = array
+  if scanned:  # big_vision's scan: one 'encoderblock' with the blocks stacked
+    blocks = sorted({k.split('/')[2] for k in out if '/encoderblock_' in k})
+    for key in [k for k in out if '/encoderblock_0/' in k]:
+      out[key.replace('encoderblock_0', 'encoderblock')] = np.stack([out[key.replace('encoderblock_0', b)]
+                                                                   for b in blocks])
+    out = {k: v for k, v in out.items() if '/encoderblock_' not in k}
+  return out
+
+
+def test_big_vision_and_augreg_npz_give_the_same_vit(tmp_path):
+  model, params, images = _vit_and_params()
+  expected = model.apply({'params': params}, images)
+  for scanned in (False, True):
+    path = str(tmp_path / f'vit_{scanned}.npz')
+    np.savez(path, **_augreg_layout(params, scanned))
+    converted = tree_paths.nest(converters.big_vision(path))
+    assert set(tree_paths.flatten(converted)) == set(tree_paths.flatten(params))
+    logits = model.apply({'params': jax.tree.map(jnp.asarray, converted)}, images)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), rtol=1e-6, atol=1e-6)
