@@ -25,19 +25,19 @@ def _model_and_params(seed: int):
 
 def _best_by_enumeration(model, params, inputs, alpha):
   """Every hypothesis: ended by EOS at some length, or LENGTH tokens without EOS; the best penalised score."""
+  hypotheses = []
+  for length in range(1, LENGTH + 1):
+    for body in itertools.product([t for t in range(VOCAB) if t != EOS], repeat=length - 1):
+      for end in [(EOS,)] + ([(t,) for t in range(VOCAB) if t != EOS] if length == LENGTH else []):
+        hypotheses.append((length, body + end + (0,) * (LENGTH - length)))
+  tokens = jnp.asarray([h for _, h in hypotheses])
   best = []
-  for row in range(inputs.shape[0]):
-    scored = []
-    for length in range(1, LENGTH + 1):
-      for body in itertools.product([t for t in range(VOCAB) if t != EOS], repeat=length - 1):
-        endings = [(EOS,)] + ([(t,) for t in range(VOCAB) if t != EOS] if length == LENGTH else [])
-        for end in endings:
-          tokens = np.zeros(LENGTH, np.int32)
-          tokens[:length] = body + end
-          logits = model.apply({'params': params}, inputs[row:row + 1], tasks.shift_right(jnp.asarray(tokens)[None]))
-          log_probs = jax.nn.log_softmax(logits[0])
-          logp = float(sum(log_probs[i, tokens[i]] for i in range(length)))
-          scored.append((logp / ((5 + length) / 6) ** alpha, tuple(tokens)))  # T5 / GNMT
+  for row in range(inputs.shape[0]):  # every hypothesis scored in one call
+    logits = model.apply({'params': params}, jnp.repeat(inputs[row:row + 1], len(hypotheses), axis=0),
+                         tasks.shift_right(tokens))
+    token_logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[..., None], axis=-1)[..., 0]
+    scored = [(float(token_logp[i, :length].sum()) / ((5 + length) / 6) ** alpha, hypothesis)  # T5 / GNMT
+              for i, (length, hypothesis) in enumerate(hypotheses)]
     best.append(max(scored)[1])
   return np.array(best)
 
