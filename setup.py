@@ -20,7 +20,7 @@ INSTALL_REQUIRES = [
     'sacrebleu==2.6.0',
     'safetensors==0.8.0',
     'ml-dtypes==0.6.0',
-    'grain==0.2.18',  # step-addressable tfds input (data/random_access.py)
+    'grain==0.2.18',  # step-addressable tfds input (data/tfds_access.py)
 ]
 TESTS_REQUIRE = ['pytest==9.2.0', 'hypothesis==6.170.17']
 TORCH_REQUIRE = ['torch==2.13.0']  # optional: PyTorch-side checks of exported models (a CPU build installs here)

@@ -1,6 +1,8 @@
 """Helpers for config files: big_vision-style `file.py:key=value,flag` arguments, the sparsity block built
 from them, and the defaults of the training loop that every config shares."""
+import importlib.util
 import math
+import os
 from typing import Any, Dict
 
 import ml_collections
@@ -48,6 +50,14 @@ def parse_arg(arg: str, **defaults) -> ml_collections.ConfigDict:
       raise ValueError(f'Unknown config argument {key!r}; known: {sorted(out)}.')
     out[key] = _typed(key, value, out[key]) if sep else True
   return ml_collections.ConfigDict(out)
+
+
+def from_file(path: str, arg: str = '') -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config file at `path`, what `--config=path:arg` loads (for tools and tests)."""
+  spec = importlib.util.spec_from_file_location(f'config_{os.path.basename(path)[:-3]}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
 
 
 def parse_pattern(text: str):

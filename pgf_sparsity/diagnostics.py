@@ -2,8 +2,9 @@
 
 `nm_summary`, computed where the arrays live (so sharded state is never gathered), at every log step of the
 sparse phases: the realised N:M per kernel, total sparsity, the pattern per target, and
-`mask_flip_rate_log`, the fraction of mask entries that differ from the previous log step's masks. (The train step's own `mask_flip_rate_step` is the fraction that changed from one step to
-the next, averaged over the log interval.)
+`mask_flip_rate_log`, the fraction of mask entries that differ from the previous log step's masks. (The
+train step's own `mask_flip_rate_step` is the fraction that changed from one step to the next, averaged
+over the log interval.)
 
 `GradientNoise`, the paper's gradient-noise diagnostic (SPEC section 7), every K steps: per sparse layer,
 std, L2 norm and max |.| of the gradient that reaches W (after the recipe's gradient flow), split into kept
@@ -25,8 +26,7 @@ def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_mask
   `previous_masks` (the masks at the previous log step) are given."""
   flat, flat_masks = tree_paths.flatten(params), tree_paths.flatten(masks)
   previous = tree_paths.flatten(previous_masks) if previous_masks is not None else None
-  zeros = flips = 0
-  total = 0
+  zeros = total = flips = 0
   exact = []
   for path in recipe.sparse_paths:
     mask = flat_masks[path]

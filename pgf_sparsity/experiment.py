@@ -57,9 +57,13 @@ class Experiment:
     return NamedSharding(self.mesh, sharding.batch_spec())
 
   @functools.cached_property
+  def _state_shapes(self) -> TrainState:
+    return jax.eval_shape(self.init_state, jax.random.PRNGKey(0))
+
+  @functools.cached_property
   def state_sharding(self) -> TrainState:
     """The train state's NamedShardings: parameters, masks and optimizer state as sharding.py says."""
-    shapes = jax.eval_shape(self.init_state, jax.random.PRNGKey(0))
+    shapes = self._state_shapes
     grouped = {path: axes for path, (_, axes) in self.recipe.kernels.items()}
     specs = sharding.param_specs(shapes.params, self.mesh.shape['fsdp'], grouped)
     like = functools.partial(sharding.like_params, self.mesh, abstract_params=shapes.params, specs=specs)
@@ -77,9 +81,8 @@ class Experiment:
     return jax.jit(self.init_state, out_shardings=self.state_sharding)(jax.random.PRNGKey(self.config.seed))
 
   def abstract_state(self) -> TrainState:
-    shapes = jax.eval_shape(self.init_state, jax.random.PRNGKey(0))
-    return jax.tree.map(lambda s, where: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=where), shapes,
-                        self.state_sharding)
+    return jax.tree.map(lambda s, where: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=where),
+                        self._state_shapes, self.state_sharding)
 
   def shard(self, batch):
     """A host-local batch as one global array per key, split over every device of the mesh."""

@@ -6,7 +6,7 @@ from etils import epath
 def absolute(path: epath.PathLike) -> epath.Path:
   """An absolute epath.Path: local paths resolved against the working directory, URLs as given."""
   path = epath.Path(path)
-  return path if '://' in str(path) else path.resolve()
+  return path if is_url(path) else path.resolve()
 
 
 def is_url(path: epath.PathLike) -> bool:

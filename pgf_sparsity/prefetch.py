@@ -24,23 +24,23 @@ class Prefetcher:
   def _run(self, start: int) -> None:
     for step in range(start, self._stop):
       try:
-        item = (step, self._make(step), None)
+        item = (self._make(step), None)
       except Exception as e:  # pylint: disable=broad-except  (re-raised in the training thread by get)
-        item = (step, None, e)
+        item = (None, e)
       while not self._closing.is_set():
         try:
           self._ready.put(item, timeout=0.1)
           break
         except queue.Full:
           continue
-      if self._closing.is_set() or item[2] is not None:
+      if self._closing.is_set() or item[1] is not None:
         return
 
   def get(self, step: int) -> Any:
     if step != self._next_step:
       raise ValueError(f'Prefetcher serves step {self._next_step} next, not {step}.')
     begin = time.perf_counter()
-    _, batch, error = self._ready.get()
+    batch, error = self._ready.get()
     self.waited += time.perf_counter() - begin
     self._next_step += 1
     if error is not None:

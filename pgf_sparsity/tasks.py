@@ -135,11 +135,10 @@ class Seq2Seq:
   def generation_metrics(self, predictions: List[str], references: List[str]) -> Dict[str, float]:
     """Exact-match accuracy, plus a GLUE task's official metrics (glue.py), or corpus BLEU (translation,
     sacrebleu) of decoded predictions."""
-    if self.generation_metric == 'exact_match' or self.generation_metric.startswith('glue/'):
+    if self.generation_metric.startswith('glue/'):  # prefixed: 'accuracy' is the token accuracy here
       out = {'exact_match': float(np.mean([p.strip() == r for p, r in zip(predictions, references)]))}
-      if self.generation_metric.startswith('glue/'):  # prefixed: 'accuracy' is the token accuracy here
-        task_metrics = glue.metrics(self.generation_metric.split('/', 1)[1], predictions, references)
-        out.update({k if k.startswith('glue_') else f'glue_{k}': v for k, v in task_metrics.items()})
+      task_metrics = glue.metrics(self.generation_metric.split('/', 1)[1], predictions, references)
+      out.update({k if k.startswith('glue_') else f'glue_{k}': v for k, v in task_metrics.items()})
       return out
     import sacrebleu  # pylint: disable=g-import-not-at-top
     # T5 reports BLEU with sacrebleu's international tokenization.

@@ -26,15 +26,6 @@ def _spec_for(config):
   return DataSpec('seq2seq', {'inputs': (inputs,), 'targets': (targets,)}, 32128, 1000)
 
 
-def _load(config_arg: str):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path, _, arg = config_arg.partition(':')
-  spec = importlib.util.spec_from_file_location('config_module', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def per_device_bytes(config, mesh) -> dict:
   """{'params'|'masks'|'opt_state'|'total': the largest per-device bytes over the devices}."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -61,12 +52,14 @@ def main():
   os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={args.devices}'
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from pgf_sparsity import config_lib  # pylint: disable=g-import-not-at-top  (after XLA_FLAGS is set)
   gib = 2.0 ** 30
   print('| config | mesh | params GiB/device | masks GiB/device | optimizer GiB/device | state GiB/device |')
   print('|---|---|---|---|---|---|')
   for config_arg in args.config or DEFAULT_CONFIGS:
     for mesh in ({'data': -1, 'fsdp': 1}, {'data': 1, 'fsdp': -1}):
-      sizes = per_device_bytes(_load(config_arg), mesh)
+      path, _, arg = config_arg.partition(':')
+      sizes = per_device_bytes(config_lib.from_file(path, arg), mesh)
       label = 'data parallel' if mesh['fsdp'] == 1 else f'FSDP over {args.devices}'
       print(f'| {config_arg} | {label} | {sizes["params"] / gib:.3f} | {sizes["masks"] / gib:.3f} | '
             f'{sizes["opt_state"] / gib:.3f} | {sizes["total"] / gib:.3f} |')

@@ -50,8 +50,8 @@ def test_training_batches_are_a_function_of_the_step(mock_imagenet):
   assert not np.array_equal(epoch_two['image'], later[0]['image'])
 
 
-def test_dataset_without_random_access_says_how_to_convert_it(mock_imagenet, monkeypatch):
-  from pgf_sparsity.data import random_access  # pylint: disable=g-import-not-at-top
+def test_dataset_without_tfds_access_says_how_to_convert_it(mock_imagenet, monkeypatch):
+  from pgf_sparsity.data import tfds_access  # pylint: disable=g-import-not-at-top
 
   def tfrecord_only(*args, **kwargs):
     raise NotImplementedError('Random access data source for file format tfrecord is not supported.')
@@ -59,7 +59,7 @@ def test_dataset_without_random_access_says_how_to_convert_it(mock_imagenet, mon
   monkeypatch.setattr(tfds, 'data_source', tfrecord_only)
   monkeypatch.setattr(tfds.core.DatasetBuilder, 'is_prepared', lambda self: True)  # prepared, as TFRecord
   with pytest.raises(ValueError, match='without random access.*convert_format.*array_record'):
-    random_access.data_source('imagenet2012', 'train', None)
+    tfds_access.data_source('imagenet2012', 'train', None)
 
 
 def test_missing_dataset_fails_fast_with_a_message(tmp_path):

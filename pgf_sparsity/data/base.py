@@ -17,7 +17,7 @@ import numpy as np
 from etils import epath
 
 TASKS = ('image_classification', 'seq2seq')
-GENERATION_METRICS = ('', 'exact_match', 'bleu', 'glue/<task>')
+GENERATION_METRICS = ('', 'bleu', 'glue/<task>')
 Batch = Dict[str, np.ndarray]
 
 
@@ -27,7 +27,7 @@ class DataSpec:
   input_shapes: Dict[str, Tuple[int, ...]]  # per example, e.g. {'image': (28, 28, 1)}
   output_size: int                        # classes, or the vocabulary size
   steps_per_epoch: int
-  generation_metric: str = ''             # decoded evaluation: '' (none), 'exact_match', 'bleu', 'glue/cola'...
+  generation_metric: str = ''             # decoded evaluation: '' (none), 'bleu', 'glue/cola', 'glue/sst2'...
 
   def __post_init__(self):
     if self.task not in TASKS:

@@ -1,7 +1,7 @@
 """tfds image pipelines (ImageNet-1k and any tfds image-classification dataset) with tf.data.
 
 Never downloads: a dataset that is not prepared in `tfds_data_dir` fails at once with a message.
-Training: step-addressable (random_access.py: the batch of step s is a function of seed, s and process, so
+Training: step-addressable (tfds_access.py: the batch of step s is a function of seed, s and process, so
 resumption is exact); decode + random-resized crop (area 0.08-1) + flip + optional RandAugment, all drawn
 from each example's own seed by TensorFlow's stateless ops, in one compiled graph per batch. Mixup happens
 in the train step. Evaluation: resize to size/0.875 and centre crop; every process yields the same number
@@ -16,7 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pgf_sparsity.data import randaugment as randaugment_lib
-from pgf_sparsity.data import random_access
+from pgf_sparsity.data import tfds_access
 from pgf_sparsity.data.base import DataSpec
 
 _KNOWN_SIZES = {('imagenet2012', 'train'): 1_281_167, ('imagenet2012', 'validation'): 50_000}
@@ -32,16 +32,6 @@ def _num_examples(builder, split: str, name: str, override: int) -> int:
       return _KNOWN_SIZES[(name, split)]
     raise ValueError(f'Cannot tell the size of {name}/{split}; set dataset.num_train_examples / '
                      'num_eval_examples.') from None
-
-
-def _dataset(builder, split: str, name: str, shuffle: bool, seed: int):
-  try:
-    return builder.as_dataset(split=split, shuffle_files=shuffle, decoders={'image': tfds.decode.SkipDecoding()},
-                              read_config=tfds.ReadConfig(shuffle_seed=seed, skip_prefetch=True))
-  except (AssertionError, tfds.core.registered.DatasetNotFoundError, FileNotFoundError) as e:
-    raise FileNotFoundError(f'tfds dataset {name} (split {split}) is not prepared under data_dir '
-                            f'{builder.data_dir!r}; prepare it first (ImageNet needs a manual download, '
-                            f'see the tfds catalog). No download is attempted. ({type(e).__name__})') from None
 
 
 def random_resized_crop(image_bytes, size: int, seed):
@@ -106,12 +96,12 @@ class TfdsImages:
     self.eval_batch = eval_batch
 
     data_dir = config.get('tfds_data_dir') or None
-    source = random_access.data_source(name, train_split, data_dir, {'image': tfds.decode.SkipDecoding()})
-    self._train = random_access.StepIndexed(source, global_batch, seed)
+    source = tfds_access.data_source(name, train_split, data_dir, {'image': tfds.decode.SkipDecoding()})
+    self._train = tfds_access.StepIndexed(source, global_batch, seed)
     self._augment = _batch_augmentation(self.size, config.get('flip', True), config.get('randaugment') or {})
     if config.get('num_eval_examples'):
       eval_split = f'{eval_split}[:{self.num_eval}]'
-    self._eval_source = (builder, tfds.split_for_jax_process(eval_split, drop_remainder=False), name)
+    self._eval_source = (builder, name, eval_split)
 
   def train_batch(self, step: int):
     examples = self._train.examples(step)
@@ -119,14 +109,15 @@ class TfdsImages:
     return {'image': images.numpy(), 'label': np.asarray([e['label'] for e in examples], np.int32)}
 
   def eval_batches(self):
-    builder, split, name = self._eval_source
+    builder, name, split = self._eval_source
     size = self.size
 
     def eval_map(example):
       return {'image': _to_model(center_crop(example['image'], size)),
               'label': tf.cast(example['label'], tf.int32), 'mask': tf.constant(1.0, tf.float32)}
 
-    ds = _dataset(builder, split, name, False, 0).map(eval_map, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tfds_access.eval_dataset(builder, name, split, {'image': tfds.decode.SkipDecoding()})
+    ds = ds.map(eval_map, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(self.local_eval_batch).prefetch(tf.data.AUTOTUNE)
     # Every process runs the same number of (jitted, collective) eval steps.
     num_batches = math.ceil(self.num_eval / self.eval_batch)

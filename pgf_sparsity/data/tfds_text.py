@@ -6,7 +6,7 @@
                           target_language; the tfds name's order by default); BLEU
 
 Tokens come from the configured vocabulary (bytes by default, or a SentencePiece model). Training is
-step-addressable (random_access.py: the batch of step s is a function of seed, s and process, so resumption
+step-addressable (tfds_access.py: the batch of step s is a function of seed, s and process, so resumption
 is exact); every process evaluates the same number of padded batches.
 """
 import math
@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 
 from pgf_sparsity import glue
 from pgf_sparsity.data import packing_rows
-from pgf_sparsity.data import random_access
+from pgf_sparsity.data import tfds_access
 from pgf_sparsity.data import span_corruption
 from pgf_sparsity.data import vocab as vocab_lib
 from pgf_sparsity.data.base import DataSpec
@@ -52,10 +52,10 @@ class TfdsText:
       inputs_length, targets_length = int(config.get('inputs_length', 128)), int(config.get('targets_length', 32))
     self.lengths = {'inputs': inputs_length, 'targets': targets_length}
     metric = {'c4': '', 'glue': f'glue/{self.name.split("/")[-1]}'}.get(self.kind, 'bleu')
-    train_source = random_access.data_source(self.name, self.train_split, config.get('tfds_data_dir') or None)
+    train_source = tfds_access.data_source(self.name, self.train_split, config.get('tfds_data_dir') or None)
     # dataset.pack_factor k > 1: every step reads k examples per row and packs them (packing_rows.py).
     self.pack_factor = int(config.get('pack_factor', 1) or 1)
-    self._train = random_access.StepIndexed(train_source, global_batch * self.pack_factor, seed)
+    self._train = tfds_access.StepIndexed(train_source, global_batch * self.pack_factor, seed)
     self.local_batch = global_batch // jax.process_count()
     num_train = int(config.get('num_train_examples', 0) or len(train_source))
     self.spec = DataSpec('seq2seq', {k: (v,) for k, v in self.lengths.items()}, self.vocab.size,
@@ -70,16 +70,6 @@ class TfdsText:
     self._eval_cache = None
 
   # ---- examples ----
-  def _eval_dataset(self):
-    split = self.eval_split
-    try:
-      return self.builder.as_dataset(split=tfds.split_for_jax_process(split, drop_remainder=False),
-                                     read_config=tfds.ReadConfig(skip_prefetch=True))
-    except (AssertionError, tfds.core.registered.DatasetNotFoundError, FileNotFoundError) as e:
-      raise FileNotFoundError(f'tfds dataset {self.name} ({split}) is not prepared under data_dir '
-                              f'{self.builder.data_dir!r}; prepare it first. No download is attempted. '
-                              f'({type(e).__name__})') from None
-
   def _pair(self, example, rng):
     """(input ids, target ids, reference text) of one example."""
     if self.kind == 'c4':
@@ -122,7 +112,7 @@ class TfdsText:
   def _eval_examples(self) -> List:
     """This process's evaluation examples, read once: evaluation, decoding and references share them."""
     if self._eval_cache is None:
-      ds = self._eval_dataset()
+      ds = tfds_access.eval_dataset(self.builder, self.name, self.eval_split)
       if self.num_eval:
         ds = ds.take(self.num_eval)
       rng = np.random.default_rng([7, jax.process_index()])

@@ -1,10 +1,11 @@
-"""Step-addressable training input for tfds datasets: the examples of step s are a function of (seed, s,
-process), as for the in-memory datasets, so a resumed or preempted run sees exactly the data that an
-uninterrupted run would have seen.
+"""Reading prepared tfds datasets, never downloading them (a dataset that is not prepared fails at once).
 
-Records come from `tfds.data_source` (random access, which needs a dataset prepared as ArrayRecord); grain
-shuffles them with a new permutation every epoch without materialising it, and gives every example a seed of
-its own, drawn from its position in the endless stream.
+Training input is step-addressable: the examples of step s are a function of (seed, s, process), as for the
+in-memory datasets, so a resumed or preempted run sees exactly the data that an uninterrupted run would have
+seen. Records come from `tfds.data_source` (random access, which needs a dataset prepared as ArrayRecord);
+grain shuffles them with a new permutation every epoch without materialising it, and gives every example a
+seed of its own, drawn from its position in the endless stream. Evaluation reads this process's share of a
+split in order (`eval_dataset`).
 """
 from typing import Any, Dict, List
 
@@ -14,17 +15,33 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 
+_NOT_FOUND = (AssertionError, tfds.core.registered.DatasetNotFoundError, FileNotFoundError)
+
+
+def _not_prepared(name: str, split: str, data_dir) -> FileNotFoundError:
+  return FileNotFoundError(f'tfds dataset {name} (split {split}) is not prepared under data_dir {data_dir!r}; '
+                           'prepare it first (see the tfds catalog; ImageNet needs a manual download). No '
+                           'download is attempted.')
+
+
+def eval_dataset(builder, name: str, split: str, decoders=None):
+  """This process's share of a prepared split, in order, as a tf.data.Dataset."""
+  try:
+    return builder.as_dataset(split=tfds.split_for_jax_process(split, drop_remainder=False), decoders=decoders,
+                              read_config=tfds.ReadConfig(skip_prefetch=True))
+  except _NOT_FOUND:
+    raise _not_prepared(name, split, builder.data_dir) from None
+
+
 def data_source(name: str, split: str, data_dir, decoders=None):
   """Random access to a prepared tfds split; one clear error when it is not prepared, or not as ArrayRecord."""
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir or None, decoders=decoders, download=False)
-  except (AssertionError, tfds.core.registered.DatasetNotFoundError, FileNotFoundError):
-    raise FileNotFoundError(f'tfds dataset {name} (split {split}) is not prepared under data_dir {data_dir!r}; '
-                            'prepare it first. No download is attempted.') from None
+  except _NOT_FOUND:
+    raise _not_prepared(name, split, data_dir) from None
   except (NotImplementedError, ValueError) as e:
     if not tfds.builder(name, data_dir=data_dir or None).is_prepared():
-      raise FileNotFoundError(f'tfds dataset {name} (split {split}) is not prepared under data_dir {data_dir!r}; '
-                              'prepare it first. No download is attempted.') from None
+      raise _not_prepared(name, split, data_dir) from None
     raise ValueError(
         f'tfds dataset {name} under data_dir {data_dir!r} is prepared in a format without random access, which '
         f'step-addressable (exactly resumable) training input needs. Convert it once with `tfds convert_format '
