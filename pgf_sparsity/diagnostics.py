@@ -7,9 +7,12 @@ train step's own `mask_flip_rate_step` is the fraction that changed from one ste
 over the log interval.)
 
 `GradientNoise`, the paper's gradient-noise diagnostic (SPEC section 7), every K steps: per sparse layer,
-std, L2 norm and max |.| of the gradient that reaches W (after the recipe's gradient flow), split into kept
-and pruned entries; the change since the previous log point ||g_t - g_{t-K}||_2 and its std (the induced
-noise); and mask flips ||m_t - m_{t-K}||_1 / numel.
+std, L2 norm and max |.| of the gradient, split into kept and pruned entries; the change since the previous
+log point ||g_t - g_{t-K}||_2 and its std (the induced noise); and mask flips ||m_t - m_{t-K}||_1 / numel.
+Two gradients are measured: `grad_*`, the one that reaches W after the recipe's gradient flow (what the
+optimizer sees), and `raw_grad_*`, the straight-through gradient of the masked forward pass before the flow.
+Under the `decayed` flow with beta = 0 the flowed gradient is zero on pruned entries by construction, so a
+noise reduction is a property of training only where the raw gradient shows it too.
 """
 from typing import Dict, Mapping, Optional
 
@@ -57,24 +60,33 @@ class GradientNoise:
   """Keeps the previous log point's gradients and masks; `update` returns the scalars to log."""
 
   def __init__(self):
-    self._previous: Optional[Mapping[str, np.ndarray]] = None
+    self._previous: Dict[str, Mapping[str, np.ndarray]] = {}
     self._previous_masks: Optional[Mapping[str, np.ndarray]] = None
 
-  def update(self, grads: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]) -> Dict[str, float]:
+  def _layer_stats(self, kind: str, path: str, g: np.ndarray, m: np.ndarray) -> Dict[str, float]:
+    stats = {**_stats(g[m], f'{kind}_kept'), **_stats(g[~m], f'{kind}_pruned')}
+    if kind in self._previous:
+      change = g - self._previous[kind][path]
+      stats[f'{kind}_change_l2'] = float(np.sqrt(np.sum(change.astype(np.float64) ** 2)))
+      stats[f'{kind}_change_std'] = float(change.std())
+    return stats
+
+  def update(self, grads: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
+             raw_grads: Optional[Mapping[str, np.ndarray]] = None) -> Dict[str, float]:
+    """grads: after the flow; raw_grads: before it (optional)."""
+    kinds = {'grad': grads, **({'raw_grad': raw_grads} if raw_grads is not None else {})}
+    kinds = {k: {p: np.asarray(g, np.float32) for p, g in v.items()} for k, v in kinds.items()}
+    masks = {p: np.asarray(m, bool) for p, m in masks.items()}
     out = {}
-    for path, g in grads.items():
-      g = np.asarray(g, np.float32)
-      m = np.asarray(masks[path], bool)
+    for path in grads:
       layer = path.rsplit('/', 1)[0]
-      stats = {**_stats(g[m], 'grad_kept'), **_stats(g[~m], 'grad_pruned')}
-      if self._previous is not None:
-        change = g - self._previous[path]
-        stats['grad_change_l2'] = float(np.sqrt(np.sum(change.astype(np.float64) ** 2)))
-        stats['grad_change_std'] = float(change.std())
-        stats['mask_flips'] = float(np.mean(m != self._previous_masks[path]))
+      stats = {}
+      for kind, values in kinds.items():
+        stats.update(self._layer_stats(kind, path, values[path], masks[path]))
+      if self._previous_masks is not None:
+        stats['mask_flips'] = float(np.mean(masks[path] != self._previous_masks[path]))
       out.update({f'{layer}/{k}': v for k, v in stats.items()})
-    self._previous = {p: np.asarray(g, np.float32) for p, g in grads.items()}
-    self._previous_masks = {p: np.asarray(m, bool) for p, m in masks.items()}
+    self._previous, self._previous_masks = kinds, masks
     return out
 
 

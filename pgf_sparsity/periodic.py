@@ -43,8 +43,8 @@ class PeriodicWork:
   def before_step(self, step: int, plan, state, batch) -> None:
     """The gradient-noise diagnostic, on the state and batch the step is about to use."""
     if due(step, self.exp.config.get('diagnostics_every_steps', 0)):
-      grads, masks = self.compiled.gradient_noise(plan)(state, batch)
-      self.logger.write(step, 'diag', self.noise.update(*jax.device_get((grads, masks))))
+      grads, masks, raw_grads = jax.device_get(self.compiled.gradient_noise(plan)(state, batch))
+      self.logger.write(step, 'diag', self.noise.update(grads, masks, raw_grads))
 
   def after_step(self, done: int, plan, state, step_metrics, preempted: bool) -> None:
     config, total = self.exp.config, self.exp.total_steps

@@ -1,7 +1,7 @@
 """The step functions of a run, pure given an Experiment and a plan, and their jitted forms.
 
   train_step(exp, plan, state, batch) -> (state, metrics)
-  gradient_noise(exp, plan, state, batch) -> (gradients after the recipe's flow, masks), targeted kernels
+  gradient_noise(exp, plan, state, batch) -> (gradients after the flow, masks, raw gradients), targeted kernels
   eval_sums(exp, params, batch), predict(exp, params, batch)
 
 Masks are computed once per step and shared by the forward pass and the optimizer's gradient flow.
@@ -75,8 +75,9 @@ def train_step(exp: Experiment, plan: StepPlan, state: TrainState, batch):
 
 
 def gradient_noise(exp: Experiment, plan: StepPlan, state: TrainState, batch):
-  """The gradient reaching each targeted kernel after the recipe's flow at this step, and its mask (all
-  True outside the sparse phase and under the dense recipe), for the noise diagnostic."""
+  """For the noise diagnostic, per targeted kernel: the gradient after the recipe's flow at this step, its
+  mask (all True outside the sparse phase and under the dense recipe), and the raw straight-through
+  gradient before the flow."""
   _, _, grads, masks, beta = _gradients(exp, plan, state, batch)
   flowed = grads
   if masks is not None:
@@ -85,8 +86,10 @@ def gradient_noise(exp: Experiment, plan: StepPlan, state: TrainState, batch):
   flat = tree_paths.flatten(flowed)
   flat_masks = tree_paths.flatten(masks) if masks is not None else {}
   paths = exp.recipe.targeted_paths
+  raw = tree_paths.flatten(grads)
   return ({p: flat[p] for p in paths},
-          {p: flat_masks.get(p, jnp.ones(flat[p].shape, bool)) for p in paths})
+          {p: flat_masks.get(p, jnp.ones(flat[p].shape, bool)) for p in paths},
+          {p: raw[p] for p in paths})
 
 
 def _eval_variables(exp: Experiment, params) -> Dict[str, Any]:

@@ -12,7 +12,9 @@ Each workdir records the commit that started it (DIR/commit.txt): a run started 
 (neither resumed nor collected) unless --allow_other_commits.
 The CSV has one row per run: the grid values, the commit, the resolved recipe/pattern/flow/alpha/SR-STE
 lambda/dense and fine-tune fractions/model size/steps/seed, final eval accuracy and loss, training FLOPs
-(and the dense run's), and the wall time of this invocation.
+(and the dense run's), and the wall time of this invocation. With --traces=DIR, every finished run also leaves DIR/<run>.csv, its
+curves as data (step, series, value): eval accuracy and loss, train loss, beta and mask-flip rate, and per
+sparse layer the gradient-noise diagnostic (flowed and raw), small enough to commit.
 """
 import argparse
 import concurrent.futures
@@ -128,6 +130,29 @@ def collect(workdir: str, assignment, status: str, seconds: float):
   return row
 
 
+_TRACE_KEYS = {'eval': ('accuracy', 'loss'), 'train': ('loss', 'beta', 'mask_flip_rate_log'),
+               'diag': ('grad_kept_std', 'grad_pruned_std', 'raw_grad_kept_std', 'raw_grad_pruned_std',
+                        'grad_change_l2', 'raw_grad_change_l2', 'mask_flips')}
+
+
+def write_trace(workdir: str, out_dir: str) -> None:
+  """DIR/<run>.csv: the run's curves from its metrics.jsonl, long format, 5 significant digits."""
+  rows = []
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  for record in records:
+    keys = _TRACE_KEYS.get(record.get('split'), ())
+    for name, value in record.items():
+      if isinstance(value, (int, float)) and (name in keys or name.rsplit('/', 1)[-1] in keys):
+        series = name if record['split'] == 'diag' else f"{record['split']}/{name}"
+        rows.append((record['step'], series, f'{value:.5g}'))
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, os.path.basename(workdir) + '.csv'), 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(('step', 'series', 'value'))
+    writer.writerows(rows)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', required=True)
@@ -139,6 +164,7 @@ def main():
   parser.add_argument('--csv', required=True)
   parser.add_argument('--allow_other_commits', action='store_true',
                       help='resume and collect runs that another commit started')
+  parser.add_argument('--traces', default='', help='directory for each finished run\'s curves as a CSV')
   args = parser.parse_args()
   commit = current_commit()
   axes = [parse_axis(a) for a in args.grid]
@@ -155,6 +181,8 @@ def main():
     status, seconds = run_one(cmd, workdir, args.threads, commit, args.allow_other_commits)
     sys.stdout.write(f'{status:>10}  {seconds:7.1f}s  {os.path.basename(workdir)}\n')
     sys.stdout.flush()
+    if args.traces and os.path.exists(os.path.join(workdir, 'results.json')):
+      write_trace(workdir, args.traces)
     return collect(workdir, assignment, status, seconds)
 
   with concurrent.futures.ThreadPoolExecutor(max(args.parallel, 1)) as pool:

@@ -50,8 +50,16 @@ def test_sweep_tables_and_plots(tmp_path):
     f.write('0123456789ab\n')
   other = script('sweep.py', *sweep_args)
   assert other.returncode == 1 and 'refused: started by 0123456789ab' in other.stdout
-  allowed = script('sweep.py', *sweep_args, '--allow_other_commits')
+  traces = tmp_path / 'traces'
+  allowed = script('sweep.py', *sweep_args, '--allow_other_commits', f'--traces={traces}')
   assert allowed.returncode == 0 and allowed.stdout.count('skipped') == 6
+  with open(traces / 'recipe-static_ff-1-4_seed-0.csv') as f:  # every finished run's curves, as data
+    trace = list(csv.DictReader(f))
+  series = {r['series'] for r in trace}
+  assert {'eval/accuracy', 'train/loss', 'train/beta'} <= series
+  layer = 'Transformer/encoderblock_0/mlp/fc1'
+  assert {f'{layer}/grad_pruned_std', f'{layer}/raw_grad_pruned_std', f'{layer}/mask_flips'} <= series
+  assert [int(r['step']) for r in trace if r['series'] == f'{layer}/raw_grad_kept_std'] == [0, 5, 10, 15, 20, 25]
 
   tables = script('make_tables.py', f'--csv={table}')
   assert tables.returncode == 0, tables.stderr

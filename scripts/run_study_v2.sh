@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Study v2, as pre-registered in the README ("Study v2"). Every part is resumable (rerun to finish it) and
+# can run alone, on other days, from the same commit:
+#   bash scripts/run_study_v2.sh vision      # Fashion-MNIST, small ViT, 1,500 steps: 7 recipes x 1:8, 1:32,
+#                                            # 1:64 x 4 seeds, dense and SDGF-geometric (1:8) x 4 seeds
+#   bash scripts/run_study_v2.sh isoflops    # 1:32 and dense at 750 and 3,000 steps, 2 seeds
+#   bash scripts/run_study_v2.sh language    # tiny T5 on Shakespeare: 4 recipes x 2:4, 1:8, 1:32 x 3 seeds
+#   bash scripts/run_study_v2.sh tables      # results/study_v2/*.csv -> tables, findings, figures
+# Runs go to $STUDY_ROOT (default workdirs/study_v2); the CSVs and each run's curves (traces/) to
+# results/study_v2/. PARALLEL (default 2) runs at a time, one CPU thread each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=${STUDY_ROOT:-workdirs/study_v2}
+OUT=results/study_v2
+PARALLEL=${PARALLEL:-2}
+SWEEP=(.venv/bin/python scripts/sweep.py --parallel="$PARALLEL" --threads=1 --traces="$OUT/traces")
+VISION=(--config=configs/fashion_mnist.py --root="$ROOT/vision" --set=size=small
+        --set=config.diagnostics_every_steps=50 --set=config.eval_every_steps=250)
+SPARSE='static|srste,flow=ste|mdgf_linear|mdgf_exponential|mdgf_exponential,flow=ste|sdgf_stepwise'
+SEEDS4='seed=0|1|2|3'
+
+case "${1:-}" in
+  vision)
+    "${SWEEP[@]}" "${VISION[@]}" --set=steps=1500 --grid=recipe=dense --grid="$SEEDS4" --csv="$OUT/vision_dense.csv"
+    "${SWEEP[@]}" "${VISION[@]}" --set=steps=1500 --grid="recipe=$SPARSE" --grid='ff=1:8|1:32|1:64' \
+        --grid="$SEEDS4" --csv="$OUT/vision_sparse.csv"
+    # SDGF-geometric multiplies M by 8 in its first frame: only 1:8 (8:64) fits the width-64 kernels.
+    "${SWEEP[@]}" "${VISION[@]}" --set=steps=1500 --grid=recipe=sdgf_geometric --grid=ff=1:8 --grid="$SEEDS4" \
+        --csv="$OUT/vision_geometric.csv" ;;
+  isoflops)
+    "${SWEEP[@]}" "${VISION[@]}" --grid='steps=750|3000' --grid=recipe=dense --grid='seed=0|1' \
+        --csv="$OUT/isoflops_dense.csv"
+    "${SWEEP[@]}" "${VISION[@]}" --grid='steps=750|3000' --grid='recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise' \
+        --grid=ff=1:32 --grid='seed=0|1' --csv="$OUT/isoflops_sparse.csv" ;;
+  language)
+    LANGUAGE=(--config=configs/t5_shakespeare.py --root="$ROOT/language" --set=config.diagnostics_every_steps=100)
+    "${SWEEP[@]}" "${LANGUAGE[@]}" --grid=recipe=dense --grid='seed=0|1|2' --csv="$OUT/language_dense.csv"
+    "${SWEEP[@]}" "${LANGUAGE[@]}" --grid='recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise' \
+        --grid='ff=2:4|1:8|1:32' --grid='seed=0|1|2' --csv="$OUT/language_sparse.csv" ;;
+  tables)
+    .venv/bin/python scripts/make_tables.py --study_v2="$OUT" > "$OUT/tables.md"
+    .venv/bin/python scripts/plot.py --study_v2="$OUT" --out="$OUT" ;;
+  *)
+    echo "usage: $0 vision|isoflops|language|tables" >&2; exit 2 ;;
+esac
