@@ -6,7 +6,7 @@ decoding, plus teacher-forced loss and token accuracy.
 
 Arguments: task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), variant, recipe, ff, qkv, attn_out,
 dec_ff, dec_qkv, dec_attn_out, flow, alpha, dense, finetune, steps, batch, opt (adafactor|adamw), seed,
-init (the workdir of a pretraining run, e.g. t5_c4, or with init_format=hf_t5 Hugging Face T5 v1.1
+init (the workdir of a pretraining run, e.g. t5_c4, or with init_format=hf_t5|t5x Hugging Face or T5X T5 v1.1
 weights), runlocal (a tiny T5 for 4 steps, e.g. on tfds mock data).
 """
 import ml_collections

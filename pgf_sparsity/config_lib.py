@@ -150,7 +150,7 @@ def set_loop_defaults(config: ml_collections.ConfigDict, *, log_every: int, eval
   config.diagnostics_every_steps = 0  # > 0: the gradient-noise diagnostic every that many steps
   config.nonfinite = 'stop'  # or 'skip': drop updates with a non-finite loss or gradient
   config.mesh = dict(sharding.DEFAULT)  # {'data': -1, 'fsdp': k}: FSDP over k devices (sharding.py)
-  config.init = dict(path='', format='workdir', masks='reset')  # start from trained parameters (initialise.py)
+  config.init = dict(path='', format='workdir', masks='reset', reset='')  # start from trained parameters (initialise.py)
   config.loss = 'softmax'
   config.label_smoothing = 0.0
   config.mixup_alpha = 0.0

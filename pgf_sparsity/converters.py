@@ -2,10 +2,13 @@
 
   hf_t5      Hugging Face T5 v1.1 weights (`model.safetensors`, or the directory holding it), e.g.
              google/t5-v1_1-base saved with `save_pretrained`: PyTorch `(out, in)` Linear weights.
+  t5x        a T5X checkpoint of T5 v1.1 (the directory `checkpoint_N`, or its `checkpoint` file), as T5X
+             writes them: a msgpack state dict whose arrays are inline or TensorStore (zarr) references to
+             files beside it, `(in, out)` kernels, e.g. gs://t5-data/pretrained_models/t5x/t5_1_1_base/...
   big_vision a ViT `.npz` in the layouts of big_vision and of google-research/vision_transformer (the AugReg
              checkpoints): per-head (d, heads, head_dim) attention kernels, MlpBlock/Dense names.
 
-Numpy only. Each converter names the parameter it cannot place; shapes are checked by the caller against
+Numpy (and TensorStore for T5X). Each converter names the parameter it cannot place; shapes are checked by the caller against
 the model's (initialise.py).
 """
 import re
@@ -74,6 +77,69 @@ def hf_t5(path: str) -> Flat:
   return out
 
 
+# T5X's T5 v1.1 module names (t5x/examples/t5/network.py) -> ours; kernels are (in, out) in both.
+_T5X_RENAMES = [(re.compile(r'^token_embedder/embedding$'), 'token_embedding'),
+                (re.compile(r'^(encoder|decoder)/relpos_bias/'), r'\1_position_bias/'),
+                (re.compile(r'^decoder/logits_dense/'), 'lm_head/'),
+                (re.compile(r'^(encoder|decoder)/(encoder|decoder)_norm/'), r'\2_norm/'),
+                (re.compile(r'^(encoder|decoder)/layers_(\d+)/'), r'\1_layers_\2/'),
+                (re.compile(r'/encoder_decoder_attention/'), '/cross_attention/'),
+                (re.compile(r'/pre_(self_attention|cross_attention|attention|mlp)_layer_norm/'), r'/pre_\1_norm/')]
+
+
+def _t5x_read(value, directory: str) -> np.ndarray:
+  """An inline array, or the array a TensorStore spec (relative to the checkpoint directory) points at."""
+  if not isinstance(value, dict):
+    return np.asarray(value)
+  import tensorstore  # pylint: disable=g-import-not-at-top
+  spec = dict(value)
+  kvstore = dict(spec.get('kvstore') or {})
+  relative = kvstore.pop('path', None) or spec.pop('path')  # tensorstore < 0.1.14 kept 'path' at the top
+  location = str(epath.Path(directory) / relative)
+  if location.startswith('gs://'):
+    bucket, _, key = location[len('gs://'):].partition('/')
+    kvstore = {'driver': 'gcs', 'bucket': bucket, 'path': key}
+  else:
+    kvstore = {'driver': 'file', 'path': location}
+  spec['kvstore'] = kvstore
+  return np.asarray(tensorstore.open(spec, open=True).result().read().result())
+
+
+def t5x(path: str) -> Flat:
+  """Our T5 parameters from a T5X checkpoint of T5 v1.1 (its 'target' tree; optimizer state is ignored)."""
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  location = epath.Path(path)
+  if location.is_dir():
+    location = location / 'checkpoint'
+  if not location.exists():
+    raise FileNotFoundError(f'{str(location)!r} does not exist (a T5X checkpoint directory is expected).')
+  contents = serialization.msgpack_restore(location.read_bytes())
+  target = contents.get('optimizer', contents).get('target')
+  if target is None:
+    raise ValueError(f'{str(location)!r} holds no optimizer/target tree: not a T5X checkpoint.')
+  out = {}
+  for keys, value in _flatten_state(target).items():
+    name = '/'.join(keys)
+    ours = name
+    for pattern, replacement in _T5X_RENAMES:
+      ours = pattern.sub(replacement, ours)
+    if ours == name:
+      raise ValueError(f'T5X parameter {name!r} has no counterpart in this T5 (T5 v1.1 is expected).')
+    out[ours] = _t5x_read(value, str(location.parent))
+  if 'lm_head/kernel' not in out and 'token_embedding' in out:
+    # T5X without logits_dense computes logits with the embedding, scaled by 1 / sqrt(d_model)
+    embedding = out['token_embedding']
+    out['lm_head/kernel'] = np.ascontiguousarray(embedding.T / np.sqrt(embedding.shape[1]))
+  return out
+
+
+def _flatten_state(tree, prefix=()) -> Dict[tuple, object]:
+  """{key path: leaf}, where a TensorStore spec (a dict with 'driver') counts as a leaf."""
+  if isinstance(tree, dict) and 'driver' not in tree:
+    return {k: v for key, sub in tree.items() for k, v in _flatten_state(sub, prefix + (key,)).items()}
+  return {prefix: tree}
+
+
 _BV_RENAMES = [(re.compile(r'^(params|opt/target)/'), ''),
                (re.compile(r'^Transformer/posembed_input/pos_embedding$'), 'pos_embedding'),
                (re.compile(r'/MultiHeadDotProductAttention_\d+/'), '/attention/'),
@@ -111,4 +177,4 @@ def big_vision(path: str) -> Flat:
   return out
 
 
-FORMATS = {'hf_t5': hf_t5, 'big_vision': big_vision}
+FORMATS = {'hf_t5': hf_t5, 't5x': t5x, 'big_vision': big_vision}

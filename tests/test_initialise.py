@@ -82,12 +82,46 @@ def test_mismatched_source_fails_naming_the_parameter(tmp_path):
     initialise.initialised_state(config.init, exp, exp.initial_state())
 
 
+def test_resampled_position_embedding_follows_the_order_1_zoom():
+  rows, cols = np.meshgrid(np.arange(4.0), np.arange(4.0), indexing='ij')
+  grid = np.stack([rows, cols], -1).reshape(16, 2)
+  source = np.concatenate([[[7.0, -7.0]], grid])[None]  # a class token, then a 4x4 grid linear in position
+  out = initialise.resample_pos_embedding(source, 1 + 36)
+  np.testing.assert_array_equal(out[0, 0], [7.0, -7.0])
+  new_rows, new_cols = np.meshgrid(np.arange(6.0), np.arange(6.0), indexing='ij')
+  # order-1 zoom maps corner to corner: new index i sits at old coordinate i * (4 - 1) / (6 - 1)
+  expected = np.stack([new_rows, new_cols], -1).reshape(36, 2) * 3 / 5
+  np.testing.assert_allclose(out[0, 1:], expected, atol=1e-6)
+  with pytest.raises(ValueError, match='class-token rows differ'):
+    initialise.resample_pos_embedding(source, 36)
+
+
+def test_fine_tune_at_another_resolution_with_a_new_head(tmp_path):
+  source = load_config('digits', 'recipe=static,steps=2')
+  trained, _ = train.train_and_evaluate(source, str(tmp_path / 'pretrain'))
+  config = load_config('digits', 'recipe=static,steps=2,seed=3')
+  config.model.patch_size = source.model.patch_size // 2  # 4x as many tokens (digits come at one resolution)
+  config.init.update(path=str(tmp_path / 'pretrain'), reset='^(head|embedding)/')
+  exp, _ = build_experiment(config)
+  fresh = exp.initial_state()
+  state = initialise.initialised_state(config.init, exp, fresh)
+  params, old, new = (tree_paths.flatten(jax.device_get(t)) for t in (state.params, trained.params, fresh.params))
+  for path, value in params.items():
+    if path.startswith(('head/', 'embedding/')):
+      np.testing.assert_array_equal(value, new[path])
+    elif path == 'pos_embedding':
+      np.testing.assert_allclose(value, initialise.resample_pos_embedding(old[path], value.shape[1]), atol=1e-6)
+    else:
+      np.testing.assert_array_equal(value, old[path])
+
+
 @pytest.mark.parametrize('init,message', [
     ({'path': '/nonexistent/run'}, 'does not exist'),
     ({'path': '.', 'format': 'pytorch'}, 'config.init.format'),
     ({'path': '.', 'masks': 'some'}, 'config.init.masks'),
     ({'path': '.', 'format': 'hf_t5', 'masks': 'keep'}, "needs format 'workdir'"),
     ({'path': '.', 'step': 3}, 'Unknown config.init keys'),
+    ({'path': '.', 'reset': '(head'}, 'not a regular expression'),
 ])
 def test_bad_init_blocks_are_refused(init, message):
   with pytest.raises((ValueError, FileNotFoundError), match=message):
@@ -144,3 +178,72 @@ def test_big_vision_and_augreg_npz_give_the_same_vit(tmp_path):
     assert set(tree_paths.flatten(converted)) == set(tree_paths.flatten(params))
     logits = model.apply({'params': jax.tree.map(jnp.asarray, converted)}, images)
     np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), rtol=1e-6, atol=1e-6)
+
+
+# Hugging Face T5 module -> T5X module (the mapping of transformers' convert_t5x_checkpoint_to_pytorch).
+_T5X_OF_HF = {('encoder', '0', 'SelfAttention'): 'attention', ('encoder', '0', 'layer_norm'): 'pre_attention_layer_norm',
+              ('encoder', '1', 'DenseReluDense'): 'mlp', ('encoder', '1', 'layer_norm'): 'pre_mlp_layer_norm',
+              ('decoder', '0', 'SelfAttention'): 'self_attention',
+              ('decoder', '0', 'layer_norm'): 'pre_self_attention_layer_norm',
+              ('decoder', '1', 'EncDecAttention'): 'encoder_decoder_attention',
+              ('decoder', '1', 'layer_norm'): 'pre_cross_attention_layer_norm',
+              ('decoder', '2', 'DenseReluDense'): 'mlp', ('decoder', '2', 'layer_norm'): 'pre_mlp_layer_norm'}
+_T5X_PROJECTION = {'q': 'query', 'k': 'key', 'v': 'value', 'o': 'out', 'wi_0': 'wi_0', 'wi_1': 'wi_1', 'wo': 'wo'}
+
+
+def _t5x_name(name):
+  """T5X's path and (in, out) array orientation for a Hugging Face T5 v1.1 tensor name."""
+  top = {'shared.weight': ('token_embedder/embedding', False), 'lm_head.weight': ('decoder/logits_dense/kernel', True),
+         'encoder.final_layer_norm.weight': ('encoder/encoder_norm/scale', False),
+         'decoder.final_layer_norm.weight': ('decoder/decoder_norm/scale', False)}
+  if name in top:
+    return top[name]
+  parts = name.split('.')
+  stack, block, sub, module = parts[0], parts[2], parts[4], parts[5]
+  if parts[6] == 'relative_attention_bias':
+    return f'{stack}/relpos_bias/rel_embedding', True
+  layer = f'{stack}/layers_{block}/{_T5X_OF_HF[(stack, sub, module)]}'
+  return (f'{layer}/scale', False) if module == 'layer_norm' else (f'{layer}/{_T5X_PROJECTION[parts[6]]}/kernel', True)
+
+
+def _write_t5x_checkpoint(model, directory):
+  """model's weights as T5X writes a checkpoint: msgpack, 2-D arrays in gzip'd zarr TensorStores beside it
+  (relative paths), 1-D arrays inline; an optimizer state that the reader must ignore."""
+  import tensorstore  # pylint: disable=g-import-not-at-top
+  from flax import serialization, traverse_util  # pylint: disable=g-import-not-at-top
+  target = {}
+  for name, tensor in model.state_dict().items():
+    if name in ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight'):
+      continue
+    path, transpose = _t5x_name(name)
+    array = tensor.numpy().T if transpose else tensor.numpy()
+    if array.ndim == 1:
+      target[tuple(path.split('/'))] = np.ascontiguousarray(array)
+      continue
+    relative = 'target.' + path.replace('/', '.')
+    spec = {'driver': 'zarr', 'dtype': 'float32', 'kvstore': {'driver': 'file', 'path': relative},
+            'metadata': {'compressor': {'id': 'gzip'}, 'shape': list(array.shape), 'chunks': list(array.shape)}}
+    store = tensorstore.open({**spec, 'kvstore': {'driver': 'file', 'path': str(directory / relative)}},
+                             create=True).result()
+    store.write(np.ascontiguousarray(array)).result()
+    target[tuple(path.split('/'))] = spec
+  state = {'version': 3, 'optimizer': {'target': traverse_util.unflatten_dict(target),
+                                       'state': {'step': np.int32(1000), 'param_states': {'any': np.zeros(3)}}}}
+  (directory / 'checkpoint').write_bytes(serialization.msgpack_serialize(state))
+
+
+def test_t5x_checkpoint_gives_transformers_logits(tmp_path):
+  model, torch = _hf_tiny_t5(tmp_path / 'hf')
+  checkpoint = tmp_path / 'checkpoint_1000'
+  checkpoint.mkdir()
+  _write_t5x_checkpoint(model, checkpoint)
+  rng = np.random.default_rng(1)
+  inputs, decoder = rng.integers(1, 64, (2, 9)), rng.integers(1, 64, (2, 5))
+  with torch.no_grad():
+    expected = model(input_ids=torch.tensor(inputs), decoder_input_ids=torch.tensor(decoder)).logits.numpy()
+  params = tree_paths.nest(converters.t5x(str(checkpoint)))
+  ours = t5.T5(**TINY).apply({'params': jax.tree.map(jnp.asarray, params)}, jnp.asarray(inputs),
+                             jnp.asarray(decoder))
+  np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-4, atol=1e-4)
+  with pytest.raises(FileNotFoundError, match='T5X checkpoint directory'):
+    converters.t5x(str(tmp_path / 'hf'))
