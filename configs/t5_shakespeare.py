@@ -6,7 +6,8 @@ r"""Offline language default: a tiny T5 (byte vocabulary) on span-corrupted Shak
 
 Arguments: recipe, ff, qkv, attn_out (N:M for encoder and decoder, or none), dec_ff, dec_qkv, dec_attn_out
 (the decoder's own pattern, default 'same'), flow, alpha (0: beta reaches 0.01 at 80% of the sparse
-phase), dense, finetune, steps, seed, variant (tiny/small/base/large), runlocal (20 steps, 64 eval chunks).
+phase), dense, finetune, steps, seed, variant (tiny/small/base/large), vocab (byte, or sentencepiece: a
+2,000-piece unigram model trained on the training plays on first use), runlocal (20 steps, 64 eval chunks).
 Needs `bash scripts/get_data.sh` (the Shakespeare texts).
 """
 import ml_collections
@@ -15,12 +16,12 @@ from pgf_sparsity import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, finetune=0.1), steps=1500, variant='tiny',
+  a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, finetune=0.1), steps=1500, variant='tiny', vocab='byte',
                            **config_lib.T5_ARGS)
   steps = 20 if a.runlocal else a.steps
   config = ml_collections.ConfigDict()
   config.seed = a.seed
-  config.dataset = dict(name='shakespeare', data_dir='', vocab=dict(kind='byte', model_path=''),
+  config.dataset = dict(name='shakespeare', data_dir='', vocab=dict(kind=a.vocab, model_path='', size=2000),
                         chunk_length=128, noise_density=0.15, mean_noise_span_length=3.0,
                         eval_examples=64 if a.runlocal else 512)
   config.model = config_lib.t5_model(a.variant, dropout=0.0, dtype='float32')

@@ -21,8 +21,9 @@ def _spec_for(config):
   if name == 'tfds':
     size = config.dataset.get('image_size', 224)
     return DataSpec('image_classification', {'image': (size, size, 3)}, config.model.num_classes, 1000)
-  from pgf_sparsity.data.span_corruption import span_corruption_lengths  # pylint: disable=g-import-not-at-top
-  inputs, targets = span_corruption_lengths(config.dataset.get('chunk_length', 512), 0.15, 3.0)
+  from pgf_sparsity.data import span_corruption  # pylint: disable=g-import-not-at-top
+  inputs = config.dataset.get('inputs_length') or 512
+  targets = span_corruption.corrupted_lengths(span_corruption.raw_length(inputs))[1]
   return DataSpec('seq2seq', {'inputs': (inputs,), 'targets': (targets,)}, 32128, 1000)
 
 

@@ -37,6 +37,44 @@ def test_span_corruption_exact_density_and_recoverable(length, seed):
   assert mask.sum() == noise and not mask[0]  # starts with non-noise
 
 
+def _corrupt_token_by_token(tokens, vocab, mask):
+  """The span-corruption definition, one token at a time: the independent reference."""
+  inputs, targets, span = [], [], -1
+  for i, token in enumerate(tokens):
+    if not mask[i]:
+      inputs.append(token)
+      continue
+    if i == 0 or not mask[i - 1]:
+      span += 1
+      inputs.append(vocab.sentinel(span))
+      targets.append(vocab.sentinel(span))
+    targets.append(token)
+  return inputs + [vocab_lib.EOS], targets + [vocab_lib.EOS]
+
+
+@pytest.mark.parametrize('length', [2, 7, 64, 568])
+def test_vectorised_span_corruption_matches_the_token_by_token_definition(length):
+  vocab = vocab_lib.ByteVocabulary()
+  for seed in range(5):
+    tokens = np.random.RandomState(seed).randint(3, 259, length).astype(np.int32)
+    inputs, targets = span_corruption.corrupt(tokens, vocab, np.random.default_rng(seed), 0.3, 2.0)
+    mask = span_corruption.noise_mask(length, np.random.default_rng(seed), 0.3, 2.0)
+    expected_inputs, expected_targets = _corrupt_token_by_token(tokens, vocab, mask)
+    np.testing.assert_array_equal(inputs, expected_inputs)
+    np.testing.assert_array_equal(targets, expected_targets)
+    assert (len(inputs), len(targets)) == span_corruption.corrupted_lengths(length, 0.3, 2.0)
+
+
+def test_raw_length_gives_t5s_published_lengths():
+  # T5 pretraining: 568 raw tokens -> 512 inputs and 114 targets (random_spans_helper)
+  assert span_corruption.raw_length(512) == 568
+  assert span_corruption.corrupted_lengths(568) == (512, 114)
+  assert span_corruption.corrupted_lengths(span_corruption.raw_length(64))[0] <= 64
+  assert span_corruption.corrupted_lengths(span_corruption.raw_length(64) + 1)[0] > 64
+  pieces = span_corruption.concat_then_split([np.arange(5), np.arange(10, 13), np.arange(20, 27)], 4)
+  assert [p.tolist() for p in pieces] == [[0, 1, 2, 3], [4, 10, 11, 12], [20, 21, 22, 23], [24, 25, 26]]
+
+
 def test_byte_vocabulary_round_trip_and_sentinels():
   vocab = vocab_lib.ByteVocabulary()
   text = 'Ay, marry — ’tis so.'
@@ -48,19 +86,28 @@ def test_byte_vocabulary_round_trip_and_sentinels():
     vocab.sentinel(vocab.num_sentinels)
 
 
-def test_sentencepiece_vocabulary(tmp_path):
-  import sentencepiece  # pylint: disable=g-import-not-at-top
-  text = ' '.join(shakespeare.load_split('validation')[:1])[:200_000]
-  corpus = tmp_path / 'corpus.txt'
-  corpus.write_text('\n'.join(text[i:i + 200] for i in range(0, len(text), 200)))
-  sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / 'sp'), vocab_size=300,
-                                           pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
-  vocab = vocab_lib.build({'kind': 'sentencepiece', 'model_path': str(tmp_path / 'sp.model')})
-  assert vocab.size == 300 + 100 and vocab.sentinel(0) == 399
-  sample = 'Friends, Romans, countrymen, lend me your ears'
-  assert vocab.decode(vocab.encode(sample)) == sample
+def test_sentencepiece_vocabulary_trained_on_the_training_plays(tmp_path):
+  (tmp_path / 'shakespeare').mkdir()
+  (tmp_path / 'shakespeare' / 'texts').symlink_to(os.path.dirname(shakespeare.find_texts()[0]))
+  path = shakespeare.sentencepiece_model(500, str(tmp_path))
+  assert shakespeare.sentencepiece_model(500, str(tmp_path)) == path  # trained once, then read
+  vocab = vocab_lib.build({'kind': 'sentencepiece', 'model_path': path})
+  assert vocab.size == 500 + 100 and vocab.sentinel(0) == 599
+  held_out = shakespeare.load_split('validation')[0][:20_000].strip()
+  assert vocab.decode(vocab.encode(held_out)) == held_out
+  assert len(vocab.encode(held_out)) < len(held_out) / 2  # pieces longer than bytes on unseen plays
   with pytest.raises(ValueError, match='model_path'):
     vocab_lib.build({'kind': 'sentencepiece'})
+  # A run on the SentencePiece corpus learns: held-out loss falls.
+  config = load_config('t5_shakespeare', 'recipe=static,ff=1:4,steps=60,vocab=sentencepiece')
+  config.model.update(TINY_T5)
+  config.dataset.update(chunk_length=64, eval_examples=64, data_dir=str(tmp_path))
+  config.dataset.vocab.size = 500
+  config.batch_size, config.eval_batch_size = 16, 64
+  config.eval_every_steps, config.log_every_steps = 10, 10
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  evals = [r for r in metrics.read_jsonl(str(tmp_path / 'run')) if r['split'] == 'eval']
+  assert evals[-1]['loss'] < evals[0]['loss'] - 0.5, evals
 
 
 def test_shakespeare_held_out_split_is_by_play():

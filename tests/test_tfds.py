@@ -140,7 +140,7 @@ def test_preempted_run_on_tfds_resumes_bit_identical(mock_imagenet, tmp_path):
 
 def test_text_batches_are_a_function_of_the_step():
   from pgf_sparsity.data import tfds_text  # pylint: disable=g-import-not-at-top
-  config = {'tfds_name': 'c4/en', 'chunk_length': 64, 'num_eval_examples': 4}
+  config = {'tfds_name': 'c4/en', 'inputs_length': 64, 'num_eval_examples': 4}
   with tfds.testing.mock_data(num_examples=12):
     first = tfds_text.TfdsText(config, 4, 4, 0)
     batches = [first.train_batch(s) for s in range(4)]
@@ -148,3 +148,26 @@ def test_text_batches_are_a_function_of_the_step():
   for key in ('inputs', 'targets'):
     np.testing.assert_array_equal(again[key], batches[3][key])
   assert not np.array_equal(batches[0]['inputs'], batches[3]['inputs'])  # epoch two: reshuffled
+
+
+def test_c4_rows_are_the_steps_documents_concatenated_split_and_packed():
+  from pgf_sparsity.data import span_corruption, tfds_text  # pylint: disable=g-import-not-at-top
+  config = {'tfds_name': 'c4/en', 'inputs_length': 64, 'num_eval_examples': 4, 'documents_per_row': 8.0}
+  with tfds.testing.mock_data(num_examples=40):
+    data = tfds_text.TfdsText(config, 4, 4, 0)
+    batch = data.train_batch(2)
+    documents = [data.vocab.encode(tfds_text._text(e['text'])) for e in data._train.examples(2)]
+    eval_batch = next(data.eval_batches())
+  raw = span_corruption.raw_length(64)
+  assert data.lengths == {'inputs': 64, 'targets': span_corruption.corrupted_lengths(raw)[1]}
+  stream = np.concatenate(documents)
+  recovered = []
+  for row in range(4):
+    for segment in range(1, int(batch['inputs_segment_ids'][row].max()) + 1):
+      inputs = batch['inputs'][row][batch['inputs_segment_ids'][row] == segment]
+      targets = batch['targets'][row][batch['targets_segment_ids'][row] == segment]
+      recovered.append(span_corruption.uncorrupt(inputs, targets, data.vocab))
+  recovered = np.concatenate(recovered)
+  assert len(stream) > 4 * raw and len(recovered) == 4 * raw  # mock documents are short: many per row
+  np.testing.assert_array_equal(recovered, stream[:len(recovered)])  # in order, across document boundaries
+  assert eval_batch['inputs'].shape == (4, 64) and eval_batch['mask'].sum() > 0

@@ -14,7 +14,6 @@ from pgf_sparsity.data import shakespeare
 from pgf_sparsity.data import span_corruption
 from pgf_sparsity.data import vocab as vocab_lib
 from pgf_sparsity.data.base import DataSpec
-from pgf_sparsity.data.span_corruption import pad_to, span_corruption_lengths
 
 
 class ShakespeareSpanCorruption:
@@ -22,7 +21,10 @@ class ShakespeareSpanCorruption:
   def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
     if global_batch % jax.process_count() or eval_batch % jax.process_count():
       raise ValueError('batch sizes must be divisible by the number of processes.')
-    self.vocab = vocab_lib.build(config.get('vocab') or {})
+    vocab = dict(config.get('vocab') or {})
+    if vocab.get('kind') == 'sentencepiece' and not vocab.get('model_path'):  # the corpus's own model
+      vocab['model_path'] = shakespeare.sentencepiece_model(int(vocab.get('size') or 2000), config.get('data_dir', ''))
+    self.vocab = vocab_lib.build(vocab)
     self.chunk = int(config.get('chunk_length', 128))
     self.noise_density = float(config.get('noise_density', 0.15))
     self.mean_span = float(config.get('mean_noise_span_length', 3.0))
@@ -31,7 +33,8 @@ class ShakespeareSpanCorruption:
     data_dir = config.get('data_dir', '')
     self.train_tokens = shakespeare.token_stream(shakespeare.load_split('train', data_dir), self.vocab)
     self.eval_tokens = shakespeare.token_stream(shakespeare.load_split('validation', data_dir), self.vocab)
-    inputs_length, targets_length = span_corruption_lengths(self.chunk, self.noise_density, self.mean_span)
+    inputs_length, targets_length = span_corruption.corrupted_lengths(self.chunk, self.noise_density,
+                                                                        self.mean_span)
     self.lengths = {'inputs': inputs_length, 'targets': targets_length}
     self.seed = seed
     self.local_batch = global_batch // jax.process_count()
@@ -41,10 +44,9 @@ class ShakespeareSpanCorruption:
     self.num_eval = int(config.get('eval_examples', 512))
 
   def _examples(self, tokens: np.ndarray, starts, rng) -> Dict[str, np.ndarray]:
-    pairs = [span_corruption.corrupt(tokens[s:s + self.chunk], self.vocab, rng, self.noise_density,
-                                     self.mean_span) for s in starts]
-    return {'inputs': pad_to([p[0] for p in pairs], self.lengths['inputs']),
-            'targets': pad_to([p[1] for p in pairs], self.lengths['targets'])}
+    pieces = np.stack([tokens[s:s + self.chunk] for s in starts])
+    inputs, targets = span_corruption.corrupt_rows(pieces, self.vocab, rng, self.noise_density, self.mean_span)
+    return {'inputs': inputs, 'targets': targets}
 
   def train_batch(self, step: int) -> Dict[str, np.ndarray]:
     rng = np.random.default_rng([self.seed, step, jax.process_index()])

@@ -1,6 +1,8 @@
 """tfds text tasks for the encoder-decoder, for users who have the data (never downloaded here):
 
-  c4/en                   span corruption of the 'text' feature (pretraining)
+  c4/en                   span corruption of the 'text' feature (pretraining), as T5X: each step's documents
+                          concatenated, split into raw pieces whose corrupted inputs fill `inputs_length`
+                          (568 tokens -> 512 inputs, 114 targets), and packed with segment ids
   glue/<task>             text to text: "<task> name: value ..." -> the label's name; exact match
   wmt14_translate/de-en   "translate English to German: ..." -> German (dataset.source_language and
                           target_language; the tfds name's order by default); BLEU
@@ -22,7 +24,7 @@ from pgf_sparsity.data import tfds_access
 from pgf_sparsity.data import span_corruption
 from pgf_sparsity.data import vocab as vocab_lib
 from pgf_sparsity.data.base import DataSpec
-from pgf_sparsity.data.span_corruption import pad_to, span_corruption_lengths
+from pgf_sparsity.data.span_corruption import pad_to
 from pgf_sparsity.data.vocab import EOS
 
 _LANGUAGES = {'de': 'German', 'en': 'English', 'fr': 'French', 'cs': 'Czech', 'hi': 'Hindi', 'ru': 'Russian'}
@@ -46,20 +48,26 @@ class TfdsText:
     self.eval_batch = eval_batch
     self.num_eval = int(config.get('num_eval_examples', 0) or 0)
     if self.kind == 'c4':
-      self.chunk = int(config.get('chunk_length', 512))
-      inputs_length, targets_length = span_corruption_lengths(self.chunk, 0.15, 3.0)
+      inputs_length = int(config.get('inputs_length') or 512)
+      self.raw_length = span_corruption.raw_length(inputs_length)
+      targets_length = span_corruption.corrupted_lengths(self.raw_length)[1]
     else:
       inputs_length, targets_length = int(config.get('inputs_length', 128)), int(config.get('targets_length', 32))
     self.lengths = {'inputs': inputs_length, 'targets': targets_length}
     metric = {'c4': '', 'glue': f'glue/{self.name.split("/")[-1]}'}.get(self.kind, 'bleu')
     train_source = tfds_access.data_source(self.name, self.train_split, config.get('tfds_data_dir') or None)
-    # dataset.pack_factor k > 1: every step reads k examples per row and packs them (packing_rows.py).
+    # dataset.pack_factor k > 1: every step reads k examples per row and packs them (packing_rows.py); C4
+    # reads dataset.documents_per_row documents per row, whose pieces are packed.
     self.pack_factor = int(config.get('pack_factor', 1) or 1)
-    self._train = tfds_access.StepIndexed(train_source, global_batch * self.pack_factor, seed)
+    per_step = global_batch * self.pack_factor
+    if self.kind == 'c4':
+      per_step = math.ceil(global_batch * float(config.get('documents_per_row', 1.5)) / jax.process_count())
+      per_step *= jax.process_count()
+    self._train = tfds_access.StepIndexed(train_source, per_step, seed)
     self.local_batch = global_batch // jax.process_count()
     num_train = int(config.get('num_train_examples', 0) or len(train_source))
     self.spec = DataSpec('seq2seq', {k: (v,) for k, v in self.lengths.items()}, self.vocab.size,
-                         max(num_train // (global_batch * self.pack_factor), 1), metric)
+                         max(num_train // per_step, 1), metric)
     if self.kind == 'wmt14_translate' or self.kind.startswith('wmt'):
       languages = self.name.split('/')[1].split('-')
       self.source = config.get('source_language') or languages[0]
@@ -71,14 +79,7 @@ class TfdsText:
 
   # ---- examples ----
   def _pair(self, example, rng):
-    """(input ids, target ids, reference text) of one example."""
-    if self.kind == 'c4':
-      tokens = np.asarray(self.vocab.encode(_text(example['text'])), np.int32)
-      if len(tokens) < 2:  # span corruption needs a kept and a noise token
-        tokens = np.pad(tokens, (0, 2 - len(tokens)), constant_values=EOS)
-      start = int(rng.integers(0, max(len(tokens) - self.chunk, 0) + 1))
-      inputs, targets = span_corruption.corrupt(tokens[start:start + self.chunk], self.vocab, rng)
-      return inputs, targets, ''
+    """(input ids, target ids, reference text) of one example (GLUE, WMT)."""
     if self.kind == 'glue':
       task = self.name.split('/')[1]
       fields = ' '.join(f'{k}: {_text(v)}' for k, v in sorted(example.items())
@@ -102,8 +103,23 @@ class TfdsText:
     return {'inputs': pad_to([p[0] for p in pairs], self.lengths['inputs']),
             'targets': pad_to([p[1] for p in pairs], self.lengths['targets'])}
 
+  def _pieces(self, examples, rng) -> List:
+    """C4: the documents' tokens concatenated, split into raw pieces, span-corrupted (all but the last piece
+    have the full length, and are corrupted together)."""
+    documents = [self.vocab.encode(_text(e['text'])) for e in examples]
+    pieces = span_corruption.concat_then_split(documents, self.raw_length)
+    full = [p for p in pieces if len(p) == self.raw_length]
+    out = list(zip(*span_corruption.corrupt_rows(np.stack(full), self.vocab, rng))) if full else []
+    out += [span_corruption.corrupt(p, self.vocab, rng) for p in pieces if 2 <= len(p) < self.raw_length]
+    return [(inputs, targets, '') for inputs, targets in out]
+
   def train_batch(self, step: int):
-    pairs = [self._pair(e, np.random.default_rng(e['seed'])) for e in self._train.examples(step)]
+    examples = self._train.examples(step)
+    if self.kind == 'c4':  # pieces that find no room in the step's rows are dropped (C4 is never epoch'd)
+      pairs = self._pieces(examples, np.random.default_rng(examples[0]['seed']))
+      return packing_rows.pack([p[:2] for p in pairs], self.local_batch, self.lengths['inputs'],
+                               self.lengths['targets'])
+    pairs = [self._pair(e, np.random.default_rng(e['seed'])) for e in examples]
     if self.pack_factor > 1:
       return packing_rows.pack([p[:2] for p in pairs], self.local_batch, self.lengths['inputs'],
                                self.lengths['targets'])
@@ -116,7 +132,9 @@ class TfdsText:
       if self.num_eval:
         ds = ds.take(self.num_eval)
       rng = np.random.default_rng([7, jax.process_index()])
-      self._eval_cache = [self._pair(e, rng) for e in tfds.as_numpy(ds)]
+      examples = list(tfds.as_numpy(ds))
+      self._eval_cache = (self._pieces(examples, rng) if self.kind == 'c4' else
+                          [self._pair(e, rng) for e in examples])
     return self._eval_cache
 
   def eval_batches(self):
