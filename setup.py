@@ -11,11 +11,13 @@ INSTALL_REQUIRES = [
     'absl-py==2.5.1',
     'clu==0.0.12',
     'orbax-checkpoint==0.12.8',
+    'tensorstore==0.1.86',  # T5X checkpoints (converters.py); orbax's own dependency
     'tensorflow-cpu==2.21.0',
     'tensorflow-datasets==4.9.10',
     'tensorboard==2.21.0',
     'numpy==2.4.6',
     'scikit-learn==1.9.1',
+    'scipy==1.17.1',  # position-embedding resampling (initialise.py), t intervals (scripts/make_tables.py)
     'sentencepiece==0.2.3',
     'sacrebleu==2.6.0',
     'safetensors==0.8.0',

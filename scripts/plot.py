@@ -1,12 +1,17 @@
-r"""Figures (PNG) from a sweep: accuracy vs sparsity, accuracy vs training FLOPs, beta(t) and SDGF frames,
-and the gradient-noise curves of the paper's section 4.
+r"""Figures (PNG) from sweeps: accuracy vs sparsity, accuracy vs training FLOPs, beta(t) and SDGF frames,
+the gradient-noise curves of the paper's section 4, and (from sweep.py's --traces) accuracy and mask-flip
+curves.
 
   .venv/bin/python scripts/plot.py --csv=results/fashion_mnist.csv --out=results/figures
+  .venv/bin/python scripts/plot.py --csv=A.csv --csv=B.csv --traces=DIR --curves_pattern=ff=1:32 --out=DIR
   .venv/bin/python scripts/plot.py --schedules --steps=3000 --alpha=2e-3 --pattern=1:8 --out=results/figures
 
-Gradient-noise curves need runs with config.diagnostics_every_steps > 0: they show the moving average (40
-log points) of the change of the gradient between log points (grad_change_std, mean over sparse layers)
-for each run in the CSV whose pattern is given by --noise_patterns.
+Every recipe keeps one colour in every figure; error bars are the tables' (std over seeds, ddof 1); the
+fine-tune boundary (binary masks from there on) is a dotted vertical line. Gradient-noise curves need runs
+with config.diagnostics_every_steps > 0: the moving average (5 log points) of the change of the gradient
+between log points (L2, mean over sparse layers), after the flow and, from traces, before it (raw), on one
+y-scale, for seed 0 of each run whose pattern is in --noise_patterns. They read the runs' workdirs (--root)
+or their traces (--traces).
 """
 import argparse
 import collections
@@ -24,9 +29,25 @@ from pgf_sparsity.sparsity import schedules  # noqa: E402
 from pgf_sparsity.sparsity import Recipe  # noqa: E402
 
 
-def load(path):
-  with open(path) as f:
-    rows = [r for r in csv.DictReader(f) if r.get('accuracy')]
+LABELS = ('dense', 'static (decayed)', 'static (ste)', 'srste', 'mdgf_linear (decayed)', 'mdgf_linear (ste)',
+          'mdgf_exponential (decayed)', 'mdgf_exponential (ste)', 'sdgf_stepwise (decayed)',
+          'sdgf_geometric (decayed)')
+_COLOURS = {label: plt.get_cmap('tab10')(i) for i, label in enumerate(LABELS)}
+
+
+def rank(label: str) -> int:
+  return LABELS.index(label) if label in LABELS else len(LABELS)
+
+
+def colour(label: str):
+  return _COLOURS.get(label, 'grey')
+
+
+def load(paths):
+  rows = []
+  for path in paths:
+    with open(path) as f:
+      rows += [r for r in csv.DictReader(f) if r.get('accuracy')]
   for r in rows:
     r['accuracy'] = float(r['accuracy'])
     r['train_flops'] = float(r['train_flops'])
@@ -41,20 +62,36 @@ def density(pattern: str) -> float:
   return int(n) / int(m)
 
 
+def main_steps(rows) -> int:
+  return collections.Counter(int(r['steps']) for r in rows).most_common(1)[0][0]
+
+
+def finetune_start(row) -> float:
+  return int(row['steps']) * (1.0 - float(row.get('finetune_fraction') or 0.0))
+
+
 def accuracy_vs_sparsity(rows, out):
+  """Mean and std (ddof 1) over seeds per recipe, at the N:M patterns (evenly spaced, labelled)."""
+  steps = main_steps(rows)
+  rows = [r for r in rows if int(r['steps']) == steps]
   fig, ax = plt.subplots(figsize=(6, 4))
   groups = collections.defaultdict(lambda: collections.defaultdict(list))
   for r in rows:
-    groups[r['label']][1.0 - density(r['pattern'])].append(100 * r['accuracy'])
-  dense = groups.pop('dense', {})
-  for label, points in sorted(groups.items()):
-    xs = sorted(points)
-    ax.errorbar(xs, [np.mean(points[x]) for x in xs], yerr=[np.std(points[x]) for x in xs], marker='o',
-                capsize=3, label=label)
+    groups[r['label']][r['pattern']].append(100 * r['accuracy'])
+  dense = [v for points in groups.pop('dense', {}).values() for v in points]
+  patterns = sorted({p for points in groups.values() for p in points}, key=lambda p: 1.0 - density(p))
+  spread = lambda values: np.std(values, ddof=1) if len(values) > 1 else 0.0
+  for i, (label, points) in enumerate(sorted(groups.items(), key=lambda item: rank(item[0]))):
+    xs = [patterns.index(p) + 0.06 * (i - len(groups) / 2) for p in patterns if p in points]
+    ax.errorbar(xs, [np.mean(points[p]) for p in patterns if p in points],
+                yerr=[spread(points[p]) for p in patterns if p in points], marker='o', capsize=3, label=label,
+                color=colour(label))
   if dense:
-    ax.axhline(np.mean(dense[0.0]), color='k', ls='--', label='dense')
-  ax.set_xlabel('sparsity (1 - N/M)')
-  ax.set_ylabel('eval accuracy (%)')
+    ax.axhspan(np.mean(dense) - spread(dense), np.mean(dense) + spread(dense), color='k', alpha=0.1)
+    ax.axhline(np.mean(dense), color='k', ls='--', label='dense')
+  ax.set_xticks(range(len(patterns)), [p.split('=')[-1] for p in patterns])
+  ax.set_xlabel(f'N:M pattern ({steps} steps)')
+  ax.set_ylabel('eval accuracy (%), exact N:M model')
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(os.path.join(out, 'accuracy_vs_sparsity.png'), dpi=120)
@@ -63,9 +100,10 @@ def accuracy_vs_sparsity(rows, out):
 
 def accuracy_vs_flops(rows, out):
   fig, ax = plt.subplots(figsize=(6, 4))
-  for label in sorted({r['label'] for r in rows}):
+  for label in sorted({r['label'] for r in rows}, key=rank):
     sel = [r for r in rows if r['label'] == label]
-    ax.scatter([r['train_flops'] for r in sel], [100 * r['accuracy'] for r in sel], label=label, s=14)
+    ax.scatter([r['train_flops'] for r in sel], [100 * r['accuracy'] for r in sel], label=label, s=14,
+               color=colour(label))
   ax.set_xscale('log')
   ax.set_xlabel('training FLOPs')
   ax.set_ylabel('eval accuracy (%)')
@@ -75,29 +113,76 @@ def accuracy_vs_flops(rows, out):
   plt.close(fig)
 
 
-def gradient_noise(rows, out, patterns, root):
-  fig, axes = plt.subplots(1, len(patterns), figsize=(5 * len(patterns), 3.6), squeeze=False)
-  for ax, pattern in zip(axes[0], patterns):
+def diag_records(row, root: str, traces: str):
+  """{step: {series: value}} of a run's diagnostics and curves: from its trace CSV, else its workdir."""
+  out = collections.defaultdict(dict)
+  if traces:
+    with open(os.path.join(traces, row['run'] + '.csv')) as f:
+      for t in csv.DictReader(f):
+        out[int(t['step'])][t['series']] = float(t['value'])
+    return out
+  for x in metrics.read_jsonl(os.path.join(root, row['run'])):
+    if x['split'] == 'diag':
+      out[x['step']].update({k: v for k, v in x.items() if k != 'split'})
+  return out
+
+
+def _layer_mean(records, kind: str):
+  steps = [s for s in sorted(records) if any(k.endswith('/' + kind) for k in records[s])]
+  return steps, [np.mean([v for k, v in records[s].items() if k.endswith('/' + kind)]) for s in steps]
+
+
+def gradient_noise(rows, out, patterns, root='', traces=''):
+  kinds = ('grad_change_l2', 'raw_grad_change_l2') if traces else ('grad_change_l2',)
+  fig, axes = plt.subplots(len(kinds), len(patterns), figsize=(5 * len(patterns), 3.4 * len(kinds)),
+                           squeeze=False, sharey=True)
+  for column, pattern in enumerate(patterns):
     shown = set()
     for r in rows:
       if r['pattern'] not in (pattern, 'dense') or r.get('seed', '0') not in ('0', 0) or r['label'] in shown:
         continue  # seed 0 only; dense runs repeat across the grid's patterns
       shown.add(r['label'])
-      records = [x for x in metrics.read_jsonl(os.path.join(root, r['run'])) if x['split'] == 'diag']
-      steps, values = [], []
-      for x in records:
-        changes = [v for k, v in x.items() if k.endswith('/grad_change_std')]
-        if changes:
-          steps.append(x['step'])
-          values.append(np.mean(changes))
-      if values:
-        ax.plot(steps, diagnostics.moving_average(values, 40), label=r['label'])
-    ax.set_title(f'gradient change std, {pattern}')
-    ax.set_xlabel('step')
-    ax.set_yscale('log')
-    ax.legend(fontsize=6)
+      records = diag_records(r, root, traces)
+      for ax, kind in zip(axes[:, column], kinds):
+        steps, values = _layer_mean(records, kind)
+        if values:
+          ax.plot(steps, diagnostics.moving_average(values, 5), label=r['label'], color=colour(r['label']))
+          ax.axvline(finetune_start(r), color='grey', ls=':')
+    for ax, kind in zip(axes[:, column], kinds):
+      ax.set_title(f'{"raw" if kind.startswith("raw") else "flowed"} gradient change, {pattern.split("=")[-1]}')
+      ax.set_xlabel('step')
+      ax.set_ylabel('||g_t - g_t-K||_2, mean over layers')
+      ax.set_yscale('log')
+  axes[0, 0].legend(fontsize=6)
   fig.tight_layout()
   fig.savefig(os.path.join(out, 'gradient_noise.png'), dpi=120)
+  plt.close(fig)
+
+
+def curves(rows, out, pattern, traces):
+  """Eval accuracy and mask-flip rate over training, mean over seeds, per recipe at `pattern` (and dense)."""
+  steps = main_steps(rows)
+  boundary = finetune_start(next(r for r in rows if int(r['steps']) == steps and r['recipe'] != 'dense'))
+  fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+  for label in sorted({r['label'] for r in rows}, key=rank):
+    runs = [r for r in rows if r['label'] == label and r['pattern'] in (pattern, 'dense') and int(r['steps']) == steps]
+    if not runs:
+      continue
+    records = [diag_records(r, '', traces) for r in runs]
+    for ax, series, scale in ((top, 'eval/accuracy', 100.0), (bottom, 'train/mask_flip_rate_log', 1.0)):
+      points = sorted(set.intersection(*[{s for s in rec if series in rec[s]} for rec in records]))
+      if points:
+        ax.plot(points, [scale * np.mean([rec[s][series] for rec in records]) for s in points], marker='.',
+                label=label, color=colour(label))
+  for ax in (top, bottom):
+    ax.axvline(boundary, color='grey', ls=':')
+  top.set_ylabel('eval accuracy (%)')
+  top.set_title(f'{pattern.split("=")[-1]}, mean over seeds; dotted: fine-tune starts')
+  bottom.set_ylabel('mask-flip rate between log steps')
+  bottom.set_xlabel('step')
+  top.legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, 'curves.png'), dpi=120)
   plt.close(fig)
 
 
@@ -132,8 +217,10 @@ def schedule_figure(steps, alpha, pattern, out):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--csv')
+  parser.add_argument('--csv', action='append', default=[], help='a sweep CSV (repeatable)')
   parser.add_argument('--root', help='the sweep root holding the runs (default: --csv\'s runs as named)')
+  parser.add_argument('--traces', default='', help="sweep.py's --traces directory (instead of --root)")
+  parser.add_argument('--curves_pattern', default='', help='with --traces: the pattern of curves.png')
   parser.add_argument('--out', required=True)
   parser.add_argument('--noise_patterns', default='ff=2:4,ff=1:32')
   parser.add_argument('--schedules', action='store_true')
@@ -148,8 +235,10 @@ def main():
     rows = load(args.csv)
     accuracy_vs_sparsity(rows, args.out)
     accuracy_vs_flops(rows, args.out)
-    if args.root:
-      gradient_noise(rows, args.out, args.noise_patterns.split(','), args.root)
+    if args.root or args.traces:
+      gradient_noise(rows, args.out, args.noise_patterns.split(','), args.root, args.traces)
+    if args.traces and args.curves_pattern:
+      curves(rows, args.out, args.curves_pattern, args.traces)
 
 
 if __name__ == '__main__':

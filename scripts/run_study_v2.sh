@@ -38,8 +38,36 @@ case "${1:-}" in
     "${SWEEP[@]}" "${LANGUAGE[@]}" --grid='recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise' \
         --grid='ff=2:4|1:8|1:32' --grid='seed=0|1|2' --csv="$OUT/language_sparse.csv" ;;
   tables)
-    .venv/bin/python scripts/make_tables.py --study_v2="$OUT" > "$OUT/tables.md"
-    .venv/bin/python scripts/plot.py --study_v2="$OUT" --out="$OUT" ;;
+    VISION_CSVS=(--csv="$OUT/vision_dense.csv" --csv="$OUT/vision_sparse.csv" --csv="$OUT/vision_geometric.csv")
+    ISO_CSVS=(--csv="$OUT/isoflops_dense.csv" --csv="$OUT/isoflops_sparse.csv")
+    LANGUAGE_CSVS=(--csv="$OUT/language_dense.csv" --csv="$OUT/language_sparse.csv")
+    existing() { for a in "$@"; do [[ -f "${a#--csv=}" ]] && echo "$a"; done; }
+    mapfile -t VISION_CSVS < <(existing "${VISION_CSVS[@]}")
+    mapfile -t ISO_CSVS < <(existing "${ISO_CSVS[@]}")
+    mapfile -t LANGUAGE_CSVS < <(existing "${LANGUAGE_CSVS[@]}")
+    TABLES=(.venv/bin/python scripts/make_tables.py)
+    {
+      echo '## Vision (Fashion-MNIST)'; echo
+      "${TABLES[@]}" "${VISION_CSVS[@]}" "${ISO_CSVS[@]}" --traces="$OUT/traces"
+      if (( ${#LANGUAGE_CSVS[@]} )); then
+        echo; echo '## Language (Shakespeare, held-out plays)'; echo
+        "${TABLES[@]}" "${LANGUAGE_CSVS[@]}" --metric=loss --traces="$OUT/traces"
+      fi
+    } > "$OUT/tables.md"
+    {
+      echo '**Vision** (Fashion-MNIST, exact N:M test accuracy):'; echo
+      "${TABLES[@]}" "${VISION_CSVS[@]}" --findings
+      if (( ${#LANGUAGE_CSVS[@]} )); then
+        echo; echo '**Language** (Shakespeare, held-out loss of the exact N:M model):'; echo
+        "${TABLES[@]}" "${LANGUAGE_CSVS[@]}" --metric=loss --findings
+      fi
+    } > "$OUT/findings.md"
+    .venv/bin/python scripts/plot.py "${VISION_CSVS[@]}" "${ISO_CSVS[@]}" --traces="$OUT/traces" --out="$OUT/vision" \
+        --noise_patterns='ff=1:8,ff=1:32,ff=1:64' --curves_pattern=ff=1:32
+    if (( ${#LANGUAGE_CSVS[@]} )); then
+      .venv/bin/python scripts/plot.py "${LANGUAGE_CSVS[@]}" --traces="$OUT/traces" --out="$OUT/language" \
+          --noise_patterns='ff=2:4,ff=1:8,ff=1:32' --curves_pattern=ff=1:32
+    fi ;;
   *)
     echo "usage: $0 vision|isoflops|language|tables" >&2; exit 2 ;;
 esac

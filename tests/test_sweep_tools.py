@@ -73,6 +73,16 @@ def test_sweep_tables_and_plots(tmp_path):
   assert plots.returncode == 0, plots.stderr
   for name in ('accuracy_vs_sparsity', 'accuracy_vs_flops', 'gradient_noise', 'schedules'):
     assert os.path.getsize(os.path.join(figures, f'{name}.png')) > 5000
+  # From the committed data alone (traces): flowed and raw noise, accuracy and mask-flip curves, noise table.
+  from_traces = str(tmp_path / 'from_traces')
+  plots = script('plot.py', f'--csv={table}', f'--traces={traces}', f'--out={from_traces}', '--noise_patterns=ff=1:4',
+                 '--curves_pattern=ff=1:4')
+  assert plots.returncode == 0, plots.stderr
+  for name in ('gradient_noise', 'curves'):
+    assert os.path.getsize(os.path.join(from_traces, f'{name}.png')) > 5000
+  noise = script('make_tables.py', f'--csv={table}', f'--traces={traces}')
+  assert noise.returncode == 0, noise.stderr
+  assert 'flowed / raw' in noise.stdout and '| ff=1:4 |' in noise.stdout.split('flowed / raw')[1]
 
 
 def test_iso_flops_interpolation():
@@ -86,3 +96,25 @@ def test_iso_flops_interpolation():
                train_flops=150.0, dense_train_flops=300.0)]
   table = make_tables.iso_flops_table(rows, ['static (ste)'], ['ff=1:4'])
   assert '| ff=1:4 | 80.00 |' in table  # halfway between 50 and 150 FLOPs
+
+
+def test_findings_paired_differences_intervals_and_verdicts():
+  sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+  import make_tables  # pylint: disable=g-import-not-at-top
+
+  def run(recipe, flow, seed, value):
+    return dict(recipe=recipe, flow=flow, pattern='ff=1:8', seed=str(seed), steps=1500, accuracy=value)
+
+  base = [0.80, 0.82, 0.84]
+  rows = [run('srste', 'ste', s, v) for s, v in enumerate(base)]
+  rows += [run('static', 'decayed', s, v) for s, v in enumerate(base)]
+  rows += [run('mdgf_exponential', 'decayed', s, v + d) for s, (v, d) in enumerate(zip(base, [0.010, 0.011, 0.009]))]
+  rows += [run('sdgf_stepwise', 'decayed', s, v + d) for s, (v, d) in enumerate(zip(base, [0.01, 0.02, 0.03]))]
+  text = make_tables.findings(rows)
+  # differences 1.0, 1.1, 0.9 points: mean 1.0, std 0.1, t(0.975, 2) = 4.303 -> +-0.248
+  assert '- ff=1:8: mdgf_exponential (decayed) vs srste: +1.00 points (95% CI +0.75 to +1.25, n=3): **better**' in text
+  # differences 1, 2, 3 points: mean 2, std 1 -> +-2.484: the interval holds 0
+  assert ('- ff=1:8: sdgf_stepwise (decayed) vs static (decayed): +2.00 points (95% CI -0.48 to +4.48, n=3): '
+          '**no difference**') in text
+  # read as a loss (load() puts the chosen metric under 'accuracy'), lower is better: the baselines win
+  assert '(95% CI -0.0125 to -0.0075, n=3): **worse**' in make_tables.findings(rows, 'loss')
