@@ -49,6 +49,7 @@ def load(paths, metric: str = 'accuracy'):
     r['train_flops'] = float(r['train_flops'])
     r['dense_train_flops'] = float(r['dense_train_flops'])
     r['steps'] = int(r['steps'])
+    r['seconds'] = float(r.get('seconds') or 0.0)
   return rows
 
 
@@ -144,8 +145,11 @@ def findings(rows, metric: str = 'accuracy') -> str:
   main = [r for r in rows if r['steps'] == steps]
   patterns = sorted({r['pattern'] for r in main if r['pattern'].split('=')[-1] in PRIMARY}, key=pattern_key)
   unit = ' points' if metric == 'accuracy' else ''
+  hours = sum(r['seconds'] for r in rows) / 3600
   out = [f'Paired differences in final {name} at {steps} steps (positive: the first recipe is better), mean '
-         'and 95% t interval over seeds:', '']
+         f'and 95% t interval over seeds ({len(rows)} runs, {hours:.1f} hours of run time, one CPU thread each):',
+         '']
+  verdicts = collections.Counter()
   for pattern in patterns:
     for treatment in TREATMENTS:
       for baseline in BASELINES:
@@ -155,8 +159,11 @@ def findings(rows, metric: str = 'accuracy') -> str:
         half = scipy.stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs))
         low, high = diffs.mean() - half, diffs.mean() + half
         verdict = 'better' if low > 0 else 'worse' if high < 0 else 'no difference'
+        verdicts[verdict] += 1
         out.append(f'- {pattern}: {treatment} vs {baseline}: {diffs.mean():+.{decimals}f}{unit} '
                    f'(95% CI {low:+.{decimals}f} to {high:+.{decimals}f}, n={len(diffs)}): **{verdict}**')
+  out += ['', f'In all: {sum(verdicts.values())} comparisons; the PGF recipe is better in {verdicts["better"]}, '
+          f'worse in {verdicts["worse"]}, no different in {verdicts["no difference"]}.']
   return '\n'.join(out) + '\n'
 
 

@@ -7,11 +7,11 @@
 #   bash scripts/run_study_v2.sh language    # tiny T5 on Shakespeare: 4 recipes x 2:4, 1:8, 1:32 x 3 seeds
 #   bash scripts/run_study_v2.sh tables      # results/study_v2/*.csv -> tables, findings, figures
 # Runs go to $STUDY_ROOT (default workdirs/study_v2); the CSVs and each run's curves (traces/) to
-# results/study_v2/. PARALLEL (default 2) runs at a time, one CPU thread each.
+# $STUDY_OUT (default results/study_v2/). PARALLEL (default 2) runs at a time, one CPU thread each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${STUDY_ROOT:-workdirs/study_v2}
-OUT=results/study_v2
+OUT=${STUDY_OUT:-results/study_v2}
 PARALLEL=${PARALLEL:-2}
 SWEEP=(.venv/bin/python scripts/sweep.py --parallel="$PARALLEL" --threads=1 --traces="$OUT/traces")
 VISION=(--config=configs/fashion_mnist.py --root="$ROOT/vision" --set=size=small

@@ -103,7 +103,7 @@ def test_findings_paired_differences_intervals_and_verdicts():
   import make_tables  # pylint: disable=g-import-not-at-top
 
   def run(recipe, flow, seed, value):
-    return dict(recipe=recipe, flow=flow, pattern='ff=1:8', seed=str(seed), steps=1500, accuracy=value)
+    return dict(recipe=recipe, flow=flow, pattern='ff=1:8', seed=str(seed), steps=1500, accuracy=value, seconds=0.0)
 
   base = [0.80, 0.82, 0.84]
   rows = [run('srste', 'ste', s, v) for s, v in enumerate(base)]
@@ -112,6 +112,7 @@ def test_findings_paired_differences_intervals_and_verdicts():
   rows += [run('sdgf_stepwise', 'decayed', s, v + d) for s, (v, d) in enumerate(zip(base, [0.01, 0.02, 0.03]))]
   text = make_tables.findings(rows)
   # differences 1.0, 1.1, 0.9 points: mean 1.0, std 0.1, t(0.975, 2) = 4.303 -> +-0.248
+  assert '(12 runs, 0.0 hours of run time' in text and 'In all: 4 comparisons; the PGF recipe is better in 2, worse in 0, no different in 2.' in text
   assert '- ff=1:8: mdgf_exponential (decayed) vs srste: +1.00 points (95% CI +0.75 to +1.25, n=3): **better**' in text
   # differences 1, 2, 3 points: mean 2, std 1 -> +-2.484: the interval holds 0
   assert ('- ff=1:8: sdgf_stepwise (decayed) vs static (decayed): +2.00 points (95% CI -0.48 to +4.48, n=3): '

@@ -1,0 +1,26 @@
+"""The committed study is data: its tables and findings, and the README's findings block, are regenerated
+from the committed CSVs and run traces (scripts/run_study_v2.sh tables) and must match what is committed."""
+import os
+import shutil
+import subprocess
+
+from helpers import ROOT
+
+STUDY = os.path.join(ROOT, 'results', 'study_v2')
+
+
+def test_study_v2_tables_and_findings_regenerate_from_the_committed_data(tmp_path):
+  out = tmp_path / 'study_v2'
+  shutil.copytree(STUDY, out, ignore=shutil.ignore_patterns('*.md', 'vision', 'language'))
+  env = dict(os.environ, STUDY_OUT=str(out), TF_CPP_MIN_LOG_LEVEL='3')
+  done = subprocess.run(['bash', 'scripts/run_study_v2.sh', 'tables'], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=600)
+  assert done.returncode == 0, done.stderr
+  for name in ('tables.md', 'findings.md'):
+    with open(os.path.join(STUDY, name)) as f:
+      assert (out / name).read_text() == f.read(), name
+  for figure in ('accuracy_vs_sparsity', 'gradient_noise', 'curves'):
+    assert (out / 'vision' / f'{figure}.png').stat().st_size > 5000
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    readme = f.read()
+  assert (out / 'findings.md').read_text() in readme  # the README quotes the findings verbatim
