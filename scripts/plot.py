@@ -35,6 +35,12 @@ LABELS = ('dense', 'static (decayed)', 'static (ste)', 'srste', 'mdgf_linear (de
 _COLOURS = {label: plt.get_cmap('tab10')(i) for i, label in enumerate(LABELS)}
 
 
+def save(fig, out: str, name: str) -> None:
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, f'{name}.png'), dpi=120)
+  plt.close(fig)
+
+
 def rank(label: str) -> int:
   return LABELS.index(label) if label in LABELS else len(LABELS)
 
@@ -93,9 +99,7 @@ def accuracy_vs_sparsity(rows, out):
   ax.set_xlabel(f'N:M pattern ({steps} steps)')
   ax.set_ylabel('eval accuracy (%), exact N:M model')
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, 'accuracy_vs_sparsity.png'), dpi=120)
-  plt.close(fig)
+  save(fig, out, 'accuracy_vs_sparsity')
 
 
 def accuracy_vs_flops(rows, out):
@@ -108,9 +112,7 @@ def accuracy_vs_flops(rows, out):
   ax.set_xlabel('training FLOPs')
   ax.set_ylabel('eval accuracy (%)')
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, 'accuracy_vs_flops.png'), dpi=120)
-  plt.close(fig)
+  save(fig, out, 'accuracy_vs_flops')
 
 
 def diag_records(row, root: str, traces: str):
@@ -154,9 +156,7 @@ def gradient_noise(rows, out, patterns, root='', traces=''):
       ax.set_ylabel('||g_t - g_t-K||_2, mean over layers')
       ax.set_yscale('log')
   axes[0, 0].legend(fontsize=6)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, 'gradient_noise.png'), dpi=120)
-  plt.close(fig)
+  save(fig, out, 'gradient_noise')
 
 
 def curves(rows, out, pattern, traces):
@@ -181,9 +181,7 @@ def curves(rows, out, pattern, traces):
   bottom.set_ylabel('mask-flip rate between log steps')
   bottom.set_xlabel('step')
   top.legend(fontsize=6)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, 'curves.png'), dpi=120)
-  plt.close(fig)
+  save(fig, out, 'curves')
 
 
 def schedule_figure(steps, alpha, pattern, out):
@@ -210,9 +208,7 @@ def schedule_figure(steps, alpha, pattern, out):
   group.set_yscale('log', base=2)
   b.legend(fontsize=7, loc='upper right')
   group.legend(fontsize=7, loc='center right')
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, 'schedules.png'), dpi=120)
-  plt.close(fig)
+  save(fig, out, 'schedules')
 
 
 def main():
