@@ -17,6 +17,19 @@ def script(name, *args):
                         capture_output=True, text=True, timeout=600)
 
 
+def _figures_and_noise_table_from_traces(table, traces, tmp_path):
+  """From the committed data alone (traces): flowed and raw noise, accuracy and mask-flip curves, noise table."""
+  from_traces = str(tmp_path / 'from_traces')
+  plots = script('plot.py', f'--csv={table}', f'--traces={traces}', f'--out={from_traces}', '--noise_patterns=ff=1:4',
+                 '--curves_pattern=ff=1:4')
+  assert plots.returncode == 0, plots.stderr
+  for name in ('gradient_noise', 'curves'):
+    assert os.path.getsize(os.path.join(from_traces, f'{name}.png')) > 5000
+  noise = script('make_tables.py', f'--csv={table}', f'--traces={traces}')
+  assert noise.returncode == 0, noise.stderr
+  assert 'flowed / raw' in noise.stdout and '| ff=1:4 |' in noise.stdout.split('flowed / raw')[1]
+
+
 @pytest.mark.slow
 def test_sweep_tables_and_plots(tmp_path):
   root, table = str(tmp_path / 'runs'), str(tmp_path / 'grid.csv')
@@ -73,16 +86,7 @@ def test_sweep_tables_and_plots(tmp_path):
   assert plots.returncode == 0, plots.stderr
   for name in ('accuracy_vs_sparsity', 'accuracy_vs_flops', 'gradient_noise', 'schedules'):
     assert os.path.getsize(os.path.join(figures, f'{name}.png')) > 5000
-  # From the committed data alone (traces): flowed and raw noise, accuracy and mask-flip curves, noise table.
-  from_traces = str(tmp_path / 'from_traces')
-  plots = script('plot.py', f'--csv={table}', f'--traces={traces}', f'--out={from_traces}', '--noise_patterns=ff=1:4',
-                 '--curves_pattern=ff=1:4')
-  assert plots.returncode == 0, plots.stderr
-  for name in ('gradient_noise', 'curves'):
-    assert os.path.getsize(os.path.join(from_traces, f'{name}.png')) > 5000
-  noise = script('make_tables.py', f'--csv={table}', f'--traces={traces}')
-  assert noise.returncode == 0, noise.stderr
-  assert 'flowed / raw' in noise.stdout and '| ff=1:4 |' in noise.stdout.split('flowed / raw')[1]
+  _figures_and_noise_table_from_traces(table, traces, tmp_path)
 
 
 def test_iso_flops_interpolation():
