@@ -4,7 +4,8 @@
 #   bash scripts/run_study_v2.sh vision      # Fashion-MNIST, small ViT, 1,500 steps: 7 recipes x 1:8, 1:32,
 #                                            # 1:64 x 4 seeds, dense and SDGF-geometric (1:8) x 4 seeds
 #   bash scripts/run_study_v2.sh isoflops    # 1:32 and dense at 750 and 3,000 steps, 2 seeds
-#   bash scripts/run_study_v2.sh language    # tiny T5 on Shakespeare: 4 recipes x 2:4, 1:8, 1:32 x 3 seeds
+#   bash scripts/run_study_v2.sh language    # tiny T5 on Shakespeare, 1,000 steps: 4 recipes x 2:4, 1:8,
+#                                            # 1:32 x 3 seeds, and dense x 3 seeds
 #   bash scripts/run_study_v2.sh tables      # results/study_v2/*.csv -> tables, findings, figures
 # Runs go to $STUDY_ROOT (default workdirs/study_v2); the CSVs and each run's curves (traces/) to
 # $STUDY_OUT (default results/study_v2/). PARALLEL (default 2) runs at a time, one CPU thread each.
@@ -33,7 +34,8 @@ case "${1:-}" in
     "${SWEEP[@]}" "${VISION[@]}" --grid='steps=750|3000' --grid='recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise' \
         --grid=ff=1:32 --grid='seed=0|1' --csv="$OUT/isoflops_sparse.csv" ;;
   language)
-    LANGUAGE=(--config=configs/t5_shakespeare.py --root="$ROOT/language" --set=config.diagnostics_every_steps=100)
+    LANGUAGE=(--config=configs/t5_shakespeare.py --root="$ROOT/language" --set=steps=1000
+              --set=config.diagnostics_every_steps=100)
     "${SWEEP[@]}" "${LANGUAGE[@]}" --grid=recipe=dense --grid='seed=0|1|2' --csv="$OUT/language_dense.csv"
     "${SWEEP[@]}" "${LANGUAGE[@]}" --grid='recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise' \
         --grid='ff=2:4|1:8|1:32' --grid='seed=0|1|2' --csv="$OUT/language_sparse.csv" ;;
