@@ -99,7 +99,7 @@ def test_sentencepiece_vocabulary_trained_on_the_training_plays(tmp_path):
   with pytest.raises(ValueError, match='model_path'):
     vocab_lib.build({'kind': 'sentencepiece'})
   # A run on the SentencePiece corpus learns: held-out loss falls.
-  config = load_config('t5_shakespeare', 'recipe=static,ff=1:4,steps=60,vocab=sentencepiece')
+  config = load_config('t5_shakespeare', 'recipe=static,ff=1:4,steps=30,vocab=sentencepiece')
   config.model.update(TINY_T5)
   config.dataset.update(chunk_length=64, eval_examples=64, data_dir=str(tmp_path))
   config.dataset.vocab.size = 500
@@ -107,7 +107,7 @@ def test_sentencepiece_vocabulary_trained_on_the_training_plays(tmp_path):
   config.eval_every_steps, config.log_every_steps = 10, 10
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   evals = [r for r in metrics.read_jsonl(str(tmp_path / 'run')) if r['split'] == 'eval']
-  assert evals[-1]['loss'] < evals[0]['loss'] - 0.5, evals
+  assert evals[-1]['loss'] < evals[0]['loss'] - 0.3, evals
 
 
 def test_shakespeare_held_out_split_is_by_play():
