@@ -65,6 +65,14 @@ def test_vectorised_span_corruption_matches_the_token_by_token_definition(length
     assert (len(inputs), len(targets)) == span_corruption.corrupted_lengths(length, 0.3, 2.0)
 
 
+def test_span_lengths_are_uniform_over_compositions():
+  # a uniform composition of 10 into 3 positive parts has first part j with probability C(9-j, 1) / C(9, 2)
+  parts = span_corruption._random_partitions(np.random.default_rng(0), 10, 3, 40_000)
+  assert (parts.sum(axis=1) == 10).all() and (parts >= 1).all()
+  frequencies = np.bincount(parts[:, 0], minlength=9)[1:9] / len(parts)
+  np.testing.assert_allclose(frequencies, [(9 - j) / 36 for j in range(1, 9)], atol=0.006)
+
+
 def test_raw_length_gives_t5s_published_lengths():
   # T5 pretraining: 568 raw tokens -> 512 inputs and 114 targets (random_spans_helper)
   assert span_corruption.raw_length(512) == 568
