@@ -87,6 +87,11 @@ def tables(rows, metric: str = 'accuracy') -> str:
   dense = list({r['seed']: r['accuracy'] for r in main if r['recipe'] == 'dense'}.values())
   if dense:
     out += [f'Dense reference: {fmt(dense)}', '']
+  lengths = sorted({r['steps'] for r in rows if r['recipe'] == 'dense'})
+  if len(lengths) > 1:  # how far from convergence the main length is
+    by_length = {n: list({r['seed']: r['accuracy'] for r in rows if r['recipe'] == 'dense' and r['steps'] == n}
+                         .values()) for n in lengths}
+    out += ['Dense by run length: ' + '; '.join(f'{n} steps {fmt(v)}' for n, v in by_length.items()), '']
   out.append('| N:M | ' + ' | '.join(recipes) + ' |')
   out.append('|---' * (len(recipes) + 1) + '|')
   for p in patterns:

@@ -100,6 +100,8 @@ def test_iso_flops_interpolation():
                train_flops=150.0, dense_train_flops=300.0)]
   table = make_tables.iso_flops_table(rows, ['static (ste)'], ['ff=1:4'])
   assert '| ff=1:4 | 80.00 |' in table  # halfway between 50 and 150 FLOPs
+  rows.append(dict(rows[0], steps=300, accuracy=0.85, train_flops=300.0, dense_train_flops=300.0))
+  assert 'Dense by run length: 100 steps 80.00 (n=1); 300 steps 85.00 (n=1)' in make_tables.tables(rows)
 
 
 def test_findings_paired_differences_intervals_and_verdicts():
