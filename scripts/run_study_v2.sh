@@ -37,12 +37,16 @@ case "${1:-}" in
     LANGUAGE=(--config=configs/t5_shakespeare.py --root="$ROOT/language" --set=steps=1000
               --set=config.diagnostics_every_steps=100)
     "${SWEEP[@]}" "${LANGUAGE[@]}" --grid=recipe=dense --grid='seed=0|1|2' --csv="$OUT/language_dense.csv"
+    # the pre-registered patterns first, then 2:4
     "${SWEEP[@]}" "${LANGUAGE[@]}" --grid='recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise' \
-        --grid='ff=2:4|1:8|1:32' --grid='seed=0|1|2' --csv="$OUT/language_sparse.csv" ;;
+        --grid='ff=1:8|1:32' --grid='seed=0|1|2' --csv="$OUT/language_sparse.csv"
+    "${SWEEP[@]}" "${LANGUAGE[@]}" --grid='recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise' \
+        --grid='ff=2:4' --grid='seed=0|1|2' --csv="$OUT/language_sparse_2to4.csv" ;;
   tables)
     VISION_CSVS=(--csv="$OUT/vision_dense.csv" --csv="$OUT/vision_sparse.csv" --csv="$OUT/vision_geometric.csv")
     ISO_CSVS=(--csv="$OUT/isoflops_dense.csv" --csv="$OUT/isoflops_sparse.csv")
-    LANGUAGE_CSVS=(--csv="$OUT/language_dense.csv" --csv="$OUT/language_sparse.csv")
+    LANGUAGE_CSVS=(--csv="$OUT/language_dense.csv" --csv="$OUT/language_sparse.csv"
+                   --csv="$OUT/language_sparse_2to4.csv")
     existing() { for a in "$@"; do [[ -f "${a#--csv=}" ]] && echo "$a"; done; }
     mapfile -t VISION_CSVS < <(existing "${VISION_CSVS[@]}")
     mapfile -t ISO_CSVS < <(existing "${ISO_CSVS[@]}")
