@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 ROOT=${STUDY_ROOT:-workdirs/study_v2}
 OUT=${STUDY_OUT:-results/study_v2}
 PARALLEL=${PARALLEL:-2}
-SWEEP=(.venv/bin/python scripts/sweep.py --parallel="$PARALLEL" --threads=1 --traces="$OUT/traces")
-VISION=(--config=configs/fashion_mnist.py --root="$ROOT/vision" --set=size=small
+SWEEP=(.venv/bin/python scripts/sweep.py --parallel="$PARALLEL" --threads=1)
+# run names repeat across the vision and language roots: one traces directory per root
+VISION=(--config=configs/fashion_mnist.py --root="$ROOT/vision" --traces="$OUT/traces/vision" --set=size=small
         --set=config.diagnostics_every_steps=50 --set=config.eval_every_steps=250)
 SPARSE='static|srste,flow=ste|mdgf_linear|mdgf_exponential|mdgf_exponential,flow=ste|sdgf_stepwise'
 SEEDS4='seed=0|1|2|3'
@@ -34,7 +35,7 @@ case "${1:-}" in
     "${SWEEP[@]}" "${VISION[@]}" --grid='steps=750|3000' --grid='recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise' \
         --grid=ff=1:32 --grid='seed=0|1' --csv="$OUT/isoflops_sparse.csv" ;;
   language)
-    LANGUAGE=(--config=configs/t5_shakespeare.py --root="$ROOT/language" --set=steps=1000
+    LANGUAGE=(--config=configs/t5_shakespeare.py --root="$ROOT/language" --traces="$OUT/traces/language" --set=steps=1000
               --set=config.diagnostics_every_steps=100)
     "${SWEEP[@]}" "${LANGUAGE[@]}" --grid=recipe=dense --grid='seed=0|1|2' --csv="$OUT/language_dense.csv"
     # the pre-registered patterns first, then 2:4
@@ -54,10 +55,10 @@ case "${1:-}" in
     TABLES=(.venv/bin/python scripts/make_tables.py)
     {
       echo '## Vision (Fashion-MNIST)'; echo
-      "${TABLES[@]}" "${VISION_CSVS[@]}" "${ISO_CSVS[@]}" --traces="$OUT/traces"
+      "${TABLES[@]}" "${VISION_CSVS[@]}" "${ISO_CSVS[@]}" --traces="$OUT/traces/vision"
       if (( ${#LANGUAGE_CSVS[@]} )); then
         echo; echo '## Language (Shakespeare, held-out plays)'; echo
-        "${TABLES[@]}" "${LANGUAGE_CSVS[@]}" --metric=loss --traces="$OUT/traces"
+        "${TABLES[@]}" "${LANGUAGE_CSVS[@]}" --metric=loss --traces="$OUT/traces/language"
       fi
     } > "$OUT/tables.md"
     {
@@ -68,10 +69,10 @@ case "${1:-}" in
         "${TABLES[@]}" "${LANGUAGE_CSVS[@]}" --metric=loss --findings
       fi
     } > "$OUT/findings.md"
-    .venv/bin/python scripts/plot.py "${VISION_CSVS[@]}" "${ISO_CSVS[@]}" --traces="$OUT/traces" --out="$OUT/vision" \
+    .venv/bin/python scripts/plot.py "${VISION_CSVS[@]}" "${ISO_CSVS[@]}" --traces="$OUT/traces/vision" --out="$OUT/vision" \
         --noise_patterns='ff=1:8,ff=1:32,ff=1:64' --curves_pattern=ff=1:32
     if (( ${#LANGUAGE_CSVS[@]} )); then
-      .venv/bin/python scripts/plot.py "${LANGUAGE_CSVS[@]}" --traces="$OUT/traces" --out="$OUT/language" \
+      .venv/bin/python scripts/plot.py "${LANGUAGE_CSVS[@]}" --traces="$OUT/traces/language" --out="$OUT/language" \
           --noise_patterns='ff=2:4,ff=1:8,ff=1:32' --curves_pattern=ff=1:32
     fi ;;
   *)
