@@ -179,6 +179,7 @@ def curves(rows, out, pattern, traces):
   top.set_ylabel('eval accuracy (%)')
   top.set_title(f'{pattern.split("=")[-1]}, mean over seeds; dotted: fine-tune starts')
   bottom.set_ylabel('mask-flip rate between log steps')
+  bottom.set_yscale('symlog', linthresh=1e-4)  # SDGF's frame changes flip far more than the rest
   bottom.set_xlabel('step')
   top.legend(fontsize=6)
   save(fig, out, 'curves')
