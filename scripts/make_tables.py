@@ -19,6 +19,7 @@ interval excludes 0, else no difference.
 import argparse
 import collections
 import csv
+import gzip
 import os
 import sys
 
@@ -179,10 +180,10 @@ def noise_table(rows, traces: str) -> str:
   main = [r for r in rows if r['steps'] == steps]
   cells = collections.defaultdict(lambda: collections.defaultdict(list))
   for r in main:
-    path = os.path.join(traces, r['run'] + '.csv')
+    path = os.path.join(traces, r['run'] + '.csv.gz')
     if not os.path.exists(path):
       continue
-    with open(path) as f:
+    with gzip.open(path, 'rt', newline='') as f:
       trace = list(csv.DictReader(f))
     for kind in ('grad_change_l2', 'raw_grad_change_l2'):
       values = [float(t['value']) for t in trace if t['series'].rsplit('/', 1)[-1] == kind]

@@ -16,6 +16,7 @@ or their traces (--traces).
 import argparse
 import collections
 import csv
+import gzip
 import os
 
 import matplotlib
@@ -119,7 +120,7 @@ def diag_records(row, root: str, traces: str):
   """{step: {series: value}} of a run's diagnostics and curves: from its trace CSV, else its workdir."""
   out = collections.defaultdict(dict)
   if traces:
-    with open(os.path.join(traces, row['run'] + '.csv')) as f:
+    with gzip.open(os.path.join(traces, row['run'] + '.csv.gz'), 'rt', newline='') as f:
       for t in csv.DictReader(f):
         out[int(t['step'])][t['series']] = float(t['value'])
     return out

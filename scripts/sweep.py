@@ -12,13 +12,15 @@ Each workdir records the commit that started it (DIR/commit.txt): a run started 
 (neither resumed nor collected) unless --allow_other_commits.
 The CSV has one row per run: the grid values, the commit, the resolved recipe/pattern/flow/alpha/SR-STE
 lambda/dense and fine-tune fractions/model size/steps/seed, final eval accuracy and loss, training FLOPs
-(and the dense run's), and the wall time of this invocation. With --traces=DIR, every finished run also leaves DIR/<run>.csv, its
+(and the dense run's), and the wall time of this invocation. With --traces=DIR, every finished run also leaves DIR/<run>.csv.gz, its
 curves as data (step, series, value): eval accuracy and loss, train loss, beta and mask-flip rate, and per
 sparse layer the gradient-noise diagnostic (flowed and raw), small enough to commit.
 """
 import argparse
 import concurrent.futures
 import csv
+import gzip
+import io
 import itertools
 import json
 import os
@@ -136,7 +138,7 @@ _TRACE_KEYS = {'eval': ('accuracy', 'loss'), 'train': ('loss', 'beta', 'mask_fli
 
 
 def write_trace(workdir: str, out_dir: str) -> None:
-  """DIR/<run>.csv: the run's curves from its metrics.jsonl, long format, 5 significant digits."""
+  """DIR/<run>.csv.gz: the run's curves from its metrics.jsonl, long format, 5 significant digits."""
   rows = []
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     records = [json.loads(line) for line in f if line.strip()]
@@ -147,7 +149,8 @@ def write_trace(workdir: str, out_dir: str) -> None:
         series = name if record['split'] == 'diag' else f"{record['split']}/{name}"
         rows.append((record['step'], series, f'{value:.5g}'))
   os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, os.path.basename(workdir) + '.csv'), 'w', newline='') as f:
+  path = os.path.join(out_dir, os.path.basename(workdir) + '.csv.gz')
+  with gzip.GzipFile(path, 'wb', mtime=0) as raw, io.TextIOWrapper(raw, newline='') as f:  # same bytes each time
     writer = csv.writer(f)
     writer.writerow(('step', 'series', 'value'))
     writer.writerows(rows)

@@ -1,5 +1,6 @@
 """scripts/sweep.py, make_tables.py and plot.py on a tiny grid."""
 import csv
+import gzip
 import os
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_sweep_tables_and_plots(tmp_path):
   traces = tmp_path / 'traces'
   allowed = script('sweep.py', *sweep_args, '--allow_other_commits', f'--traces={traces}')
   assert allowed.returncode == 0 and allowed.stdout.count('skipped') == 6
-  with open(traces / 'recipe-static_ff-1-4_seed-0.csv') as f:  # every finished run's curves, as data
+  with gzip.open(traces / 'recipe-static_ff-1-4_seed-0.csv.gz', 'rt') as f:  # every finished run's curves, as data
     trace = list(csv.DictReader(f))
   series = {r['series'] for r in trace}
   assert {'eval/accuracy', 'train/loss', 'train/beta'} <= series
