@@ -163,7 +163,7 @@ def gradient_noise(rows, out, patterns, root='', traces=''):
 def curves(rows, out, pattern, traces):
   """Eval accuracy and mask-flip rate over training, mean over seeds, per recipe at `pattern` (and dense)."""
   steps = main_steps(rows)
-  boundary = finetune_start(next(r for r in rows if int(r['steps']) == steps and r['recipe'] != 'dense'))
+  boundary = next((finetune_start(r) for r in rows if int(r['steps']) == steps and r['recipe'] != 'dense'), None)
   fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
   for label in sorted({r['label'] for r in rows}, key=rank):
     runs = [r for r in rows if r['label'] == label and r['pattern'] in (pattern, 'dense') and int(r['steps']) == steps]
@@ -176,7 +176,8 @@ def curves(rows, out, pattern, traces):
         ax.plot(points, [scale * np.mean([rec[s][series] for rec in records]) for s in points], marker='.',
                 label=label, color=colour(label))
   for ax in (top, bottom):
-    ax.axvline(boundary, color='grey', ls=':')
+    if boundary is not None:
+      ax.axvline(boundary, color='grey', ls=':')
   top.set_ylabel('eval accuracy (%)')
   top.set_title(f'{pattern.split("=")[-1]}, mean over seeds; dotted: fine-tune starts')
   bottom.set_ylabel('mask-flip rate between log steps')
