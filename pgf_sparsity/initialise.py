@@ -86,8 +86,9 @@ def resample_pos_embedding(source: np.ndarray, tokens: int) -> np.ndarray:
 def _checked(source: Dict[str, np.ndarray], target, what: str, reset: str = '') -> Dict[str, np.ndarray]:
   """`source` for the leaves of `target` (same paths and shapes, in the target's dtypes), except those whose
   path matches `reset`, which keep the target's values."""
-  flat = {p: leaf for p, leaf in tree_paths.flatten(target).items() if not (reset and re.search(reset, p))}
-  missing, extra = sorted(set(flat) - set(source)), sorted(set(source) - set(tree_paths.flatten(target)))
+  every = tree_paths.flatten(target)
+  flat = {p: leaf for p, leaf in every.items() if not (reset and re.search(reset, p))}
+  missing, extra = sorted(set(flat) - set(source)), sorted(set(source) - set(every))
   if missing:
     raise ValueError(f'config.init: {what} lacks parameter {missing[0]} of the model ({len(missing)} missing).')
   if extra:
