@@ -39,7 +39,7 @@ def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_mask
     zeros += jnp.sum(hardened == 0)
     total += hardened.size
     if previous is not None:
-      flips += jnp.sum(mask != previous[path])
+      flips += nm.count_changed(mask, previous[path])
   out = {'nm_exact': float(jnp.mean(jnp.stack(exact))), 'sparsity': float(zeros) / total}
   for name, n, m in plan.patterns:
     out[f'pattern_n/{name}'] = float(n)

@@ -20,6 +20,7 @@ from pgf_sparsity import decoding
 from pgf_sparsity import tree_paths
 from pgf_sparsity.experiment import Experiment, TrainState
 from pgf_sparsity.sparsity import StepPlan
+from pgf_sparsity.sparsity import nm
 
 
 def _sparsity_inputs(exp: Experiment, plan: StepPlan, state: TrainState):
@@ -51,14 +52,24 @@ def _gradients(exp: Experiment, plan: StepPlan, state: TrainState, batch):
 def _flip_fraction(masks, previous) -> jax.Array:
   """The fraction of sparse-kernel entries whose mask changed."""
   pairs = [(a, b) for a, b in zip(jax.tree.leaves(masks), jax.tree.leaves(previous))]
-  return sum(jnp.sum(a != b) for a, b in pairs) / sum(a.size for a, _ in pairs)
+  return sum(nm.count_changed(a, b) for a, b in pairs) / sum(a.size for a, _ in pairs)
+
+
+def _flowed(exp: Experiment, state: TrainState, grads, masks, beta):
+  """The gradients after the recipe's flow: what the optimizer clips and adapts (the raw straight-through
+  gradients where no masks apply)."""
+  if masks is None:
+    return grads
+  flowed, _ = exp.recipe.transform().update(grads, optax.EmptyState(), state.params, nm_masks=masks,
+                                            nm_beta=beta)
+  return flowed
 
 
 def train_step(exp: Experiment, plan: StepPlan, state: TrainState, batch):
   loss, task_metrics, grads, masks, beta = _gradients(exp, plan, state, batch)
   updates, opt_state = exp.tx.update(grads, state.opt_state, state.params, nm_masks=masks, nm_beta=beta)
   params = optax.apply_updates(state.params, updates)
-  metrics = {'loss': loss, **task_metrics, 'grad_norm': optax.tree.norm(grads),
+  metrics = {'loss': loss, **task_metrics, 'grad_norm': optax.tree.norm(_flowed(exp, state, grads, masks, beta)),
              'learning_rate': exp.learning_rate(state.step), 'beta': beta}
   if masks is not None:
     metrics['mask_flip_rate_step'] = _flip_fraction(masks, state.masks)

@@ -2,6 +2,7 @@
 
   .venv/bin/python scripts/bench_masks.py                      # 3072x768 kernel, grouped along axis 0
   .venv/bin/python scripts/bench_masks.py --rows=768 --cols=3072
+  .venv/bin/python scripts/bench_masks.py --flips              # counting changed mask entries, two ways
 
 The 'auto' column is what `nm_mask` uses; `nm.choose_method` is set from this table.
 """
@@ -9,6 +10,7 @@ import argparse
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pgf_sparsity.sparsity import nm
@@ -31,12 +33,26 @@ def median_ms(fn, x, reps):
   return 1e3 * float(np.median(times))
 
 
+def bench_flips(rows, cols, reps):
+  """ms to count the entries in which two masks differ: `nm.count_changed` against the plain sum."""
+  keys = jax.random.split(jax.random.PRNGKey(0), 2)
+  a, b = (jax.random.bernoulli(k, 0.5, (rows, cols)) for k in keys)
+  ways = {'sum(a != b)': jax.jit(lambda a, b: jnp.sum(a != b)), 'nm.count_changed': jax.jit(nm.count_changed)}
+  print(f'Changed entries of two {rows}x{cols} boolean masks, {jax.devices()[0].platform}, ms (median of {reps})\n')
+  print('| way | ms |\n|---|---|')
+  for name, fn in ways.items():
+    print(f'| {name} | {median_ms(lambda x: fn(*x), (a, b), reps):.3f} |', flush=True)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--rows', type=int, default=3072)
   parser.add_argument('--cols', type=int, default=768)
   parser.add_argument('--reps', type=int, default=20)
+  parser.add_argument('--flips', action='store_true', help='time counting changed mask entries instead')
   args = parser.parse_args()
+  if args.flips:
+    return bench_flips(args.rows, args.cols, args.reps)
   w = jax.random.normal(jax.random.PRNGKey(0), (args.rows, args.cols))
   methods = sorted(nm.METHODS)
   print(f'N:M mask, {args.rows}x{args.cols} float32 kernel grouped along axis 0, {jax.devices()[0].platform}, '

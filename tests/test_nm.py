@@ -111,3 +111,19 @@ def test_unknown_method():
 def test_auto_choice_covers_every_case():
   for n, m in [(2, 4), (1, 8), (1, 32), (1, 128), (16, 32), (64, 128), (127, 128), (8, 1024)]:
     assert nm.choose_method(n, m) in nm.METHODS
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=9), density=st.floats(0, 1), seed=st.integers(0, 99))
+def test_count_changed_counts_differing_entries(shape, density, seed):
+  # last axes of every length: whole 4-entry words and the plain fallback
+  rng = np.random.default_rng(seed)
+  a = rng.random(shape) < 0.5
+  b = np.where(rng.random(shape) < density, ~a, a)
+  count = jax.jit(nm.count_changed)(jnp.asarray(a), jnp.asarray(b))
+  assert count.dtype == jnp.float32 and float(count) == float((a != b).sum())
+
+
+def test_count_changed_rejects_masks_of_different_shapes():
+  with pytest.raises(ValueError, match='cannot be compared'):
+    nm.count_changed(jnp.ones((4, 8), bool), jnp.ones((8, 4), bool))

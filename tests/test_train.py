@@ -1,4 +1,5 @@
 """End-to-end training through train_and_evaluate on real data (sklearn digits)."""
+import functools
 import os
 import subprocess
 import sys
@@ -141,8 +142,8 @@ def _run_steps(config, steps):
   state = exp.initial_state()
   history = []
   for s in range(steps):
-    state, _ = compiled.train_step(exp.recipe.plan(s))(state, exp.shard(data.train_batch(s)))
-    history.append(tree_paths.flatten(jax.device_get(state.masks)))
+    state, step_metrics = compiled.train_step(exp.recipe.plan(s))(state, exp.shard(data.train_batch(s)))
+    history.append(dict(tree_paths.flatten(jax.device_get(state.masks)), metrics=jax.device_get(step_metrics)))
   return exp, compiled, history
 
 
@@ -161,10 +162,39 @@ def test_mask_update_every_refreshes_on_schedule_and_at_frame_starts():
   # Frames of 8 steps (3:4, 2:4, 1:4): refreshes at t % 5 == 0 and at frame starts 8 and 16.
   refresh = {0, 5, 8, 10, 15, 16, 20}
   for s in range(1, 24):
-    changed = any((history[s][p] != history[s - 1][p]).any() for p in history[s])
+    changed = any((history[s][p] != history[s - 1][p]).any() for p in exp.recipe.sparse_paths)
     if s not in refresh:
       assert not changed, s
   for s in (8, 16):  # a new pattern always means new masks
     n, m = exp.recipe.plan(s).pattern('ff')
-    for p, mask in history[s].items():
-      assert (np.asarray(nm.group_counts(mask, m)) == n).all()
+    for p in exp.recipe.sparse_paths:
+      assert (np.asarray(nm.group_counts(history[s][p], m)) == n).all()
+
+
+def test_step_flip_rate_is_the_fraction_of_mask_entries_that_changed():
+  config = load_config('digits', 'recipe=mdgf_exponential,steps=12,finetune=0')
+  config.optimizer.learning_rate = 0.05  # large steps, so that masks change from one step to the next
+  exp, _, history = _run_steps(config, 12)
+  paths = exp.recipe.sparse_paths
+  rates = [sum(int((history[s][p] != history[s - 1][p]).sum()) for p in paths) / sum(history[s][p].size for p in paths)
+           for s in range(1, 12)]
+  assert max(rates) > 0
+  np.testing.assert_allclose([history[s]['metrics']['mask_flip_rate_step'] for s in range(1, 12)], rates, rtol=1e-6)
+
+
+def test_grad_norm_is_the_norm_of_the_flowed_gradient_the_optimizer_clips():
+  # SR-STE with a large lambda: the flowed gradient g + lambda (1 - m) W is far from the raw one
+  config = load_config('digits', 'recipe=srste,flow=ste,steps=100,finetune=0')
+  config.sparsity.srste_lambda = 1.0
+  exp, data = build_experiment(config)
+  plan = exp.recipe.plan(60)
+  state = exp.initial_state()
+  batch = exp.shard(data.train_batch(0))
+  _, _, grads, masks, _ = steps_lib._gradients(exp, plan, state, batch)  # pylint: disable=protected-access
+  params = jax.device_get(state.params)
+  flowed = jax.tree.map(lambda g, m, w: g if m is None else g + np.where(m, 0, w), grads, masks, params,
+                        is_leaf=lambda x: x is None)
+  norm = lambda tree: np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64))) for g in jax.tree.leaves(tree)))
+  assert norm(flowed) > 2 * norm(grads)
+  _, step_metrics = jax.jit(functools.partial(steps_lib.train_step, exp, plan))(state, batch)
+  np.testing.assert_allclose(float(step_metrics['grad_norm']), norm(flowed), rtol=1e-5)

@@ -163,3 +163,22 @@ def group_counts(mask: jax.Array, m: int, axis: Axes = 0) -> jax.Array:
   axes = _normalize_axes(axis, mask.ndim)
   groups, _ = to_groups(mask, axes, m)
   return groups.sum(axis=1, dtype=jnp.int32).reshape(-1)
+
+
+def count_changed(mask: jax.Array, previous: jax.Array) -> jax.Array:
+  """How many entries of two boolean masks differ, as float32 (exact int32 count per kernel; float32 so
+  that summing over the kernels of a large model cannot overflow).
+
+  XOR and popcount over 32-bit words of four booleans: on CPU, XLA turns `sum(mask != previous)` into a
+  tree reduce-window over an int32 copy of the comparison, which takes ~4x as long (`scripts/bench_masks.py
+  --flips`). The words are cut from the last axis only, so a sharded leading axis stays sharded.
+  """
+  if mask.shape != previous.shape:
+    raise ValueError(f'Masks of shapes {mask.shape} and {previous.shape} cannot be compared.')
+  if mask.ndim == 0 or mask.shape[-1] % 4:
+    return jnp.sum(mask != previous, dtype=jnp.int32).astype(jnp.float32)
+
+  def words(x):
+    return lax.bitcast_convert_type(x.astype(jnp.uint8).reshape(x.shape[:-1] + (-1, 4)), jnp.uint32)
+
+  return jnp.sum(lax.population_count(words(mask) ^ words(previous)), dtype=jnp.int32).astype(jnp.float32)
