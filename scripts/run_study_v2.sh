@@ -4,6 +4,8 @@
 #   bash scripts/run_study_v2.sh vision      # Fashion-MNIST, small ViT, 1,500 steps: 7 recipes x 1:8, 1:32,
 #                                            # 1:64 x 4 seeds, dense and SDGF-geometric (1:8) x 4 seeds
 #   bash scripts/run_study_v2.sh isoflops    # 1:32 and dense at 750 and 3,000 steps, 2 seeds
+#   bash scripts/run_study_v2.sh long        # closer to convergence: 1:32 at 3,000 steps, seeds 2 and 3 (with
+#                                            # isoflops' seeds 0 and 1, 4 seeds), dense at 3,000 and 6,000
 #   bash scripts/run_study_v2.sh language    # tiny T5 on Shakespeare, 1,000 steps: 4 recipes x 2:4, 1:8,
 #                                            # 1:32 x 3 seeds, and dense x 3 seeds
 #   bash scripts/run_study_v2.sh tables      # results/study_v2/*.csv -> tables, findings, figures
@@ -34,6 +36,11 @@ case "${1:-}" in
         --csv="$OUT/isoflops_dense.csv"
     "${SWEEP[@]}" "${VISION[@]}" --grid='steps=750|3000' --grid='recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise' \
         --grid=ff=1:32 --grid='seed=0|1' --csv="$OUT/isoflops_sparse.csv" ;;
+  long)
+    "${SWEEP[@]}" "${VISION[@]}" --grid="recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise" --grid=ff=1:32 \
+        --grid=steps=3000 --grid='seed=2|3' --csv="$OUT/vision_long_sparse.csv"
+    "${SWEEP[@]}" "${VISION[@]}" --grid='steps=3000|6000' --grid=recipe=dense --grid='seed=2|3' \
+        --csv="$OUT/vision_long_dense.csv" ;;
   language)
     LANGUAGE=(--config=configs/t5_shakespeare.py --root="$ROOT/language" --traces="$OUT/traces/language" --set=steps=1000
               --set=config.diagnostics_every_steps=100)
@@ -46,16 +53,22 @@ case "${1:-}" in
   tables)
     VISION_CSVS=(--csv="$OUT/vision_dense.csv" --csv="$OUT/vision_sparse.csv" --csv="$OUT/vision_geometric.csv")
     ISO_CSVS=(--csv="$OUT/isoflops_dense.csv" --csv="$OUT/isoflops_sparse.csv")
+    LONG_CSVS=("${ISO_CSVS[@]}" --csv="$OUT/vision_long_dense.csv" --csv="$OUT/vision_long_sparse.csv")
     LANGUAGE_CSVS=(--csv="$OUT/language_dense.csv" --csv="$OUT/language_sparse.csv"
                    --csv="$OUT/language_sparse_2to4.csv")
     existing() { for a in "$@"; do [[ -f "${a#--csv=}" ]] && echo "$a"; done; }
     mapfile -t VISION_CSVS < <(existing "${VISION_CSVS[@]}")
     mapfile -t ISO_CSVS < <(existing "${ISO_CSVS[@]}")
+    mapfile -t LONG_CSVS < <(existing "${LONG_CSVS[@]}")
     mapfile -t LANGUAGE_CSVS < <(existing "${LANGUAGE_CSVS[@]}")
     TABLES=(.venv/bin/python scripts/make_tables.py)
     {
       echo '## Vision (Fashion-MNIST)'; echo
       "${TABLES[@]}" "${VISION_CSVS[@]}" "${ISO_CSVS[@]}" --traces="$OUT/traces/vision"
+      if (( ${#LONG_CSVS[@]} > ${#ISO_CSVS[@]} )); then
+        echo; echo '## Vision at 3,000 steps (1:32)'; echo
+        "${TABLES[@]}" "${LONG_CSVS[@]}" --traces="$OUT/traces/vision"
+      fi
       if (( ${#LANGUAGE_CSVS[@]} )); then
         echo; echo '## Language (Shakespeare, held-out plays)'; echo
         "${TABLES[@]}" "${LANGUAGE_CSVS[@]}" --metric=loss --traces="$OUT/traces/language"
@@ -64,6 +77,10 @@ case "${1:-}" in
     {
       echo '**Vision** (Fashion-MNIST, exact N:M test accuracy):'; echo
       "${TABLES[@]}" "${VISION_CSVS[@]}" --findings
+      if (( ${#LONG_CSVS[@]} > ${#ISO_CSVS[@]} )); then
+        echo; echo '**Vision at 3,000 steps** (1:32, closer to convergence; the same comparisons):'; echo
+        "${TABLES[@]}" "${LONG_CSVS[@]}" --findings
+      fi
       if (( ${#LANGUAGE_CSVS[@]} )); then
         echo; echo '**Language** (Shakespeare, held-out loss of the exact N:M model):'; echo
         "${TABLES[@]}" "${LANGUAGE_CSVS[@]}" --metric=loss --findings
