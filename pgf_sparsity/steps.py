@@ -90,11 +90,7 @@ def gradient_noise(exp: Experiment, plan: StepPlan, state: TrainState, batch):
   mask (all True outside the sparse phase and under the dense recipe), and the raw straight-through
   gradient before the flow."""
   _, _, grads, masks, beta = _gradients(exp, plan, state, batch)
-  flowed = grads
-  if masks is not None:
-    flowed, _ = exp.recipe.transform().update(grads, optax.EmptyState(), state.params, nm_masks=masks,
-                                              nm_beta=beta)
-  flat = tree_paths.flatten(flowed)
+  flat = tree_paths.flatten(_flowed(exp, state, grads, masks, beta))
   flat_masks = tree_paths.flatten(masks) if masks is not None else {}
   paths = exp.recipe.targeted_paths
   raw = tree_paths.flatten(grads)
