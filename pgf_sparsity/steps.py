@@ -57,7 +57,8 @@ def _flip_fraction(masks, previous) -> jax.Array:
 
 def _flowed(exp: Experiment, state: TrainState, grads, masks, beta):
   """The gradients after the recipe's flow: what the optimizer clips and adapts (the raw straight-through
-  gradients where no masks apply)."""
+  gradients where no masks apply). The same computation as the first transformation of `exp.tx`, so in the
+  train step XLA computes it, and its norm with the clip's, once."""
   if masks is None:
     return grads
   flowed, _ = exp.recipe.transform().update(grads, optax.EmptyState(), state.params, nm_masks=masks,
