@@ -5,10 +5,11 @@
   .venv/bin/python scripts/bench_train_step.py --cases=dense,torch   # against the same model in PyTorch
 
 Masks are recomputed at every step (mask_update_every = 1), FF layers sparse. Prints a markdown table with
-ms per step (median over rounds), the ratio to dense, the same from the fastest round (on a shared machine,
-where other tenants only ever add time, the less noisy of the two; e.g. --steps=1 --rounds=40), and
-images/s; with --flops also the model FLOPs utilisation against --peak_tflops (dense-model FLOPs from
-pgf_sparsity.flops).
+ms per step (median over rounds), the ratio to dense, the paired ratio (geometric mean over rounds of each
+round's ratio, with a 95% interval: the figure that can resolve a few percent on a noisy machine, e.g.
+--steps=1 --rounds=60), the same from the fastest round (on a shared machine, where other tenants only ever
+add time), and images/s; with --flops also the model FLOPs utilisation against --peak_tflops (dense-model
+FLOPs from pgf_sparsity.flops).
 """
 import argparse
 import os
@@ -18,6 +19,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
+import scipy.stats
 
 from pgf_sparsity import config_lib
 from pgf_sparsity import experiment
@@ -104,6 +106,27 @@ def torch_runner(args, case):
   return run
 
 
+def measure(runs, rounds: int, steps_per_round: int) -> None:
+  """Interleaved rounds (every case sees the same machine state), the cases' order rotated each round so
+  that no case always follows the same one; appends each round's seconds per step to runs[case]['times']."""
+  cases = list(runs)
+  for r in range(rounds):
+    for case in cases[r % len(cases):] + cases[:r % len(cases)]:
+      start = time.perf_counter()
+      runs[case]['run'](steps_per_round)
+      runs[case]['times'].append((time.perf_counter() - start) / steps_per_round)
+
+
+def paired_ratio(times, reference_times):
+  """Geometric mean over rounds of the step time over the reference's in the same round, with its 95% t
+  interval: pairing by round cancels the machine's drifts, which the medians of the two cases do not."""
+  logs = np.log(np.asarray(times) / np.asarray(reference_times))
+  if len(logs) < 2:
+    return float(np.exp(logs.mean())), float('nan'), float('nan')
+  half = scipy.stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+  return tuple(float(np.exp(v)) for v in (logs.mean(), logs.mean() - half, logs.mean() + half))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--model', default='bench', choices=sorted(MODELS))
@@ -116,15 +139,9 @@ def main():
   parser.add_argument('--peak_tflops', type=float, default=989.0, help='H100/H200 dense bf16 peak')
   args = parser.parse_args()
 
-  runs = {}
-  for case in args.cases.split(','):
-    runs[case] = dict(run=(torch_runner if case == 'torch' else jax_runner)(args, case), times=[])
-  for _ in range(args.rounds):  # interleaved: every case sees the same machine state
-    for case, entry in runs.items():
-      start = time.perf_counter()
-      entry['run'](args.steps)
-      entry['times'].append((time.perf_counter() - start) / args.steps)
-
+  runs = {case: dict(run=(torch_runner if case == 'torch' else jax_runner)(args, case), times=[])
+          for case in args.cases.split(',')}
+  measure(runs, args.rounds, args.steps)
   first = next(iter(runs))
   dense_ms = 1e3 * float(np.median(runs[first]['times']))
   dense_min_ms = 1e3 * min(runs[first]['times'])
@@ -133,14 +150,15 @@ def main():
   flops = model_flops_per_step(config) if args.flops else None
   print(f'{args.model}: batch {batch}, {jax.devices()[0].device_kind} x{jax.device_count()}, '
         f'{args.rounds} rounds x {args.steps} steps, masks refreshed every step\n')
-  header = (f'| case | ms/step | ratio to {first} | fastest round: ms/step | ratio | images/s |'
-            + (' MFU |' if flops else ''))
+  header = (f'| case | ms/step | ratio to {first} | paired ratio (95% CI) | fastest round: ms/step | ratio '
+            '| images/s |' + (' MFU |' if flops else ''))
   print(header)
   print('|---' * (header.count('|') - 1) + '|')
   for case, entry in runs.items():
     ms, min_ms = 1e3 * float(np.median(entry['times'])), 1e3 * min(entry['times'])
-    row = (f'| {case} | {ms:.2f} | {ms / dense_ms:.3f} | {min_ms:.2f} | {min_ms / dense_min_ms:.3f} | '
-           f'{batch / ms * 1e3:.0f} |')
+    ratio, low, high = paired_ratio(entry['times'], runs[first]['times'])
+    row = (f'| {case} | {ms:.2f} | {ms / dense_ms:.3f} | {ratio:.3f} ({low:.3f}-{high:.3f}) | {min_ms:.2f} | '
+           f'{min_ms / dense_min_ms:.3f} | {batch / ms * 1e3:.0f} |')
     if flops:
       row += f' {flops / (ms * 1e-3) / (args.peak_tflops * 1e12):.3f} |'
     print(row, flush=True)

@@ -6,10 +6,10 @@ r"""Paper-style markdown tables, and the pre-registered findings, from sweep CSV
 
 Table 1: rows are N:M patterns, columns recipes (with their gradient flow), cells mean +/- std (ddof 1) of
 the final eval metric over seeds (n = number of seeds), plus the dense reference, at the run length most
-runs have. Table 2: training FLOPs of each cell relative to the dense run of the same length. Table 3 (when
-the CSVs hold runs of several lengths): the metric at equal training FLOPs, interpolated linearly in FLOPs
-between a cell's runs at the budget of the dense reference's shortest run. With --traces (sweep.py's run
-curves): the gradient noise of each cell, flowed and raw.
+runs have (or --steps). Table 2: training FLOPs of each cell relative to the dense run of the same length.
+Table 3 (when the CSVs hold runs of several lengths): the metric at equal training FLOPs, interpolated
+linearly in FLOPs between a cell's runs at the budget of the dense reference's shortest run. With --traces
+(sweep.py's run curves): the gradient noise of each cell, flowed and raw.
 
 --findings prints instead the README's pre-registered comparisons: at 1:8, 1:32 and 1:64, MDGF-Exponential
 and SDGF against SR-STE and static N:M, each the per-seed paired difference (positive: the PGF recipe is
@@ -61,8 +61,13 @@ def cell(values, scale=100.0, decimals=2) -> str:
   return f'{values.mean():.{decimals}f} ± {values.std(ddof=1):.{decimals}f} (n={len(values)})'
 
 
-def main_steps(rows) -> int:
-  """The run length most runs have (the grid's; other lengths are iso-FLOPs runs)."""
+def main_steps(rows, steps: int = 0) -> int:
+  """The run length the tables are about: `steps` if given, else the one most runs have (the grid's; other
+  lengths are iso-FLOPs runs)."""
+  if steps:
+    if not any(r['steps'] == steps for r in rows):
+      sys.exit(f'No finished run has {steps} steps.')
+    return steps
   return collections.Counter(r['steps'] for r in rows).most_common(1)[0][0]
 
 
@@ -73,10 +78,10 @@ def pattern_key(pattern: str):
   return (nums[1] / max(nums[0], 1), pattern)
 
 
-def tables(rows, metric: str = 'accuracy') -> str:
+def tables(rows, metric: str = 'accuracy', steps: int = 0) -> str:
   name, scale, decimals, _ = METRICS[metric]
   fmt = lambda values: cell(values, scale, decimals)
-  longest = main_steps(rows)
+  longest = main_steps(rows, steps)
   main = [r for r in rows if r['steps'] == longest]
   recipes = sorted({label(r) for r in main if r['recipe'] != 'dense'})
   patterns = sorted({r['pattern'] for r in main if r['recipe'] != 'dense'}, key=pattern_key)
@@ -145,9 +150,9 @@ def paired(rows, treatment: str, baseline: str, pattern: str, sign: int):
   return np.array([sign * (by_seed[treatment][s] - by_seed[baseline][s]) for s in seeds])
 
 
-def findings(rows, metric: str = 'accuracy') -> str:
+def findings(rows, metric: str = 'accuracy', steps: int = 0) -> str:
   name, scale, decimals, sign = METRICS[metric]
-  steps = main_steps(rows)
+  steps = main_steps(rows, steps)
   main = [r for r in rows if r['steps'] == steps]
   patterns = sorted({r['pattern'] for r in main if r['pattern'].split('=')[-1] in PRIMARY}, key=pattern_key)
   unit = ' points' if metric == 'accuracy' else ''
@@ -173,10 +178,10 @@ def findings(rows, metric: str = 'accuracy') -> str:
   return '\n'.join(out) + '\n'
 
 
-def noise_table(rows, traces: str) -> str:
+def noise_table(rows, traces: str, steps: int = 0) -> str:
   """Mean over the sparse layers, the log points after the first, and seeds, of the gradient change between
   log points (L2), flowed / raw, per cell."""
-  steps = main_steps(rows)
+  steps = main_steps(rows, steps)
   main = [r for r in rows if r['steps'] == steps]
   cells = collections.defaultdict(lambda: collections.defaultdict(list))
   for r in main:
@@ -206,16 +211,18 @@ def main():
   parser.add_argument('--metric', default='accuracy', choices=sorted(METRICS))
   parser.add_argument('--findings', action='store_true', help='the pre-registered comparisons instead of tables')
   parser.add_argument('--traces', default='', help="sweep.py's --traces directory: add the gradient-noise table")
+  parser.add_argument('--steps', type=int, default=0,
+                      help='the run length of the main tables and findings (default: the most common one)')
   args = parser.parse_args()
   rows = load(args.csv, args.metric)
   if not rows:
     sys.exit(f'{args.csv} hold no finished runs.')
   if args.findings:
-    sys.stdout.write(findings(rows, args.metric))
+    sys.stdout.write(findings(rows, args.metric, args.steps))
     return
-  sys.stdout.write(tables(rows, args.metric))
+  sys.stdout.write(tables(rows, args.metric, args.steps))
   if args.traces:
-    sys.stdout.write('\n' + noise_table(rows, args.traces))
+    sys.stdout.write('\n' + noise_table(rows, args.traces, args.steps))
 
 
 if __name__ == '__main__':

@@ -1,9 +1,10 @@
 r"""Figures (PNG) from sweeps: accuracy vs sparsity, accuracy vs training FLOPs, beta(t) and SDGF frames,
-the gradient-noise curves of the paper's section 4, and (from sweep.py's --traces) accuracy and mask-flip
-curves.
+the gradient-noise curves of the paper's section 4, final accuracy against run length, and (from sweep.py's
+--traces) accuracy and mask-flip curves.
 
   .venv/bin/python scripts/plot.py --csv=results/fashion_mnist.csv --out=results/figures
   .venv/bin/python scripts/plot.py --csv=A.csv --csv=B.csv --traces=DIR --curves_pattern=ff=1:32 --out=DIR
+  .venv/bin/python scripts/plot.py --csv=A.csv --csv=B.csv --length_pattern=ff=1:32 --out=DIR
   .venv/bin/python scripts/plot.py --schedules --steps=3000 --alpha=2e-3 --pattern=1:8 --out=results/figures
 
 Every recipe keeps one colour in every figure; error bars are the tables' (std over seeds, ddof 1); the
@@ -116,6 +117,33 @@ def accuracy_vs_flops(rows, out):
   save(fig, out, 'accuracy_vs_flops')
 
 
+def accuracy_vs_steps(rows, out, pattern):
+  """Final accuracy against run length, mean and std (ddof 1) over seeds, per recipe at `pattern` and dense:
+  where the dense curve flattens, the runs are near convergence."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  spread = lambda values: np.std(values, ddof=1) if len(values) > 1 else 0.0
+  for label in sorted({r['label'] for r in rows}, key=rank):
+    by_steps = collections.defaultdict(dict)  # steps -> seed -> accuracy (dense runs may repeat per pattern)
+    for r in rows:
+      if r['label'] == label and r['pattern'] in (pattern, 'dense'):
+        by_steps[int(r['steps'])][r['seed']] = 100 * r['accuracy']
+    if not by_steps:
+      continue
+    xs = sorted(by_steps)
+    ax.errorbar(xs, [np.mean(list(by_steps[x].values())) for x in xs],
+                yerr=[spread(list(by_steps[x].values())) for x in xs], marker='o', capsize=3, label=label,
+                color=colour(label), ls='--' if label == 'dense' else '-')
+  lengths = sorted({int(r['steps']) for r in rows})
+  ax.set_xscale('log', base=2)
+  ax.set_xticks(lengths, [f'{n:,}' for n in lengths])
+  ax.minorticks_off()
+  ax.set_xlabel('run length (steps)')
+  ax.set_ylabel('final eval accuracy (%), exact N:M model')
+  ax.set_title(f'{pattern.split("=")[-1]} and dense, mean ± std over seeds')
+  ax.legend(fontsize=7)
+  save(fig, out, 'accuracy_vs_steps')
+
+
 def diag_records(row, root: str, traces: str):
   """{step: {series: value}} of a run's diagnostics and curves: from its trace CSV, else its workdir."""
   out = collections.defaultdict(dict)
@@ -220,6 +248,8 @@ def main():
   parser.add_argument('--root', help='the sweep root holding the runs (default: --csv\'s runs as named)')
   parser.add_argument('--traces', default='', help="sweep.py's --traces directory (instead of --root)")
   parser.add_argument('--curves_pattern', default='', help='with --traces: the pattern of curves.png')
+  parser.add_argument('--length_pattern', default='',
+                      help='only accuracy_vs_steps.png: final accuracy against run length at this pattern')
   parser.add_argument('--out', required=True)
   parser.add_argument('--noise_patterns', default='ff=2:4,ff=1:32')
   parser.add_argument('--schedules', action='store_true')
@@ -232,6 +262,9 @@ def main():
     schedule_figure(args.steps, args.alpha, args.pattern, args.out)
   if args.csv:
     rows = load(args.csv)
+    if args.length_pattern:  # a figure of its own, from runs of every length
+      accuracy_vs_steps(rows, args.out, args.length_pattern)
+      return
     accuracy_vs_sparsity(rows, args.out)
     accuracy_vs_flops(rows, args.out)
     if args.root or args.traces:

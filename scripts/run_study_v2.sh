@@ -6,6 +6,8 @@
 #   bash scripts/run_study_v2.sh isoflops    # 1:32 and dense at 750 and 3,000 steps, 2 seeds
 #   bash scripts/run_study_v2.sh long        # closer to convergence: 1:32 at 3,000 steps, seeds 2 and 3 (with
 #                                            # isoflops' seeds 0 and 1, 4 seeds), dense at 3,000 and 6,000
+#   bash scripts/run_study_v2.sh converge    # near convergence: 1:32 at 12,000 steps x 4 seeds, dense at 12,000
+#                                            # and 24,000 steps x 2 seeds (log points 4x sparser than above)
 #   bash scripts/run_study_v2.sh language    # tiny T5 on Shakespeare, 1,000 steps: 4 recipes x 2:4, 1:8,
 #                                            # 1:32 x 3 seeds, and dense x 3 seeds
 #   bash scripts/run_study_v2.sh tables      # results/study_v2/*.csv -> tables, findings, figures
@@ -18,8 +20,8 @@ OUT=${STUDY_OUT:-results/study_v2}
 PARALLEL=${PARALLEL:-2}
 SWEEP=(.venv/bin/python scripts/sweep.py --parallel="$PARALLEL" --threads=1)
 # run names repeat across the vision and language roots: one traces directory per root
-VISION=(--config=configs/fashion_mnist.py --root="$ROOT/vision" --traces="$OUT/traces/vision" --set=size=small
-        --set=config.diagnostics_every_steps=50 --set=config.eval_every_steps=250)
+VISION_MODEL=(--config=configs/fashion_mnist.py --root="$ROOT/vision" --traces="$OUT/traces/vision" --set=size=small)
+VISION=("${VISION_MODEL[@]}" --set=config.diagnostics_every_steps=50 --set=config.eval_every_steps=250)
 SPARSE='static|srste,flow=ste|mdgf_linear|mdgf_exponential|mdgf_exponential,flow=ste|sdgf_stepwise'
 SEEDS4='seed=0|1|2|3'
 
@@ -41,6 +43,12 @@ case "${1:-}" in
         --grid=steps=3000 --grid='seed=2|3' --csv="$OUT/vision_long_sparse.csv"
     "${SWEEP[@]}" "${VISION[@]}" --grid='steps=3000|6000' --grid=recipe=dense --grid='seed=2|3' \
         --csv="$OUT/vision_long_dense.csv" ;;
+  converge)
+    CONVERGE=("${VISION_MODEL[@]}" --set=config.diagnostics_every_steps=200 --set=config.eval_every_steps=500)
+    "${SWEEP[@]}" "${CONVERGE[@]}" --grid=steps=12000 --grid=recipe=dense --grid='seed=0|1' --csv="$OUT/vision_12k_dense.csv"
+    "${SWEEP[@]}" "${CONVERGE[@]}" --grid="recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise" --grid=ff=1:32 \
+        --grid=steps=12000 --grid="$SEEDS4" --csv="$OUT/vision_12k_sparse.csv"
+    "${SWEEP[@]}" "${CONVERGE[@]}" --grid=steps=24000 --grid=recipe=dense --grid='seed=0|1' --csv="$OUT/vision_24k_dense.csv" ;;
   language)
     LANGUAGE=(--config=configs/t5_shakespeare.py --root="$ROOT/language" --traces="$OUT/traces/language" --set=steps=1000
               --set=config.diagnostics_every_steps=100)
@@ -54,12 +62,15 @@ case "${1:-}" in
     VISION_CSVS=(--csv="$OUT/vision_dense.csv" --csv="$OUT/vision_sparse.csv" --csv="$OUT/vision_geometric.csv")
     ISO_CSVS=(--csv="$OUT/isoflops_dense.csv" --csv="$OUT/isoflops_sparse.csv")
     LONG_CSVS=("${ISO_CSVS[@]}" --csv="$OUT/vision_long_dense.csv" --csv="$OUT/vision_long_sparse.csv")
+    CONVERGE_CSVS=("${LONG_CSVS[@]}" --csv="$OUT/vision_12k_dense.csv" --csv="$OUT/vision_12k_sparse.csv"
+                   --csv="$OUT/vision_24k_dense.csv")
     LANGUAGE_CSVS=(--csv="$OUT/language_dense.csv" --csv="$OUT/language_sparse.csv"
                    --csv="$OUT/language_sparse_2to4.csv")
     existing() { for a in "$@"; do [[ -f "${a#--csv=}" ]] && echo "$a"; done; }
     mapfile -t VISION_CSVS < <(existing "${VISION_CSVS[@]}")
     mapfile -t ISO_CSVS < <(existing "${ISO_CSVS[@]}")
     mapfile -t LONG_CSVS < <(existing "${LONG_CSVS[@]}")
+    mapfile -t CONVERGE_CSVS < <(existing "${CONVERGE_CSVS[@]}")
     mapfile -t LANGUAGE_CSVS < <(existing "${LANGUAGE_CSVS[@]}")
     TABLES=(.venv/bin/python scripts/make_tables.py)
     {
@@ -68,6 +79,10 @@ case "${1:-}" in
       if (( ${#LONG_CSVS[@]} > ${#ISO_CSVS[@]} )); then
         echo; echo '## Vision at 3,000 steps (1:32)'; echo
         "${TABLES[@]}" "${LONG_CSVS[@]}" --traces="$OUT/traces/vision"
+      fi
+      if (( ${#CONVERGE_CSVS[@]} > ${#LONG_CSVS[@]} )); then
+        echo; echo '## Vision at 12,000 steps (1:32, near convergence)'; echo
+        "${TABLES[@]}" "${CONVERGE_CSVS[@]}" --steps=12000 --traces="$OUT/traces/vision"
       fi
       if (( ${#LANGUAGE_CSVS[@]} )); then
         echo; echo '## Language (Shakespeare, held-out plays)'; echo
@@ -81,6 +96,10 @@ case "${1:-}" in
         echo; echo '**Vision at 3,000 steps** (1:32, closer to convergence; the same comparisons):'; echo
         "${TABLES[@]}" "${LONG_CSVS[@]}" --findings
       fi
+      if (( ${#CONVERGE_CSVS[@]} > ${#LONG_CSVS[@]} )); then
+        echo; echo '**Vision at 12,000 steps** (1:32, near convergence; the same comparisons):'; echo
+        "${TABLES[@]}" "${CONVERGE_CSVS[@]}" --steps=12000 --findings
+      fi
       if (( ${#LANGUAGE_CSVS[@]} )); then
         echo; echo '**Language** (Shakespeare, held-out loss of the exact N:M model):'; echo
         "${TABLES[@]}" "${LANGUAGE_CSVS[@]}" --metric=loss --findings
@@ -88,10 +107,11 @@ case "${1:-}" in
     } > "$OUT/findings.md"
     .venv/bin/python scripts/plot.py "${VISION_CSVS[@]}" "${ISO_CSVS[@]}" --traces="$OUT/traces/vision" --out="$OUT/vision" \
         --noise_patterns='ff=1:8,ff=1:32,ff=1:64' --curves_pattern=ff=1:32
+    .venv/bin/python scripts/plot.py "${VISION_CSVS[@]}" "${CONVERGE_CSVS[@]}" --length_pattern=ff=1:32 --out="$OUT/vision"
     if (( ${#LANGUAGE_CSVS[@]} )); then
       .venv/bin/python scripts/plot.py "${LANGUAGE_CSVS[@]}" --traces="$OUT/traces/language" --out="$OUT/language" \
           --noise_patterns='ff=2:4,ff=1:8,ff=1:32' --curves_pattern=ff=1:32
     fi ;;
   *)
-    echo "usage: $0 vision|isoflops|language|tables" >&2; exit 2 ;;
+    echo "usage: $0 vision|isoflops|long|converge|language|tables" >&2; exit 2 ;;
 esac

@@ -21,7 +21,7 @@ def test_study_v2_tables_and_findings_regenerate_from_the_committed_data(tmp_pat
   for name in ('tables.md', 'findings.md'):
     with open(os.path.join(STUDY, name)) as f:
       assert (out / name).read_text() == f.read(), name
-  for figure in ('accuracy_vs_sparsity', 'gradient_noise', 'curves'):
+  for figure in ('accuracy_vs_sparsity', 'gradient_noise', 'curves', 'accuracy_vs_steps'):
     assert (out / 'vision' / f'{figure}.png').stat().st_size > 5000
   with open(os.path.join(ROOT, 'README.md')) as f:
     readme = f.read()

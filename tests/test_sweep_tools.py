@@ -103,6 +103,11 @@ def test_iso_flops_interpolation():
   assert '| ff=1:4 | 80.00 |' in table  # halfway between 50 and 150 FLOPs
   rows.append(dict(rows[0], steps=300, accuracy=0.85, train_flops=300.0, dense_train_flops=300.0))
   assert 'Dense by run length: 100 steps 80.00 (n=1); 300 steps 85.00 (n=1)' in make_tables.tables(rows)
+  # as many runs at 100 as at 300 steps: the first length by default, another when asked for
+  assert 'over seeds, 100 steps.' in make_tables.tables(rows)
+  assert 'over seeds, 300 steps.\n\nDense reference: 85.00 (n=1)' in make_tables.tables(rows, steps=300)
+  with pytest.raises(SystemExit, match='No finished run has 200 steps'):
+    make_tables.tables(rows, steps=200)
 
 
 def test_findings_paired_differences_intervals_and_verdicts():
@@ -126,3 +131,24 @@ def test_findings_paired_differences_intervals_and_verdicts():
           '**no difference**') in text
   # read as a loss (load() puts the chosen metric under 'accuracy'), lower is better: the baselines win
   assert '(95% CI -0.0125 to -0.0075, n=3): **worse**' in make_tables.findings(rows, 'loss')
+
+
+def test_accuracy_vs_steps_figure_means_seeds_per_length(tmp_path, monkeypatch):
+  sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+  import plot  # pylint: disable=g-import-not-at-top
+  figures = {}
+  monkeypatch.setattr(plot, 'save', lambda fig, out, name: figures.update({name: fig}))
+
+  def run(label, pattern, steps, seed, accuracy):
+    return dict(label=label, pattern=pattern, steps=str(steps), seed=str(seed), accuracy=accuracy)
+
+  rows = [run('dense', 'dense', 100, 0, 0.80), run('dense', 'dense', 100, 1, 0.82), run('dense', 'dense', 300, 0, 0.90),
+          run('static (decayed)', 'ff=1:4', 100, 0, 0.70), run('static (decayed)', 'ff=1:4', 300, 0, 0.85),
+          run('static (decayed)', 'ff=1:4', 300, 1, 0.87), run('srste', 'ff=1:8', 300, 0, 0.10)]  # another pattern
+  rows.append(dict(rows[0], pattern='ff=1:4'))  # the same dense run listed again under a pattern: counted once
+  plot.accuracy_vs_steps(rows, str(tmp_path), 'ff=1:4')
+  ax = figures['accuracy_vs_steps'].axes[0]
+  curves = {c.get_label(): c.lines[0].get_xydata().ravel().tolist() for c in ax.containers}  # x0, y0, x1, y1
+  assert set(curves) == {'dense', 'static (decayed)'}
+  assert curves['dense'] == pytest.approx([100, 81.0, 300, 90.0])
+  assert curves['static (decayed)'] == pytest.approx([100, 70.0, 300, 86.0])

@@ -1,0 +1,36 @@
+"""The benchmark's measurement: interleaved, order-rotated rounds and the paired ratio with its interval."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from helpers import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+import bench_train_step  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def test_paired_ratio_cancels_drift_shared_by_the_round():
+  drift = np.array([1.0, 1.3, 0.9, 2.0, 1.1])  # the machine slows and speeds up between rounds
+  ratio, low, high = bench_train_step.paired_ratio(1.05 * drift, drift)
+  assert (ratio, low, high) == pytest.approx((1.05, 1.05, 1.05))
+
+
+def test_paired_ratio_is_the_geometric_mean_with_a_t_interval():
+  ratios = np.array([1.0, 1.1, 1.2])
+  ratio, low, high = bench_train_step.paired_ratio(ratios * 0.3, np.full(3, 0.3))
+  logs = np.log(ratios)
+  half = scipy.stats.t.ppf(0.975, 2) * logs.std(ddof=1) / np.sqrt(3)
+  assert ratio == pytest.approx(np.exp(logs.mean())) and ratio == pytest.approx((1.0 * 1.1 * 1.2) ** (1 / 3))
+  assert (low, high) == pytest.approx((np.exp(logs.mean() - half), np.exp(logs.mean() + half)))
+  assert low < 1.0 < high  # three rounds cannot tell 1.1 from 1
+
+
+def test_rounds_interleave_every_case_and_rotate_their_order():
+  calls = []
+  runs = {case: dict(run=lambda k, case=case: calls.append((case, k)), times=[]) for case in 'abc'}
+  bench_train_step.measure(runs, rounds=3, steps_per_round=2)
+  assert [case for case, _ in calls] == list('abc' 'bca' 'cab') and {k for _, k in calls} == {2}
+  assert all(len(entry['times']) == 3 for entry in runs.values())
