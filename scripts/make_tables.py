@@ -156,9 +156,10 @@ def findings(rows, metric: str = 'accuracy', steps: int = 0) -> str:
   main = [r for r in rows if r['steps'] == steps]
   patterns = sorted({r['pattern'] for r in main if r['pattern'].split('=')[-1] in PRIMARY}, key=pattern_key)
   unit = ' points' if metric == 'accuracy' else ''
-  hours = sum(r['seconds'] for r in rows) / 3600
+  hours = sum(r['seconds'] for r in main) / 3600
   out = [f'Paired differences in final {name} at {steps} steps (positive: the first recipe is better), mean '
-         f'and 95% t interval over seeds ({len(rows)} runs, {hours:.1f} hours of run time, one CPU thread each):',
+         f'and 95% t interval over seeds ({len(main)} runs of that length, {hours:.1f} hours of run time, one CPU '
+         'thread each):',
          '']
   verdicts = collections.Counter()
   for pattern in patterns:
@@ -211,12 +212,17 @@ def main():
   parser.add_argument('--metric', default='accuracy', choices=sorted(METRICS))
   parser.add_argument('--findings', action='store_true', help='the pre-registered comparisons instead of tables')
   parser.add_argument('--traces', default='', help="sweep.py's --traces directory: add the gradient-noise table")
+  parser.add_argument('--hours', action='store_true', help='only the count of runs and their hours of run time')
   parser.add_argument('--steps', type=int, default=0,
                       help='the run length of the main tables and findings (default: the most common one)')
   args = parser.parse_args()
   rows = load(args.csv, args.metric)
   if not rows:
     sys.exit(f'{args.csv} hold no finished runs.')
+  if args.hours:
+    hours = sum(r['seconds'] for r in rows) / 3600
+    sys.stdout.write(f'{len(rows)} runs, {hours:.1f} hours of run time (one CPU thread each).\n')
+    return
   if args.findings:
     sys.stdout.write(findings(rows, args.metric, args.steps))
     return

@@ -62,8 +62,9 @@ case "${1:-}" in
     VISION_CSVS=(--csv="$OUT/vision_dense.csv" --csv="$OUT/vision_sparse.csv" --csv="$OUT/vision_geometric.csv")
     ISO_CSVS=(--csv="$OUT/isoflops_dense.csv" --csv="$OUT/isoflops_sparse.csv")
     LONG_CSVS=("${ISO_CSVS[@]}" --csv="$OUT/vision_long_dense.csv" --csv="$OUT/vision_long_sparse.csv")
-    CONVERGE_CSVS=("${LONG_CSVS[@]}" --csv="$OUT/vision_12k_dense.csv" --csv="$OUT/vision_12k_sparse.csv"
-                   --csv="$OUT/vision_24k_dense.csv")
+    # every vision run, for dense accuracy by run length and the iso-FLOPs interpolation at 1:32
+    CONVERGE_CSVS=("${VISION_CSVS[@]}" "${LONG_CSVS[@]}" --csv="$OUT/vision_12k_dense.csv"
+                   --csv="$OUT/vision_12k_sparse.csv" --csv="$OUT/vision_24k_dense.csv")
     LANGUAGE_CSVS=(--csv="$OUT/language_dense.csv" --csv="$OUT/language_sparse.csv"
                    --csv="$OUT/language_sparse_2to4.csv")
     existing() { for a in "$@"; do [[ -f "${a#--csv=}" ]] && echo "$a"; done; }
@@ -80,7 +81,7 @@ case "${1:-}" in
         echo; echo '## Vision at 3,000 steps (1:32)'; echo
         "${TABLES[@]}" "${LONG_CSVS[@]}" --traces="$OUT/traces/vision"
       fi
-      if (( ${#CONVERGE_CSVS[@]} > ${#LONG_CSVS[@]} )); then
+      if (( ${#CONVERGE_CSVS[@]} > ${#VISION_CSVS[@]} + ${#LONG_CSVS[@]} )); then
         echo; echo '## Vision at 12,000 steps (1:32, near convergence)'; echo
         "${TABLES[@]}" "${CONVERGE_CSVS[@]}" --steps=12000 --traces="$OUT/traces/vision"
       fi
@@ -96,7 +97,7 @@ case "${1:-}" in
         echo; echo '**Vision at 3,000 steps** (1:32, closer to convergence; the same comparisons):'; echo
         "${TABLES[@]}" "${LONG_CSVS[@]}" --findings
       fi
-      if (( ${#CONVERGE_CSVS[@]} > ${#LONG_CSVS[@]} )); then
+      if (( ${#CONVERGE_CSVS[@]} > ${#VISION_CSVS[@]} + ${#LONG_CSVS[@]} )); then
         echo; echo '**Vision at 12,000 steps** (1:32, near convergence; the same comparisons):'; echo
         "${TABLES[@]}" "${CONVERGE_CSVS[@]}" --steps=12000 --findings
       fi
@@ -104,10 +105,12 @@ case "${1:-}" in
         echo; echo '**Language** (Shakespeare, held-out loss of the exact N:M model):'; echo
         "${TABLES[@]}" "${LANGUAGE_CSVS[@]}" --metric=loss --findings
       fi
+      echo; echo -n '**The whole study:** '
+      "${TABLES[@]}" "${CONVERGE_CSVS[@]}" "${LANGUAGE_CSVS[@]}" --hours  # CONVERGE_CSVS: every vision CSV
     } > "$OUT/findings.md"
     .venv/bin/python scripts/plot.py "${VISION_CSVS[@]}" "${ISO_CSVS[@]}" --traces="$OUT/traces/vision" --out="$OUT/vision" \
         --noise_patterns='ff=1:8,ff=1:32,ff=1:64' --curves_pattern=ff=1:32
-    .venv/bin/python scripts/plot.py "${VISION_CSVS[@]}" "${CONVERGE_CSVS[@]}" --length_pattern=ff=1:32 --out="$OUT/vision"
+    .venv/bin/python scripts/plot.py "${CONVERGE_CSVS[@]}" --length_pattern=ff=1:32 --out="$OUT/vision"
     if (( ${#LANGUAGE_CSVS[@]} )); then
       .venv/bin/python scripts/plot.py "${LANGUAGE_CSVS[@]}" --traces="$OUT/traces/language" --out="$OUT/language" \
           --noise_patterns='ff=2:4,ff=1:8,ff=1:32' --curves_pattern=ff=1:32

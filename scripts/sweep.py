@@ -12,7 +12,8 @@ Each workdir records the commit that started it (DIR/commit.txt): a run started 
 (neither resumed nor collected) unless --allow_other_commits.
 The CSV has one row per run: the grid values, the commit, the resolved recipe/pattern/flow/alpha/SR-STE
 lambda/dense and fine-tune fractions/model size/steps/seed, final eval accuracy and loss, training FLOPs
-(and the dense run's), and the wall time of this invocation. With --traces=DIR, every finished run also leaves DIR/<run>.csv.gz, its
+(and the dense run's), and the run's wall time, summed over the invocations that ran it (DIR/seconds.txt;
+a skipped run keeps its time). With --traces=DIR, every finished run also leaves DIR/<run>.csv.gz, its
 curves as data (step, series, value): eval accuracy and loss, train loss, beta and mask-flip rate, and per
 sparse layer the gradient-noise diagnostic (flowed and raw), small enough to commit.
 """
@@ -91,7 +92,20 @@ def run_one(cmd, workdir: str, threads: int, commit: str, allow_other_commits: b
   start = time.time()
   with open(os.path.join(workdir, 'sweep.log'), 'a') as log:
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-  return ('ok' if proc.returncode == 0 else f'failed ({proc.returncode})'), time.time() - start
+  seconds = time.time() - start
+  total = run_seconds(workdir) + seconds  # over the invocations that ran it
+  with open(os.path.join(workdir, 'seconds.txt'), 'w') as f:
+    f.write(f'{total:.1f}\n')
+  return ('ok' if proc.returncode == 0 else f'failed ({proc.returncode})'), seconds
+
+
+def run_seconds(workdir: str) -> float:
+  """The run's wall time so far, over every invocation that ran it (0 before the first)."""
+  path = os.path.join(workdir, 'seconds.txt')
+  if not os.path.exists(path):
+    return 0.0
+  with open(path) as f:
+    return float(f.read())
 
 
 def _model_size(model) -> str:
@@ -101,7 +115,7 @@ def _model_size(model) -> str:
 
 def collect(workdir: str, assignment, status: str, seconds: float):
   row = {k: v for k, v in assignment}
-  row.update(run=os.path.basename(workdir), status=status, seconds=round(seconds, 1))
+  row.update(run=os.path.basename(workdir), status=status, seconds=round(run_seconds(workdir) or seconds, 1))
   with open(os.path.join(workdir, 'commit.txt')) as f:
     row['commit'] = f.read().strip()
   if status.startswith('refused'):

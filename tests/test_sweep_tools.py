@@ -59,6 +59,11 @@ def test_sweep_tables_and_plots(tmp_path):
   again = script('sweep.py', *sweep_args)
   assert again.returncode == 0
   assert again.stdout.count('skipped') == 5 and 'ok' in again.stdout
+  with open(table) as f:
+    seconds = {r['run']: float(r['seconds']) for r in csv.DictReader(f)}
+  first = {r['run']: float(r['seconds']) for r in rows}
+  assert all(seconds[run] == first[run] > 0 for run in first if run != os.path.basename(half))  # skipped: kept
+  assert seconds[os.path.basename(half)] > first[os.path.basename(half)]  # resumed: both invocations' time
   # A run that another commit started is refused unless asked for.
   with open(os.path.join(root, 'recipe-dense_ff-1-4_seed-1', 'commit.txt'), 'w') as f:
     f.write('0123456789ab\n')
@@ -80,6 +85,10 @@ def test_sweep_tables_and_plots(tmp_path):
   assert '| N:M | srste | static (decayed) |' in tables.stdout
   assert 'Dense reference:' in tables.stdout and '(n=2)' in tables.stdout
   assert '| ff=1:4 |' in tables.stdout and 'Training FLOPs relative' in tables.stdout
+  hours = script('make_tables.py', f'--csv={table}', '--hours')
+  with open(table) as f:
+    seconds = sum(float(r['seconds']) for r in csv.DictReader(f))
+  assert hours.stdout == f'6 runs, {seconds / 3600:.1f} hours of run time (one CPU thread each).\n'
 
   figures = str(tmp_path / 'figures')
   plots = script('plot.py', f'--csv={table}', f'--root={root}', f'--out={figures}', '--noise_patterns=ff=1:4',
@@ -124,7 +133,7 @@ def test_findings_paired_differences_intervals_and_verdicts():
   rows += [run('sdgf_stepwise', 'decayed', s, v + d) for s, (v, d) in enumerate(zip(base, [0.01, 0.02, 0.03]))]
   text = make_tables.findings(rows)
   # differences 1.0, 1.1, 0.9 points: mean 1.0, std 0.1, t(0.975, 2) = 4.303 -> +-0.248
-  assert '(12 runs, 0.0 hours of run time' in text and 'In all: 4 comparisons; the PGF recipe is better in 2, worse in 0, no different in 2.' in text
+  assert '(12 runs of that length, 0.0 hours of run time' in text and 'In all: 4 comparisons; the PGF recipe is better in 2, worse in 0, no different in 2.' in text
   assert '- ff=1:8: mdgf_exponential (decayed) vs srste: +1.00 points (95% CI +0.75 to +1.25, n=3): **better**' in text
   # differences 1, 2, 3 points: mean 2, std 1 -> +-2.484: the interval holds 0
   assert ('- ff=1:8: sdgf_stepwise (decayed) vs static (decayed): +2.00 points (95% CI -0.48 to +4.48, n=3): '
