@@ -106,12 +106,14 @@ def torch_runner(args, case):
   return run
 
 
-def measure(runs, rounds: int, steps_per_round: int) -> None:
-  """Interleaved rounds (every case sees the same machine state), the cases' order rotated each round so
-  that no case always follows the same one; appends each round's seconds per step to runs[case]['times']."""
+def measure(runs, rounds: int, steps_per_round: int, seed: int = 0) -> None:
+  """Interleaved rounds (every case sees the same machine state), the cases in a new random order each
+  round, so that no case always follows the same one (a case can leave the next one cold caches or spinning
+  threads); appends each round's seconds per step to runs[case]['times']."""
   cases = list(runs)
-  for r in range(rounds):
-    for case in cases[r % len(cases):] + cases[:r % len(cases)]:
+  order = np.random.default_rng(seed)
+  for _ in range(rounds):
+    for case in order.permutation(cases):
       start = time.perf_counter()
       runs[case]['run'](steps_per_round)
       runs[case]['times'].append((time.perf_counter() - start) / steps_per_round)

@@ -28,9 +28,12 @@ def test_paired_ratio_is_the_geometric_mean_with_a_t_interval():
   assert low < 1.0 < high  # three rounds cannot tell 1.1 from 1
 
 
-def test_rounds_interleave_every_case_and_rotate_their_order():
+def test_rounds_run_every_case_once_in_orders_that_change():
   calls = []
-  runs = {case: dict(run=lambda k, case=case: calls.append((case, k)), times=[]) for case in 'abc'}
-  bench_train_step.measure(runs, rounds=3, steps_per_round=2)
-  assert [case for case, _ in calls] == list('abc' 'bca' 'cab') and {k for _, k in calls} == {2}
-  assert all(len(entry['times']) == 3 for entry in runs.values())
+  runs = {case: dict(run=lambda k, case=case: calls.append((case, k)), times=[]) for case in 'abcd'}
+  bench_train_step.measure(runs, rounds=20, steps_per_round=2)
+  rounds = [''.join(case for case, _ in calls[i:i + 4]) for i in range(0, len(calls), 4)]
+  assert len(rounds) == 20 and all(sorted(r) == list('abcd') for r in rounds) and {k for _, k in calls} == {2}
+  predecessors = {r[r.index('a') - 1] for r in rounds if r[0] != 'a'}
+  assert len(predecessors) > 1  # 'a' does not always follow the same case
+  assert all(len(entry['times']) == 20 for entry in runs.values())
