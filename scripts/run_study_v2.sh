@@ -7,7 +7,8 @@
 #   bash scripts/run_study_v2.sh long        # closer to convergence: 1:32 at 3,000 steps, seeds 2 and 3 (with
 #                                            # isoflops' seeds 0 and 1, 4 seeds), dense at 3,000 and 6,000
 #   bash scripts/run_study_v2.sh converge    # near convergence: 1:32 at 12,000 steps x 4 seeds, dense at 12,000
-#                                            # and 24,000 steps x 2 seeds (log points 4x sparser than above)
+#                                            # and 24,000 steps x 2 seeds (log points 4x sparser than above),
+#                                            # then 1:8 and 1:64 at 12,000 steps x 4 seeds
 #   bash scripts/run_study_v2.sh language    # tiny T5 on Shakespeare, 1,000 steps: 4 recipes x 2:4, 1:8,
 #                                            # 1:32 x 3 seeds, and dense x 3 seeds
 #   bash scripts/run_study_v2.sh tables      # results/study_v2/*.csv -> tables, findings, figures
@@ -48,7 +49,10 @@ case "${1:-}" in
     "${SWEEP[@]}" "${CONVERGE[@]}" --grid=steps=12000 --grid=recipe=dense --grid='seed=0|1' --csv="$OUT/vision_12k_dense.csv"
     "${SWEEP[@]}" "${CONVERGE[@]}" --grid="recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise" --grid=ff=1:32 \
         --grid=steps=12000 --grid="$SEEDS4" --csv="$OUT/vision_12k_sparse.csv"
-    "${SWEEP[@]}" "${CONVERGE[@]}" --grid=steps=24000 --grid=recipe=dense --grid='seed=0|1' --csv="$OUT/vision_24k_dense.csv" ;;
+    "${SWEEP[@]}" "${CONVERGE[@]}" --grid=steps=24000 --grid=recipe=dense --grid='seed=0|1' --csv="$OUT/vision_24k_dense.csv"
+    # the other pre-registered patterns at the length where dense converged
+    "${SWEEP[@]}" "${CONVERGE[@]}" --grid="recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise" \
+        --grid='ff=1:8|1:64' --grid=steps=12000 --grid="$SEEDS4" --csv="$OUT/vision_12k_sparse_1to8_1to64.csv" ;;
   language)
     LANGUAGE=(--config=configs/t5_shakespeare.py --root="$ROOT/language" --traces="$OUT/traces/language" --set=steps=1000
               --set=config.diagnostics_every_steps=100)
@@ -64,7 +68,8 @@ case "${1:-}" in
     LONG_CSVS=("${ISO_CSVS[@]}" --csv="$OUT/vision_long_dense.csv" --csv="$OUT/vision_long_sparse.csv")
     # every vision run, for dense accuracy by run length and the iso-FLOPs interpolation at 1:32
     CONVERGE_CSVS=("${VISION_CSVS[@]}" "${LONG_CSVS[@]}" --csv="$OUT/vision_12k_dense.csv"
-                   --csv="$OUT/vision_12k_sparse.csv" --csv="$OUT/vision_24k_dense.csv")
+                   --csv="$OUT/vision_12k_sparse.csv" --csv="$OUT/vision_24k_dense.csv"
+                   --csv="$OUT/vision_12k_sparse_1to8_1to64.csv")
     LANGUAGE_CSVS=(--csv="$OUT/language_dense.csv" --csv="$OUT/language_sparse.csv"
                    --csv="$OUT/language_sparse_2to4.csv")
     existing() { for a in "$@"; do [[ -f "${a#--csv=}" ]] && echo "$a"; done; }
@@ -82,7 +87,7 @@ case "${1:-}" in
         "${TABLES[@]}" "${LONG_CSVS[@]}" --traces="$OUT/traces/vision"
       fi
       if (( ${#CONVERGE_CSVS[@]} > ${#VISION_CSVS[@]} + ${#LONG_CSVS[@]} )); then
-        echo; echo '## Vision at 12,000 steps (1:32, near convergence)'; echo
+        echo; echo '## Vision at 12,000 steps (near convergence)'; echo
         "${TABLES[@]}" "${CONVERGE_CSVS[@]}" --steps=12000 --traces="$OUT/traces/vision"
       fi
       if (( ${#LANGUAGE_CSVS[@]} )); then
@@ -98,7 +103,7 @@ case "${1:-}" in
         "${TABLES[@]}" "${LONG_CSVS[@]}" --findings
       fi
       if (( ${#CONVERGE_CSVS[@]} > ${#VISION_CSVS[@]} + ${#LONG_CSVS[@]} )); then
-        echo; echo '**Vision at 12,000 steps** (1:32, near convergence; the same comparisons):'; echo
+        echo; echo '**Vision at 12,000 steps** (the length at which dense converged, tables; the same comparisons):'; echo
         "${TABLES[@]}" "${CONVERGE_CSVS[@]}" --steps=12000 --findings
       fi
       if (( ${#LANGUAGE_CSVS[@]} )); then
