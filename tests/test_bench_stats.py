@@ -1,4 +1,4 @@
-"""The benchmark's measurement: interleaved, order-rotated rounds and the paired ratio with its interval."""
+"""The benchmark's measurement: interleaved rounds in a random order each round, and the paired ratio with its interval."""
 import os
 import sys
 
