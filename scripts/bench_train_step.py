@@ -8,8 +8,14 @@ Masks are recomputed at every step (mask_update_every = 1), FF layers sparse. Pr
 ms per step (median over rounds), the ratio to dense, the paired ratio (geometric mean over rounds of each
 round's ratio, with a 95% interval: the figure that can resolve a few percent on a noisy machine, e.g.
 --steps=1 --rounds=60), the same from the fastest round (on a shared machine, where other tenants only ever
-add time), and images/s; with --flops also the model FLOPs utilisation against --peak_tflops (dense-model
-FLOPs from pgf_sparsity.flops).
+add time), the paired ratio of CPU time, and images/s; with --flops also the model FLOPs utilisation against
+--peak_tflops (dense-model FLOPs from pgf_sparsity.flops).
+
+CPU time (of the whole process, all threads) leaves out the time the process is not running: other
+processes and, in a VM, time stolen by the host. On a shared machine its per-round noise is several times
+smaller than wall time's, so it resolves a sparse recipe's extra work where wall time cannot; it measures
+work, not latency (a change in how well the step uses the cores shows in wall time only), and is not shown
+for torch, whose OpenMP threads spin while they wait.
 """
 import argparse
 import os
@@ -109,14 +115,15 @@ def torch_runner(args, case):
 def measure(runs, rounds: int, steps_per_round: int, seed: int = 0) -> None:
   """Interleaved rounds (every case sees the same machine state), the cases in a new random order each
   round, so that no case always follows the same one (a case can leave the next one cold caches or spinning
-  threads); appends each round's seconds per step to runs[case]['times']."""
+  threads); appends each round's wall and CPU seconds per step to runs[case]['times'] and ['cpu_times']."""
   cases = list(runs)
   order = np.random.default_rng(seed)
   for _ in range(rounds):
     for case in order.permutation(cases):
-      start = time.perf_counter()
+      start, cpu_start = time.perf_counter(), time.process_time()
       runs[case]['run'](steps_per_round)
       runs[case]['times'].append((time.perf_counter() - start) / steps_per_round)
+      runs[case]['cpu_times'].append((time.process_time() - cpu_start) / steps_per_round)
 
 
 def paired_ratio(times, reference_times):
@@ -141,7 +148,7 @@ def main():
   parser.add_argument('--peak_tflops', type=float, default=989.0, help='H100/H200 dense bf16 peak')
   args = parser.parse_args()
 
-  runs = {case: dict(run=(torch_runner if case == 'torch' else jax_runner)(args, case), times=[])
+  runs = {case: dict(run=(torch_runner if case == 'torch' else jax_runner)(args, case), times=[], cpu_times=[])
           for case in args.cases.split(',')}
   measure(runs, args.rounds, args.steps)
   first = next(iter(runs))
@@ -153,14 +160,16 @@ def main():
   print(f'{args.model}: batch {batch}, {jax.devices()[0].device_kind} x{jax.device_count()}, '
         f'{args.rounds} rounds x {args.steps} steps, masks refreshed every step\n')
   header = (f'| case | ms/step | ratio to {first} | paired ratio (95% CI) | fastest round: ms/step | ratio '
-            '| images/s |' + (' MFU |' if flops else ''))
+            '| CPU time: paired ratio (95% CI) | images/s |' + (' MFU |' if flops else ''))
   print(header)
   print('|---' * (header.count('|') - 1) + '|')
   for case, entry in runs.items():
     ms, min_ms = 1e3 * float(np.median(entry['times'])), 1e3 * min(entry['times'])
     ratio, low, high = paired_ratio(entry['times'], runs[first]['times'])
+    cpu = '-' if 'torch' in (case, first) else '{:.3f} ({:.3f}-{:.3f})'.format(
+        *paired_ratio(entry['cpu_times'], runs[first]['cpu_times']))
     row = (f'| {case} | {ms:.2f} | {ms / dense_ms:.3f} | {ratio:.3f} ({low:.3f}-{high:.3f}) | {min_ms:.2f} | '
-           f'{min_ms / dense_min_ms:.3f} | {batch / ms * 1e3:.0f} |')
+           f'{min_ms / dense_min_ms:.3f} | {cpu} | {batch / ms * 1e3:.0f} |')
     if flops:
       row += f' {flops / (ms * 1e-3) / (args.peak_tflops * 1e12):.3f} |'
     print(row, flush=True)

@@ -1,6 +1,8 @@
-"""The benchmark's measurement: interleaved rounds in a random order each round, and the paired ratio with its interval."""
+"""The benchmark's measurement: interleaved rounds in a random order each round, wall and CPU time, and the
+paired ratio with its interval."""
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -30,10 +32,28 @@ def test_paired_ratio_is_the_geometric_mean_with_a_t_interval():
 
 def test_rounds_run_every_case_once_in_orders_that_change():
   calls = []
-  runs = {case: dict(run=lambda k, case=case: calls.append((case, k)), times=[]) for case in 'abcd'}
+  runs = {case: dict(run=lambda k, case=case: calls.append((case, k)), times=[], cpu_times=[]) for case in 'abcd'}
   bench_train_step.measure(runs, rounds=20, steps_per_round=2)
   rounds = [''.join(case for case, _ in calls[i:i + 4]) for i in range(0, len(calls), 4)]
   assert len(rounds) == 20 and all(sorted(r) == list('abcd') for r in rounds) and {k for _, k in calls} == {2}
   predecessors = {r[r.index('a') - 1] for r in rounds if r[0] != 'a'}
   assert len(predecessors) > 1  # 'a' does not always follow the same case
   assert all(len(entry['times']) == 20 for entry in runs.values())
+
+
+def _spin(seconds):
+  end = time.process_time() + seconds
+  while time.process_time() < end:
+    pass
+
+
+def test_cpu_time_counts_work_and_leaves_out_waiting():
+  """A case that waits (as a process does while other tenants hold the cores) takes wall time, not CPU time."""
+  runs = {'work': dict(run=lambda k: _spin(0.02 * k), times=[], cpu_times=[]),
+          'wait': dict(run=lambda k: (_spin(0.02 * k), time.sleep(0.05 * k)), times=[], cpu_times=[])}
+  bench_train_step.measure(runs, rounds=3, steps_per_round=2)
+  work, wait = runs['work'], runs['wait']
+  assert min(work['cpu_times']) >= 0.02 and min(wait['cpu_times']) >= 0.02
+  assert min(wait['times']) >= 0.07 and max(wait['cpu_times']) < 0.05  # the sleep is in wall time only
+  cpu_ratio, _, _ = bench_train_step.paired_ratio(wait['cpu_times'], work['cpu_times'])
+  assert cpu_ratio < 1.5  # same work: 1 up to the interpreter's own overhead
