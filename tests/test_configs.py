@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from pgf_sparsity import train
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import ROOT, load_config  # noqa: E402
+from helpers import ROOT, load_config, mock_tfds  # noqa: E402
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 'configs', '*.py')))
 ON_TFDS = {'vit_i1k', 'swinv2_i1k', 't5_c4', 't5_glue', 'wmt_ende'}
@@ -25,7 +25,7 @@ def test_every_config_is_covered():
 @pytest.mark.parametrize('name', CONFIGS)
 def test_every_config_runs_a_step_with_runlocal(name, tmp_path):
   config = load_config(name, 'runlocal')
-  mock = (tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE) if name in ON_TFDS
+  mock = (mock_tfds(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE) if name in ON_TFDS
           else contextlib.nullcontext())
   with mock:
     state, results = train.train_and_evaluate(config, str(tmp_path), max_steps_this_run=1)

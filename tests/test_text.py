@@ -17,7 +17,7 @@ from pgf_sparsity.data import span_corruption
 from pgf_sparsity.data import vocab as vocab_lib
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import build_experiment, load_config  # noqa: E402
+from helpers import build_experiment, load_config, mock_tfds  # noqa: E402
 
 
 @pytest.mark.parametrize('length', [10, 20, 64, 128, 513])
@@ -242,11 +242,10 @@ def test_packing_keeps_examples_whole_in_order_and_numbered():
 
 
 def test_packed_glue_batches_carry_segment_ids():
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from pgf_sparsity.data import tfds_text  # pylint: disable=g-import-not-at-top
   config = {'tfds_name': 'glue/sst2', 'inputs_length': 256, 'targets_length': 32, 'num_eval_examples': 4,
             'pack_factor': 3}
-  with tfds.testing.mock_data(num_examples=24):
+  with mock_tfds(num_examples=24):
     data = tfds_text.TfdsText(config, 4, 4, 0)
     batch = data.train_batch(0)
   assert batch['inputs'].shape == (4, 256) and batch['targets_segment_ids'].shape == (4, 32)

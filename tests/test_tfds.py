@@ -14,12 +14,12 @@ from pgf_sparsity.data import randaugment
 from pgf_sparsity.data import tfds_images
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import load_config  # noqa: E402
+from helpers import load_config, mock_tfds  # noqa: E402
 
 
 @pytest.fixture
 def mock_imagenet():
-  with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+  with mock_tfds(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
     yield
 
 
@@ -127,9 +127,9 @@ def test_paper_config_matches_the_spec():
 
 def test_preempted_run_on_tfds_resumes_bit_identical(mock_imagenet, tmp_path):
   config = load_config('vit_i1k', 'runlocal')
-  # Checkpoints at the segments' ends only: two saves in quick succession sometimes trip an orbax race
-  # seen here with TensorFlow in the process, before this change too (the tmp directory vanishes).
-  config.total_steps, config.num_epochs, config.checkpoint_every_steps = 4, None, 100
+  # A save every step, each finishing in the background while the pipeline reads: with tfds's own mock
+  # (see helpers.mock_tfds) this failed most runs.
+  config.total_steps, config.num_epochs, config.checkpoint_every_steps = 4, None, 1
   full, _ = train.train_and_evaluate(config, str(tmp_path / 'full'))
   train.train_and_evaluate(config, str(tmp_path / 'split'), max_steps_this_run=2)
   resumed, _ = train.train_and_evaluate(config, str(tmp_path / 'split'))  # a new pipeline, from step 2
@@ -141,7 +141,7 @@ def test_preempted_run_on_tfds_resumes_bit_identical(mock_imagenet, tmp_path):
 def test_text_batches_are_a_function_of_the_step():
   from pgf_sparsity.data import tfds_text  # pylint: disable=g-import-not-at-top
   config = {'tfds_name': 'c4/en', 'inputs_length': 64, 'num_eval_examples': 4}
-  with tfds.testing.mock_data(num_examples=12):
+  with mock_tfds(num_examples=12):
     first = tfds_text.TfdsText(config, 4, 4, 0)
     batches = [first.train_batch(s) for s in range(4)]
     again = tfds_text.TfdsText(config, 4, 4, 0).train_batch(3)
@@ -153,7 +153,7 @@ def test_text_batches_are_a_function_of_the_step():
 def test_c4_rows_are_the_steps_documents_concatenated_split_and_packed():
   from pgf_sparsity.data import span_corruption, tfds_text  # pylint: disable=g-import-not-at-top
   config = {'tfds_name': 'c4/en', 'inputs_length': 64, 'num_eval_examples': 4, 'documents_per_row': 8.0}
-  with tfds.testing.mock_data(num_examples=40):
+  with mock_tfds(num_examples=40):
     data = tfds_text.TfdsText(config, 4, 4, 0)
     batch = data.train_batch(2)
     documents = [data.vocab.encode(tfds_text._text(e['text'])) for e in data._train.examples(2)]
