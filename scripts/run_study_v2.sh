@@ -9,6 +9,8 @@
 #   bash scripts/run_study_v2.sh converge    # near convergence: 1:32 at 12,000 steps x 4 seeds, dense at 12,000
 #                                            # and 24,000 steps x 2 seeds (log points 4x sparser than above),
 #                                            # then 1:8 and 1:64 at 12,000 steps x 4 seeds
+#   bash scripts/run_study_v2.sh secondary   # the secondary recipes at 12,000 steps x 4 seeds (MDGF-Linear and
+#                                            # MDGF-Exponential ste at 1:8, 1:32, 1:64; SDGF-geometric at 1:8)
 #   bash scripts/run_study_v2.sh language    # tiny T5 on Shakespeare, 1,000 steps: 4 recipes x 2:4, 1:8,
 #                                            # 1:32 x 3 seeds, and dense x 3 seeds
 #   bash scripts/run_study_v2.sh tables      # results/study_v2/*.csv -> tables, findings, figures
@@ -53,6 +55,12 @@ case "${1:-}" in
     # the other pre-registered patterns at the length where dense converged
     "${SWEEP[@]}" "${CONVERGE[@]}" --grid="recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise" \
         --grid='ff=1:8|1:64' --grid=steps=12000 --grid="$SEEDS4" --csv="$OUT/vision_12k_sparse_1to8_1to64.csv" ;;
+  secondary)
+    CONVERGE=("${VISION_MODEL[@]}" --set=config.diagnostics_every_steps=200 --set=config.eval_every_steps=500)
+    "${SWEEP[@]}" "${CONVERGE[@]}" --grid='recipe=mdgf_linear|mdgf_exponential,flow=ste' --grid='ff=1:8|1:32|1:64' \
+        --grid=steps=12000 --grid="$SEEDS4" --csv="$OUT/vision_12k_secondary.csv"
+    "${SWEEP[@]}" "${CONVERGE[@]}" --grid=recipe=sdgf_geometric --grid=ff=1:8 --grid=steps=12000 --grid="$SEEDS4" \
+        --csv="$OUT/vision_12k_geometric.csv" ;;
   language)
     LANGUAGE=(--config=configs/t5_shakespeare.py --root="$ROOT/language" --traces="$OUT/traces/language" --set=steps=1000
               --set=config.diagnostics_every_steps=100)
@@ -69,7 +77,8 @@ case "${1:-}" in
     # every vision run, for dense accuracy by run length and the iso-FLOPs interpolation at 1:32
     CONVERGE_CSVS=("${VISION_CSVS[@]}" "${LONG_CSVS[@]}" --csv="$OUT/vision_12k_dense.csv"
                    --csv="$OUT/vision_12k_sparse.csv" --csv="$OUT/vision_24k_dense.csv"
-                   --csv="$OUT/vision_12k_sparse_1to8_1to64.csv")
+                   --csv="$OUT/vision_12k_sparse_1to8_1to64.csv" --csv="$OUT/vision_12k_secondary.csv"
+                   --csv="$OUT/vision_12k_geometric.csv")
     LANGUAGE_CSVS=(--csv="$OUT/language_dense.csv" --csv="$OUT/language_sparse.csv"
                    --csv="$OUT/language_sparse_2to4.csv")
     existing() { for a in "$@"; do [[ -f "${a#--csv=}" ]] && echo "$a"; done; }
@@ -121,5 +130,5 @@ case "${1:-}" in
           --noise_patterns='ff=2:4,ff=1:8,ff=1:32' --curves_pattern=ff=1:32
     fi ;;
   *)
-    echo "usage: $0 vision|isoflops|long|converge|language|tables" >&2; exit 2 ;;
+    echo "usage: $0 vision|isoflops|long|converge|secondary|language|tables" >&2; exit 2 ;;
 esac
