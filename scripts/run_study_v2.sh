@@ -25,6 +25,8 @@ SWEEP=(.venv/bin/python scripts/sweep.py --parallel="$PARALLEL" --threads=1)
 # run names repeat across the vision and language roots: one traces directory per root
 VISION_MODEL=(--config=configs/fashion_mnist.py --root="$ROOT/vision" --traces="$OUT/traces/vision" --set=size=small)
 VISION=("${VISION_MODEL[@]}" --set=config.diagnostics_every_steps=50 --set=config.eval_every_steps=250)
+# the 12,000-step runs (converge, secondary): log points 4x sparser, so that traces stay small
+CONVERGE=("${VISION_MODEL[@]}" --set=config.diagnostics_every_steps=200 --set=config.eval_every_steps=500)
 SPARSE='static|srste,flow=ste|mdgf_linear|mdgf_exponential|mdgf_exponential,flow=ste|sdgf_stepwise'
 SEEDS4='seed=0|1|2|3'
 
@@ -47,7 +49,6 @@ case "${1:-}" in
     "${SWEEP[@]}" "${VISION[@]}" --grid='steps=3000|6000' --grid=recipe=dense --grid='seed=2|3' \
         --csv="$OUT/vision_long_dense.csv" ;;
   converge)
-    CONVERGE=("${VISION_MODEL[@]}" --set=config.diagnostics_every_steps=200 --set=config.eval_every_steps=500)
     "${SWEEP[@]}" "${CONVERGE[@]}" --grid=steps=12000 --grid=recipe=dense --grid='seed=0|1' --csv="$OUT/vision_12k_dense.csv"
     "${SWEEP[@]}" "${CONVERGE[@]}" --grid="recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise" --grid=ff=1:32 \
         --grid=steps=12000 --grid="$SEEDS4" --csv="$OUT/vision_12k_sparse.csv"
@@ -56,7 +57,6 @@ case "${1:-}" in
     "${SWEEP[@]}" "${CONVERGE[@]}" --grid="recipe=static|srste,flow=ste|mdgf_exponential|sdgf_stepwise" \
         --grid='ff=1:8|1:64' --grid=steps=12000 --grid="$SEEDS4" --csv="$OUT/vision_12k_sparse_1to8_1to64.csv" ;;
   secondary)
-    CONVERGE=("${VISION_MODEL[@]}" --set=config.diagnostics_every_steps=200 --set=config.eval_every_steps=500)
     "${SWEEP[@]}" "${CONVERGE[@]}" --grid='recipe=mdgf_linear|mdgf_exponential,flow=ste' --grid='ff=1:8|1:32|1:64' \
         --grid=steps=12000 --grid="$SEEDS4" --csv="$OUT/vision_12k_secondary.csv"
     "${SWEEP[@]}" "${CONVERGE[@]}" --grid=recipe=sdgf_geometric --grid=ff=1:8 --grid=steps=12000 --grid="$SEEDS4" \
