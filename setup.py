@@ -24,8 +24,7 @@ INSTALL_REQUIRES = [
     'ml-dtypes==0.6.0',
     'grain==0.2.18',  # step-addressable tfds input (data/tfds_access.py)
 ]
-TESTS_REQUIRE = ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'hypothesis==6.170.17',
-                 'filelock==4.3.1']  # the tests' shared compilation cache (tests/conftest.py) locks its entries
+TESTS_REQUIRE = ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'hypothesis==6.170.17']
 TORCH_REQUIRE = ['torch==2.13.0']  # optional: PyTorch-side checks of exported models (a CPU build installs here)
 TRANSFORMERS_REQUIRE = ['transformers==5.24.0']  # optional: the Hugging Face T5 converter checked against it
 SCRIPTS_REQUIRE = ['matplotlib==3.11.2']  # scripts/plot.py

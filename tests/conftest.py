@@ -1,21 +1,8 @@
-"""Shared test setup: quiet TensorFlow, CPU only, one compilation cache per test session."""
-import atexit
+"""Shared test setup: quiet TensorFlow, CPU only."""
 import os
-import shutil
-import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Tests compile far more than they run: XLA's slower-to-compile optimisations cost more than they save here
 # (the suite ~20% faster); numerics change at float round-off only. Benchmarks and runs keep them.
 os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
-# Tests build the same steps again and again (a run and its resumption, the robustness tests' subprocess
-# runs), and each build compiles anew. A persistent compilation cache for the session, shared by the pytest
-# workers and every process they start (through the environment), compiles each step once. Setting a
-# maximum size turns on the cache's file lock, so that no process reads an entry another is still writing.
-if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='pgf_sparsity_tests_compiled_')
-  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
-os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
-os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
-os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(8 << 30))
