@@ -4,6 +4,10 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # before anything loads TensorFlow's C++ runtime
 
+from pgf_sparsity import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+host_memory.keep_freed_memory()  # before any thread allocates: XLA's per-step buffers stay mapped
+
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging

@@ -30,6 +30,7 @@ import scipy.stats
 from pgf_sparsity import config_lib
 from pgf_sparsity import experiment
 from pgf_sparsity import flops
+from pgf_sparsity import host_memory
 from pgf_sparsity import steps
 from pgf_sparsity.models import common
 
@@ -146,7 +147,11 @@ def main():
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--flops', action='store_true')
   parser.add_argument('--peak_tflops', type=float, default=989.0, help='H100/H200 dense bf16 peak')
+  parser.add_argument('--host_memory', default='keep', choices=('keep', 'default'),
+                      help='keep: freed host memory stays mapped, as in pgf_sparsity.main; default: glibc as is')
   args = parser.parse_args()
+  if args.host_memory == 'keep':
+    host_memory.keep_freed_memory()  # before any step runs; applies to the PyTorch twin as well
 
   runs = {case: dict(run=(torch_runner if case == 'torch' else jax_runner)(args, case), times=[], cpu_times=[])
           for case in args.cases.split(',')}
