@@ -1,8 +1,21 @@
-"""Shared test setup: quiet TensorFlow, CPU only."""
+"""Shared test setup: quiet TensorFlow, CPU only, one compilation cache per test session."""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Tests compile far more than they run: XLA's slower-to-compile optimisations cost more than they save here
 # (the suite ~20% faster); numerics change at float round-off only. Benchmarks and runs keep them.
 os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
+# Tests build the same train steps again and again (a run and its resumption, the robustness tests'
+# subprocess runs), each compiled anew. A persistent compilation cache for the session, shared by the pytest
+# workers and every process they start (through the environment), compiles each such step once. Only
+# compilations over half a second are cached (the steps, not the thousands of small jits), and no maximum
+# size is set: with one, every write scans the whole cache under a file lock.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='pgf_sparsity_tests_compiled_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
