@@ -5,8 +5,15 @@ train step), above glibc's largest mmap threshold (32 MB), so by default every s
 each one in (62,000 page faults per step there: a third of the step's CPU time, spent in the kernel) and
 unmaps them at the end. One malloc arena, no mmap and no trimming keep that block in the heap from one step
 to the next: the process keeps its peak heap, which a training process reaches in its first steps anyway.
+
+Only for runs on the CPU: an accelerator's host allocates little per step, and one arena could slow its
+many input threads (tf.data), which allocate concurrently. The choice has to be made before JAX starts its
+backend (threads keep the arena they first allocate from), so it is made from what JAX will find.
 """
 import ctypes
+import importlib.metadata
+import importlib.util
+import os
 import sys
 
 # glibc's mallopt parameters (malloc.h).
@@ -20,9 +27,21 @@ _SETTINGS = (
 )
 
 
+def jax_will_run_on_cpu() -> bool:
+  """Whether JAX's default backend will be the CPU, decided before JAX starts one: JAX_PLATFORMS asks for
+  the CPU first, or sets nothing and no accelerator plugin (a `jax_plugins` entry point, libtpu) is
+  installed."""
+  platforms = os.environ.get('JAX_PLATFORMS', '').strip()
+  if platforms:
+    return platforms.split(',')[0].strip() == 'cpu'
+  has_plugin = (bool(importlib.metadata.entry_points(group='jax_plugins'))
+                or importlib.util.find_spec('libtpu') is not None)
+  return not has_plugin
+
+
 def keep_freed_memory() -> bool:
-  """Tunes this process's malloc as above; call it before JAX runs anything. True where it took effect
-  (Linux with glibc); False, changing nothing, elsewhere."""
+  """Tunes this process's malloc as above; call it before JAX starts its backend. True where it took
+  effect (Linux with glibc); False, changing nothing, elsewhere."""
   if not sys.platform.startswith('linux'):
     return False
   try:

@@ -6,7 +6,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # before anything loads Tens
 
 from pgf_sparsity import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-host_memory.keep_freed_memory()  # before any thread allocates: XLA's per-step buffers stay mapped
+if host_memory.jax_will_run_on_cpu():
+  host_memory.keep_freed_memory()  # before JAX starts: XLA's per-step buffers stay mapped
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags

@@ -147,11 +147,12 @@ def main():
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--flops', action='store_true')
   parser.add_argument('--peak_tflops', type=float, default=989.0, help='H100/H200 dense bf16 peak')
-  parser.add_argument('--host_memory', default='keep', choices=('keep', 'default'),
-                      help='keep: freed host memory stays mapped, as in pgf_sparsity.main; default: glibc as is')
+  parser.add_argument('--host_memory', default='auto', choices=('auto', 'keep', 'default'),
+                      help='keep: freed host memory stays mapped (pgf_sparsity/host_memory.py); default: glibc as '
+                           'is; auto: keep on the CPU, as pgf_sparsity.main does')
   args = parser.parse_args()
-  if args.host_memory == 'keep':
-    host_memory.keep_freed_memory()  # before any step runs; applies to the PyTorch twin as well
+  if args.host_memory == 'keep' or (args.host_memory == 'auto' and host_memory.jax_will_run_on_cpu()):
+    host_memory.keep_freed_memory()  # before JAX starts its backend; applies to the PyTorch twin as well
 
   runs = {case: dict(run=(torch_runner if case == 'torch' else jax_runner)(args, case), times=[], cpu_times=[])
           for case in args.cases.split(',')}

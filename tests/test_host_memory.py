@@ -1,9 +1,12 @@
-"""host_memory.keep_freed_memory: repeated executions with large temporaries stop faulting pages in."""
+"""host_memory: with freed memory kept, repeated executions with large temporaries stop faulting pages in;
+kept only where JAX will run on the CPU."""
 import os
 import subprocess
 import sys
 
 import pytest
+
+from pgf_sparsity import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,3 +41,23 @@ def test_kept_memory_stops_per_execution_page_faults():
   kept = page_faults('keep')
   assert default > 2 * pages_per_temporary  # the default maps and faults the temporary in on every execution
   assert kept < pages_per_temporary // 4  # kept: the heap already holds it
+
+
+@pytest.mark.parametrize('platforms, expected', [('cpu', True), ('cpu,cuda', True), (' cpu ', True),
+                                                 ('cuda', False), ('tpu,cpu', False)])
+def test_the_platform_asked_for_decides(monkeypatch, platforms, expected):
+  monkeypatch.setenv('JAX_PLATFORMS', platforms)
+  assert host_memory.jax_will_run_on_cpu() is expected
+
+
+def test_without_a_platform_an_installed_accelerator_plugin_decides(monkeypatch):
+  monkeypatch.delenv('JAX_PLATFORMS', raising=False)
+  monkeypatch.setattr(host_memory.importlib.util, 'find_spec', lambda name: None)
+  monkeypatch.setattr(host_memory.importlib.metadata, 'entry_points', lambda group: [])
+  assert host_memory.jax_will_run_on_cpu()
+  monkeypatch.setattr(host_memory.importlib.metadata, 'entry_points',
+                      lambda group: ['jax_cuda12_plugin'] if group == 'jax_plugins' else [])
+  assert not host_memory.jax_will_run_on_cpu()
+  monkeypatch.setattr(host_memory.importlib.metadata, 'entry_points', lambda group: [])
+  monkeypatch.setattr(host_memory.importlib.util, 'find_spec', lambda name: object() if name == 'libtpu' else None)
+  assert not host_memory.jax_will_run_on_cpu()
