@@ -49,3 +49,8 @@ def keep_freed_memory() -> bool:
   except (OSError, AttributeError):
     return False
   return all(mallopt(option, value) == 1 for option, value in _SETTINGS)
+
+
+def keep_freed_memory_on_cpu() -> bool:
+  """keep_freed_memory() where JAX will run on the CPU (the entry point's choice); True where it took effect."""
+  return jax_will_run_on_cpu() and keep_freed_memory()

@@ -6,8 +6,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # before anything loads Tens
 
 from pgf_sparsity import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-if host_memory.jax_will_run_on_cpu():
-  host_memory.keep_freed_memory()  # before JAX starts: XLA's per-step buffers stay mapped
+host_memory.keep_freed_memory_on_cpu()  # before JAX starts: XLA's per-step buffers stay mapped
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags

@@ -151,8 +151,10 @@ def main():
                       help='keep: freed host memory stays mapped (pgf_sparsity/host_memory.py); default: glibc as '
                            'is; auto: keep on the CPU, as pgf_sparsity.main does')
   args = parser.parse_args()
-  if args.host_memory == 'keep' or (args.host_memory == 'auto' and host_memory.jax_will_run_on_cpu()):
-    host_memory.keep_freed_memory()  # before JAX starts its backend; applies to the PyTorch twin as well
+  if args.host_memory == 'keep':  # before JAX starts its backend; applies to the PyTorch twin as well
+    host_memory.keep_freed_memory()
+  elif args.host_memory == 'auto':
+    host_memory.keep_freed_memory_on_cpu()
 
   runs = {case: dict(run=(torch_runner if case == 'torch' else jax_runner)(args, case), times=[], cpu_times=[])
           for case in args.cases.split(',')}

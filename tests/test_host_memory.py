@@ -61,3 +61,12 @@ def test_without_a_platform_an_installed_accelerator_plugin_decides(monkeypatch)
   monkeypatch.setattr(host_memory.importlib.metadata, 'entry_points', lambda group: [])
   monkeypatch.setattr(host_memory.importlib.util, 'find_spec', lambda name: object() if name == 'libtpu' else None)
   assert not host_memory.jax_will_run_on_cpu()
+
+
+def test_the_entry_points_choice_tunes_only_on_the_cpu(monkeypatch):
+  tuned = []
+  monkeypatch.setattr(host_memory, 'keep_freed_memory', lambda: tuned.append(True) or True)
+  monkeypatch.setenv('JAX_PLATFORMS', 'cuda')
+  assert not host_memory.keep_freed_memory_on_cpu() and not tuned
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  assert host_memory.keep_freed_memory_on_cpu() and tuned == [True]
