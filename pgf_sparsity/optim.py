@@ -31,10 +31,14 @@ def learning_rate_schedule(opt, total_steps: int, steps_per_epoch: int) -> optax
   # Cooldown: the last epochs stay at the minimum learning rate (timm's cooldown_epochs).
   cooldown = int(round((opt.get('cooldown_epochs') or 0) * steps_per_epoch))
   decay_steps = max(total_steps - cooldown, 1)
+  if warmup >= decay_steps:  # optax would fail inside with 'positive decay_steps', naming neither key
+    raise ValueError(f'The warmup ({warmup} steps) must end before the cosine decay does (step {decay_steps}: '
+                     f'total_steps {total_steps}, cooldown {cooldown} steps); lower optimizer.warmup_steps '
+                     '(or warmup_epochs) or raise total_steps.')
   min_lr = opt.get('min_learning_rate', 0.0)
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=opt.get('init_learning_rate', 0.0), peak_value=opt.learning_rate,
-      warmup_steps=min(warmup, decay_steps), decay_steps=decay_steps, end_value=min_lr)
+      warmup_steps=warmup, decay_steps=decay_steps, end_value=min_lr)
   if not cooldown:
     return schedule
   return optax.join_schedules([schedule, optax.constant_schedule(min_lr)], [decay_steps])

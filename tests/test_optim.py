@@ -66,6 +66,7 @@ def test_t5_configs_pair_the_optimizer_with_the_attention_scaling():
     (dict(schedule='linear'), 'optimizer.schedule must be one of'),
     (dict(name='adafactor', schedule='constant'), "\\['b1', 'b2', 'eps', 'weight_decay'\\] belong to AdamW"),
     (dict(schedule='rsqrt'), "\\['init_learning_rate', 'min_learning_rate'\\] belong to the cosine schedule"),
+    (dict(warmup_steps=10_000), 'The warmup \\(10000 steps\\) must end before the cosine decay does'),
 ])
 def test_optimizer_options_are_validated_before_training(update, message, tmp_path):
   config = load_config('digits')
