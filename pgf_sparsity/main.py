@@ -3,6 +3,9 @@ import os
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # before anything loads TensorFlow's C++ runtime
+# TensorFlow only runs the input pipeline here (no matmuls or convolutions for oneDNN to speed up); its notice
+# that oneDNN is on goes through absl logging, which TF_CPP_MIN_LOG_LEVEL no longer silences (TF 2.21).
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from pgf_sparsity import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -34,6 +37,13 @@ def _one_line(error: BaseException) -> str:
   return lines[-1] if lines else type(error).__name__
 
 
+def _unknown_key(error: AttributeError) -> str:
+  """ml_collections raises AttributeError(KeyError("'key'\\nDid you mean ...?")): its text, not its repr."""
+  inner = error.args[0] if error.args else error
+  text = inner.args[0] if isinstance(inner, KeyError) and inner.args else inner
+  return 'unknown config key in an override: ' + '. '.join(l.strip() for l in str(text).splitlines() if l.strip())
+
+
 def parse_flags(argv):
   """absl parsing, plus the config file and its overrides, with bad input reported on one line."""
   try:
@@ -43,10 +53,8 @@ def parse_flags(argv):
       raise ValueError('--config is required')
     config.keys()  # a config that failed to load raises only when used
   except (flags.Error, ValueError, KeyError, TypeError, AttributeError, OSError) as e:
-    message = _one_line(e)
-    if isinstance(e, AttributeError) and '--config.' in ' '.join(argv):
-      message = f'unknown config key in an override: {message}'
-    _fail(f'error: {message}', 2)
+    unknown_key = isinstance(e, AttributeError) and '--config.' in ' '.join(argv)
+    _fail(f'error: {_unknown_key(e) if unknown_key else _one_line(e)}', 2)
   return rest
 
 

@@ -201,6 +201,8 @@ def catalogue(w, tmp):
       (main(cfg(), '--config.batch_size=abc'), 'invalid literal'),
       (main(cfg(), '--config.nope=1'), 'unknown config key'),
       (main(cfg(), '--config.optimizer.momentum=0.9'), 'unknown config key'),
+      (main(cfg(), '--config.model.widht=64'),
+       'unknown config key in an override: \'widht\'. Did you mean "width" instead of "widht"?'),
       (main(cfg(), '--config.model.name=resnet'), 'model.name'),
       (main(cfg(), '--config.model.width=30'), 'does not divide'),
       (main(cfg(), '--config.model.patch_size=3'), 'not divisible by patch size'),
