@@ -2,6 +2,8 @@
 
   .venv/bin/python scripts/bench_train_step.py                  # the CPU benchmark model (issue #3)
   .venv/bin/python scripts/bench_train_step.py --model=vit_b16  # ViT-B/16 bf16 at 224 px (for a GPU)
+  .venv/bin/python scripts/bench_train_step.py --model=fashion_mnist --cases=dense,mdgf_exponential:1:8,torch
+                                                  # the README main job's model and recipe, and PyTorch's step
   .venv/bin/python scripts/bench_train_step.py --cases=dense,torch   # against the same model in PyTorch
 
 Masks are recomputed at every step (mask_update_every = 1), FF layers sparse. Prints a markdown table with
@@ -40,6 +42,9 @@ MODELS = {
     # The CPU benchmark model: ViT width 384, depth 4, 6 heads, MLP 1536, 64x64 images, patch 8, batch 32.
     'bench': dict(model=dict(name='vit', variant=None, width=384, depth=4, mlp_dim=1536, num_heads=6,
                              patch_size=8, pool='gap', dtype='float32'), image_size=64, batch=32),
+    # The main job's model (configs/fashion_mnist.py, size base) at its batch, on 28x28 synthetic images.
+    'fashion_mnist': dict(model=dict(name='vit', variant=None, width=96, depth=3, mlp_dim=384, num_heads=3,
+                                     patch_size=4, pool='gap', dtype='float32'), image_size=28, batch=128),
     'vit_b16': dict(model=dict(name='vit', variant='B/16', pool='token', dtype='bfloat16'),
                     image_size=224, batch=256),
 }
