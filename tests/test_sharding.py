@@ -52,7 +52,10 @@ for s in range(3):
   state, _ = compiled.train_step(plan)(state, exp.shard(batch))
   single, _ = single_step(single, jax.device_put(batch, jax.devices()[0]))
 sharded, reference = tree_paths.flatten(jax.device_get(state.params)), tree_paths.flatten(jax.device_get(single.params))
-error = max(float(np.max(np.abs(sharded[k] - reference[k]) - 2e-5 * np.abs(reference[k]))) for k in reference)
+# The key bias is left out: softmax ignores it, so its gradient is round-off, which Adam scales up to
+# learning-rate-sized steps (measured: 2.2e-6 over the bound after 3 steps; every other parameter under it).
+error = max(float(np.max(np.abs(sharded[k] - reference[k]) - 2e-5 * np.abs(reference[k]))) for k in reference
+            if not k.endswith('attention/key/bias'))
 specs = {k: str(v.sharding.spec) for k, v in tree_paths.flatten(state.params).items()}
 mu_specs = {k: str(v.sharding.spec) for k, v in tree_paths.flatten(state.opt_state).items() if '/mu/' in k}
 mask_specs = {k: str(v.sharding.spec) for k, v in tree_paths.flatten(state.masks).items()}
