@@ -13,6 +13,13 @@ def load_config(name: str, arg: str = ''):
   return config_lib.from_file(os.path.join(ROOT, 'configs', f'{name}.py'), arg)
 
 
+def softmax_ignores(path: str) -> bool:
+  """Whether a parameter is the attention's key bias, which softmax ignores (it shifts all of a query's logits
+  alike): its gradient is round-off, which Adam scales up to learning-rate-sized steps, so two runs that
+  differ only in round-off (sharding, processes) may differ there by that much and stay equal elsewhere."""
+  return path.endswith('attention/key/bias')
+
+
 def build_experiment(config):
   """(Experiment, data pipeline) of a config, as train_and_evaluate builds them."""
   from pgf_sparsity import experiment  # pylint: disable=g-import-not-at-top
