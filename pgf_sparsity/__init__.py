@@ -2,7 +2,7 @@
 
 The method lives in `pgf_sparsity.sparsity`; training infrastructure (train, steps, optim, checkpoints),
 models and data each in their own module or subpackage. The names below are imported on first use, so
-that numpy-only modules (`pgf_sparsity.packing`, the loaders of exported models) work without JAX.
+that numpy-only modules (`pgf_sparsity.formats.nm_packing`, the loaders of exported models) work without JAX.
 """
 import importlib
 

@@ -7,9 +7,9 @@ from typing import Any, Dict
 
 import ml_collections
 
-from pgf_sparsity import sharding
 from pgf_sparsity.models import t5
 from pgf_sparsity.sparsity import schedules
+from pgf_sparsity.training import sharding
 
 # Arguments every config takes (a config may change the defaults): the recipe, an N:M pattern (or 'none')
 # per target kind, the gradient flow, MDGF's alpha (0: derived from the run length), the dense and fine-tune

@@ -7,7 +7,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # before anything loads Tens
 # that oneDNN is on goes through absl logging, which TF_CPP_MIN_LOG_LEVEL no longer silences (TF 2.21).
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
-from pgf_sparsity import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pgf_sparsity.training import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 host_memory.keep_freed_memory_on_cpu()  # before JAX starts: XLA's per-step buffers stay mapped
 
@@ -72,7 +72,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('PGF_MULTIHOST'):
     jax.distributed.initialize()
-  from pgf_sparsity import checkpoints, console, train  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.training import checkpoints, console, train  # pylint: disable=g-import-not-at-top
   console.to_stdout()
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir, max_steps_this_run=FLAGS.max_steps_this_run,

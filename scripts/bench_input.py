@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_train_step  # noqa: E402  pylint: disable=wrong-import-position
-from pgf_sparsity import experiment, prefetch, steps  # noqa: E402  pylint: disable=wrong-import-position
+from pgf_sparsity.training import experiment, prefetch, steps  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _config(args):

@@ -11,7 +11,7 @@ ms per step (median over rounds), the ratio to dense, the paired ratio (geometri
 round's ratio, with a 95% interval: the figure that can resolve a few percent on a noisy machine, e.g.
 --steps=1 --rounds=60), the same from the fastest round (on a shared machine, where other tenants only ever
 add time), the paired ratio of CPU time, and images/s; with --flops also the model FLOPs utilisation against
---peak_tflops (dense-model FLOPs from pgf_sparsity.flops).
+--peak_tflops (dense-model FLOPs from pgf_sparsity.analysis.flops).
 
 CPU time (of the whole process, all threads) leaves out the time the process is not running: other
 processes and, in a VM, time stolen by the host. On a shared machine its per-round noise is several times
@@ -30,11 +30,11 @@ import numpy as np
 import scipy.stats
 
 from pgf_sparsity import config_lib
-from pgf_sparsity import experiment
-from pgf_sparsity import flops
-from pgf_sparsity import host_memory
-from pgf_sparsity import steps
+from pgf_sparsity.analysis import flops
 from pgf_sparsity.models import common
+from pgf_sparsity.training import experiment
+from pgf_sparsity.training import host_memory
+from pgf_sparsity.training import steps
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_vit, the PyTorch twin
 
@@ -70,7 +70,7 @@ def make_config(model: str, recipe: str, pattern: str, batch: int) -> ml_collect
 
 
 def model_flops_per_step(config) -> float:
-  """Dense training FLOPs per step (pgf_sparsity.flops: 3x the forward matmuls; XLA's cost analysis misses
+  """Dense training FLOPs per step (pgf_sparsity.analysis.flops: 3x the forward matmuls; XLA's cost analysis misses
   cuBLAS calls on GPU)."""
   exp, _ = experiment.from_config(config)
   counter = flops.TrainingFlops(exp.model, exp.dummy_inputs, exp.recipe, config.batch_size)

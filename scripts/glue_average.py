@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from pgf_sparsity import glue  # noqa: E402  pylint: disable=wrong-import-position
+from pgf_sparsity.tasks import glue_metrics  # noqa: E402  pylint: disable=wrong-import-position
 
 METRICS = ('matthews_corr', 'f1', 'accuracy', 'pearson', 'spearman')
 
@@ -37,7 +37,7 @@ def table(per_task) -> str:
   for task in sorted(per_task):
     shown = ', '.join(f'{k} {v:.2f}' for k, v in per_task[task].items() if k != 'glue_score')
     lines.append(f'| {task} | {shown} | {per_task[task]["glue_score"]:.2f} |')
-  lines.append(f'| GLUE average ({len(per_task)} tasks) | | {glue.average(per_task):.2f} |')
+  lines.append(f'| GLUE average ({len(per_task)} tasks) | | {glue_metrics.average(per_task):.2f} |')
   return '\n'.join(lines)
 
 

@@ -25,10 +25,10 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pgf_sparsity import diagnostics  # noqa: E402
-from pgf_sparsity import metrics  # noqa: E402
-from pgf_sparsity.sparsity import schedules  # noqa: E402
+from pgf_sparsity.analysis import diagnostics  # noqa: E402
 from pgf_sparsity.sparsity import Recipe  # noqa: E402
+from pgf_sparsity.sparsity import schedules  # noqa: E402
+from pgf_sparsity.training import metric_writers  # noqa: E402
 
 
 LABELS = ('dense', 'static (decayed)', 'static (ste)', 'srste', 'mdgf_linear (decayed)', 'mdgf_linear (ste)',
@@ -152,7 +152,7 @@ def diag_records(row, root: str, traces: str):
       for t in csv.DictReader(f):
         out[int(t['step'])][t['series']] = float(t['value'])
     return out
-  for x in metrics.read_jsonl(os.path.join(root, row['run'])):
+  for x in metric_writers.read_jsonl(os.path.join(root, row['run'])):
     if x['split'] == 'diag':
       out[x['step']].update({k: v for k, v in x.items() if k != 'split'})
   return out

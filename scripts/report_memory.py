@@ -9,8 +9,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from pgf_sparsity import model_files  # noqa: E402  pylint: disable=wrong-import-position
-from pgf_sparsity import packing  # noqa: E402  pylint: disable=wrong-import-position
+from pgf_sparsity.formats import model_files  # noqa: E402  pylint: disable=wrong-import-position
+from pgf_sparsity.formats import nm_packing  # noqa: E402  pylint: disable=wrong-import-position
 
 COLUMNS = ('layer', 'pattern', 'dtype', 'dense_bytes', 'index_bytes', 'bitmask_bytes', 'encoding', 'packed_bytes',
            'packed_fraction', 'spec_fraction', 'ratio_to_spec')
@@ -42,9 +42,9 @@ def main():
   parser.add_argument('--file', help='an exported model (.npz, .safetensors or an orbax directory)')
   parser.add_argument('--shape', default='3072x768')
   parser.add_argument('--patterns', default='2:4,1:8,1:32,1:128')
-  parser.add_argument('--dtypes', default=','.join(packing.VALUE_BITS))
+  parser.add_argument('--dtypes', default=','.join(nm_packing.VALUE_BITS))
   args = parser.parse_args()
-  print(table(packing.memory_rows(layers_of(args), args.dtypes.split(','))))
+  print(table(nm_packing.memory_rows(layers_of(args), args.dtypes.split(','))))
 
 
 if __name__ == '__main__':

@@ -30,7 +30,7 @@ def _spec_for(config):
 def per_device_bytes(config, mesh) -> dict:
   """{'params'|'masks'|'opt_state'|'total': the largest per-device bytes over the devices}."""
   import jax  # pylint: disable=g-import-not-at-top
-  from pgf_sparsity import experiment, validation  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.training import experiment, validation  # pylint: disable=g-import-not-at-top
   config.mesh = mesh
   recipe = validation.check_config(config)
   exp = experiment.build(config, _spec_for(config), recipe)

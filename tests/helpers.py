@@ -22,7 +22,7 @@ def softmax_ignores(path: str) -> bool:
 
 def build_experiment(config):
   """(Experiment, data pipeline) of a config, as train_and_evaluate builds them."""
-  from pgf_sparsity import experiment  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.training import experiment  # pylint: disable=g-import-not-at-top
   return experiment.from_config(config)
 
 

@@ -39,7 +39,8 @@ def main(argv):
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from helpers import load_config  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  from pgf_sparsity import steps, train, tree_paths  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.training import steps, train  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.sparsity import tree_paths
   config = load_config('digits', f'recipe=mdgf_exponential,steps={STEPS}')
   config.mesh = {'data': 1, 'fsdp': -1}  # every parameter sharded across both processes
   config.log_every_steps, config.checkpoint_every_steps, config.eval_every_steps = 10, 100, STEPS

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgf_sparsity import augment
+from pgf_sparsity.tasks import augment
 
 
 def _batch():

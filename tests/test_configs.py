@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from pgf_sparsity import train
+from pgf_sparsity.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import ROOT, load_config, mock_tfds  # noqa: E402

@@ -5,7 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgf_sparsity import decoding, tasks
+from pgf_sparsity.tasks import decoding
+
+from pgf_sparsity import tasks
 from pgf_sparsity.data.vocab import EOS
 from pgf_sparsity.models import t5
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pgf_sparsity import diagnostics
-from pgf_sparsity import metrics
-from pgf_sparsity import train
+from pgf_sparsity.analysis import diagnostics
+from pgf_sparsity.training import metric_writers
+from pgf_sparsity.training import train
 
 import os
 import sys
@@ -52,7 +52,7 @@ def test_diagnostics_are_logged_every_k_steps(recipe, tmp_path):
   config = load_config('digits', f'recipe={recipe},steps=30')
   config.diagnostics_every_steps = 10
   train.train_and_evaluate(config, str(tmp_path))
-  diag = [r for r in metrics.read_jsonl(str(tmp_path)) if r['split'] == 'diag']
+  diag = [r for r in metric_writers.read_jsonl(str(tmp_path)) if r['split'] == 'diag']
   assert [r['step'] for r in diag] == [0, 10, 20]
   layer = 'Transformer/encoderblock_0/mlp/fc1'
   assert f'{layer}/grad_change_l2' in diag[1] and f'{layer}/grad_change_l2' not in diag[0]

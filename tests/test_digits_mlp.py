@@ -9,11 +9,11 @@ import optax
 import pytest
 from sklearn.datasets import load_digits
 
-from pgf_sparsity.sparsity import nm
 from pgf_sparsity import SparseDense
-from pgf_sparsity import diagnostics
-from pgf_sparsity import tree_paths
+from pgf_sparsity.analysis import diagnostics
+from pgf_sparsity.sparsity import nm
 from pgf_sparsity.sparsity import Recipe
+from pgf_sparsity.sparsity import tree_paths
 
 STEPS = 200
 RECIPES = {

@@ -10,14 +10,14 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from pgf_sparsity import export
-from pgf_sparsity import metrics
-from pgf_sparsity import model_files
-from pgf_sparsity import packing
-from pgf_sparsity import tensor_cores
-from pgf_sparsity import train
-from pgf_sparsity import tree_paths
+from pgf_sparsity.formats import exporting
+from pgf_sparsity.formats import model_files
+from pgf_sparsity.formats import nm_packing
+from pgf_sparsity.formats import tensor_cores
 from pgf_sparsity.sparsity import nm
+from pgf_sparsity.sparsity import tree_paths
+from pgf_sparsity.training import metric_writers
+from pgf_sparsity.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import ROOT, load_config  # noqa: E402
@@ -43,8 +43,8 @@ def n_m_kernel(shape, n, m, axes, dtype, seed=0):
 def test_pack_unpack_is_bit_identical_and_as_small_as_the_spec_says(n, m, axes, dtype):
   shape = (256, 128)
   kernel, mask = n_m_kernel(shape, n, m, axes, dtype)
-  packed = packing.pack(kernel, mask, n, m, axes)
-  np.testing.assert_array_equal(bits(packing.unpack(packed)), bits(kernel))
+  packed = nm_packing.pack(kernel, mask, n, m, axes)
+  np.testing.assert_array_equal(bits(nm_packing.unpack(packed)), bits(kernel))
   assert packed.encoding == ('bitmask' if (n, m) in ((4, 8), (16, 32)) else 'index')
   size = math.prod(shape)
   expected_code_bits = size if packed.encoding == 'bitmask' else size // m * n * math.ceil(math.log2(m))
@@ -53,22 +53,22 @@ def test_pack_unpack_is_bit_identical_and_as_small_as_the_spec_says(n, m, axes, 
 
 
 def test_bits_are_packed_little_endian():
-  packed = packing.pack_bits(np.array([1, 2, 3]), 2)  # 01 10 11 -> bits 1,0, 0,1, 1,1
+  packed = nm_packing.pack_bits(np.array([1, 2, 3]), 2)  # 01 10 11 -> bits 1,0, 0,1, 1,1
   assert packed.tolist() == [0b111001]
-  np.testing.assert_array_equal(packing.unpack_bits(packed, 2, 3), [1, 2, 3])
+  np.testing.assert_array_equal(nm_packing.unpack_bits(packed, 2, 3), [1, 2, 3])
   values = np.random.default_rng(0).integers(0, 128, 1001)
-  np.testing.assert_array_equal(packing.unpack_bits(packing.pack_bits(values, 7), 7, 1001), values)
+  np.testing.assert_array_equal(nm_packing.unpack_bits(nm_packing.pack_bits(values, 7), 7, 1001), values)
 
 
 def test_a_mask_that_is_not_exactly_n_m_is_refused():
   kernel, mask = n_m_kernel((8, 4), 1, 4, (0,), np.float32)
   mask[0, 0] = mask[1, 0] = mask[2, 0] = mask[3, 0] = True
   with pytest.raises(ValueError, match='not exactly 1:4'):
-    packing.pack(kernel, mask, 1, 4, (0,))
+    nm_packing.pack(kernel, mask, 1, 4, (0,))
 
 
 def test_memory_rows_follow_the_spec_arithmetic():
-  rows = {(r['pattern'], r['dtype']): r for r in packing.memory_rows({'ff': ((3072, 768), 1, 32),
+  rows = {(r['pattern'], r['dtype']): r for r in nm_packing.memory_rows({'ff': ((3072, 768), 1, 32),
                                                                         'ff2': ((3072, 768), 2, 4),
                                                                         'ff3': ((3072, 768), 4, 8)})}
   # SPEC section 10: 1:32 in bf16 is 4.1% of dense; 2:4 in bf16 56.25%; 4:8 takes the bitmask.
@@ -205,34 +205,34 @@ def trained_run(tmp_path_factory):
                                          ('model.safetensors', True), ('model_dir', False)])
 def test_exported_run_evaluates_to_its_final_metrics_exactly(trained_run, name, packed, tmp_path):
   output = str(tmp_path / name)
-  report = export.export(trained_run, output, packed=packed)
+  report = exporting.export(trained_run, output, packed=packed)
   assert report['sparse_kernels'] == 5 and report['step'] == 40
-  params, meta = export.load(output)
+  params, meta = exporting.load(output)
   for path, layer in meta['layers'].items():
     counts = np.asarray(nm.group_counts(tree_paths.flatten(params)[path] != 0, layer['m']))
     assert (counts <= layer['n']).all(), path
   with open(os.path.join(trained_run, 'results.json')) as f:
     final = json.load(f)['eval']
-  assert export.evaluate(output) == final
-  assert [r for r in metrics.read_jsonl(trained_run) if r['split'] == 'eval'][-1]['accuracy'] == final['accuracy']
+  assert exporting.evaluate(output) == final
+  assert [r for r in metric_writers.read_jsonl(trained_run) if r['split'] == 'eval'][-1]['accuracy'] == final['accuracy']
 
 
 def test_export_options_and_their_errors(trained_run, tmp_path):
   output = str(tmp_path / 'model.npz')
-  export.export(trained_run, output, dtype='bfloat16')
-  params, _ = export.load(output)
+  exporting.export(trained_run, output, dtype='bfloat16')
+  params, _ = exporting.load(output)
   assert all(a.dtype == ml_dtypes.bfloat16 for a in tree_paths.flatten(params).values())
   with pytest.raises(ValueError, match='--overwrite'):
-    export.export(trained_run, output)
-  export.export(trained_run, output, overwrite=True)
+    exporting.export(trained_run, output)
+  exporting.export(trained_run, output, overwrite=True)
   with pytest.raises(ValueError, match='--dtype must be one of'):
-    export.export(trained_run, str(tmp_path / 'x.npz'), dtype='int4')
+    exporting.export(trained_run, str(tmp_path / 'x.npz'), dtype='int4')
   with pytest.raises(ValueError, match='--packed'):
-    export.export(trained_run, str(tmp_path / 'x.npz'), packed=True)
+    exporting.export(trained_run, str(tmp_path / 'x.npz'), packed=True)
   flat, sparse = model_parameters(np.float32)
   flat['head/kernel'][0, 0] = 1e6
   with pytest.raises(ValueError, match='float16 cannot hold the values of head/kernel'):
-    export._cast(flat, 'float16')  # pylint: disable=protected-access
+    exporting._cast(flat, 'float16')  # pylint: disable=protected-access
 
 
 def test_tensor_core_metadata_follows_the_nm_pack_layout():
@@ -255,8 +255,8 @@ def test_tensor_core_export_and_its_inference_path(trained_run, tmp_path):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from pgf_sparsity import data as data_lib, models  # pylint: disable=g-import-not-at-top
   output, plain = str(tmp_path / 'model.npz'), str(tmp_path / 'plain.npz')
-  export.export(trained_run, output, tensor_cores=True)
-  export.export(trained_run, plain)
+  exporting.export(trained_run, output, tensor_cores=True)
+  exporting.export(trained_run, plain)
   kernels = model_files.tensor_core_kernels(output)
   assert sorted(k.rsplit('/', 2)[1] for k in kernels) == ['key', 'query', 'value']  # the 2:4 kernels (qkv=2:4)
   params, meta = model_files.read(output)
@@ -276,4 +276,4 @@ def test_tensor_core_export_and_its_inference_path(trained_run, tmp_path):
   np.testing.assert_allclose(tensor_cores.intercepted_apply(model, {'params': without}, kernels, x), expected,
                              rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match='--tensor_cores needs a packed output'):
-    export.export(trained_run, str(tmp_path / 'dense.safetensors'), tensor_cores=True)
+    exporting.export(trained_run, str(tmp_path / 'dense.safetensors'), tensor_cores=True)

@@ -1,8 +1,8 @@
 """Training FLOPs against hand counts on a tiny ViT (SPEC section 8)."""
 import pytest
 
-from pgf_sparsity import flops
 from pgf_sparsity import models
+from pgf_sparsity.analysis import flops
 from pgf_sparsity.sparsity import Recipe
 
 TINY = {'name': 'vit', 'num_classes': 3, 'width': 8, 'depth': 1, 'mlp_dim': 16, 'num_heads': 2, 'patch_size': 4,

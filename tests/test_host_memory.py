@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from pgf_sparsity import host_memory
+from pgf_sparsity.training import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A 4096x4096 f32 intermediate (64 MB) is a temporary above glibc's largest mmap threshold (32 MB).
 REPEATED_EXECUTIONS = r"""
 import resource, sys
-from pgf_sparsity import host_memory
+from pgf_sparsity.training import host_memory
 if sys.argv[1] == 'keep':
   assert host_memory.keep_freed_memory()
 import jax, jax.numpy as jnp

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from helpers import build_experiment, load_config
-from pgf_sparsity import converters, initialise, train, tree_paths
+from pgf_sparsity.formats import converters
 from pgf_sparsity.models import t5
+from pgf_sparsity.sparsity import tree_paths
+from pgf_sparsity.training import initialise, train
 
 TINY = dict(vocab_size=64, d_model=32, d_ff=48, num_heads=4, head_dim=8, encoder_layers=2, decoder_layers=3)
 

@@ -3,10 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgf_sparsity.sparsity import layers
 from pgf_sparsity import models
-from pgf_sparsity import tree_paths
+from pgf_sparsity.sparsity import layers
 from pgf_sparsity.sparsity import Recipe
+from pgf_sparsity.sparsity import tree_paths
 
 
 def count_params(config, size):
@@ -159,7 +159,8 @@ def test_t5_cached_decoding_equals_full_decoding():
   """decode_step with the key/value cache gives, position by position, the logits of the full decoder, and
   greedy decoding with it picks the tokens that rerunning the decoder on the prefix picks."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from pgf_sparsity import decoding, tasks  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.tasks import decoding  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity import tasks
   from pgf_sparsity.models import t5  # pylint: disable=g-import-not-at-top
   model = t5.T5(vocab_size=32, d_model=32, d_ff=64, num_heads=4, head_dim=8, encoder_layers=2, decoder_layers=2)
   rng = np.random.default_rng(0)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pgf_sparsity.sparsity import nm
 from pgf_sparsity import nm_mask
+from pgf_sparsity.sparsity import nm
 
 
 def reference_mask(w, n, m, axis):

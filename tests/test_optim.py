@@ -10,8 +10,8 @@ import optax
 import pytest
 
 from pgf_sparsity import models
-from pgf_sparsity import optim
-from pgf_sparsity import train
+from pgf_sparsity.training import optim
+from pgf_sparsity.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import load_config  # noqa: E402

@@ -7,7 +7,9 @@ from etils import epath
 from etils.epath import gpath
 
 from helpers import load_config
-from pgf_sparsity import export, metrics, train, tree_paths
+from pgf_sparsity.formats import exporting
+from pgf_sparsity.sparsity import tree_paths
+from pgf_sparsity.training import metric_writers, train
 
 SCHEME = 'pgftest://'
 
@@ -37,8 +39,8 @@ def test_run_resume_and_export_write_only_inside_a_url_workdir(tmp_path, monkeyp
   train.train_and_evaluate(config, workdir, max_steps_this_run=10)
   state, _ = train.train_and_evaluate(config, workdir)  # resumes from the checkpoint at step 10
   assert int(state.step) == 20
-  export.export(workdir, workdir + '/model.npz')
-  export.export(workdir, workdir + '/model.safetensors')
+  exporting.export(workdir, workdir + '/model.npz')
+  exporting.export(workdir, workdir + '/model.safetensors')
 
   local = tmp_path / 'remote' / 'bucket' / 'run'
   names = set(os.listdir(local))
@@ -46,10 +48,10 @@ def test_run_resume_and_export_write_only_inside_a_url_workdir(tmp_path, monkeyp
           'model.safetensors'} <= names, names
   assert any(n.startswith('events.out.tfevents') for n in names), names  # TensorBoard, through its URL
   assert sorted(os.listdir(local / 'checkpoints')) == ['10', '20']
-  assert [r['step'] for r in metrics.read_jsonl(workdir) if r['split'] == 'train'] == [5, 10, 15, 20]
+  assert [r['step'] for r in metric_writers.read_jsonl(workdir) if r['split'] == 'train'] == [5, 10, 15, 20]
   assert os.listdir(tmp_path / 'cwd') == []  # nothing written by the URL's string as a local path
   assert sorted(os.listdir(tmp_path)) == ['cwd', 'remote']
-  params, _ = export.load(workdir + '/model.npz')
+  params, _ = exporting.load(workdir + '/model.npz')
   final = tree_paths.flatten(params)
   assert set(final) == set(tree_paths.flatten(state.params))
   assert all(np.isfinite(v).all() for v in final.values())

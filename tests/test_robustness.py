@@ -12,10 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from pgf_sparsity import checkpoints
-from pgf_sparsity import export
-from pgf_sparsity import metrics
-from pgf_sparsity import train
+from pgf_sparsity.formats import exporting
+from pgf_sparsity.training import checkpoints
+from pgf_sparsity.training import metric_writers
+from pgf_sparsity.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import ROOT, build_experiment, load_config  # noqa: E402
@@ -93,7 +93,7 @@ def test_sigterm_and_kill_9_at_random_points_resume_bit_identical(uninterrupted,
   params, step = restored_params(run_config(), workdir)
   assert step == 600
   assert_same_params(params, reference)
-  train_steps = [r['step'] for r in metrics.read_jsonl(workdir) if r['split'] == 'train']
+  train_steps = [r['step'] for r in metric_writers.read_jsonl(workdir) if r['split'] == 'train']
   assert train_steps == list(range(25, 601, 25))  # metrics continue: no gaps, no duplicates
 
 
@@ -134,7 +134,7 @@ def test_non_finite_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp
   state, results = train.train_and_evaluate(config, str(tmp_path / 'skip'))
   assert int(state.step) == 60
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
-  skipped = [r['skipped_updates'] for r in metrics.read_jsonl(str(tmp_path / 'skip')) if r['split'] == 'train']
+  skipped = [r['skipped_updates'] for r in metric_writers.read_jsonl(str(tmp_path / 'skip')) if r['split'] == 'train']
   assert max(skipped) > 0
 
 
@@ -234,7 +234,7 @@ def test_bad_input_catalogue(finished_run, tmp_path):
   tmp = str(tmp_path)
   with open(os.path.join(tmp, 'a_file'), 'w') as f:
     f.write('not a directory, not an npz\n')
-  export.export(finished_run, os.path.join(tmp, 'good.npz'))
+  exporting.export(finished_run, os.path.join(tmp, 'good.npz'))
   with open(os.path.join(tmp, 'good.npz'), 'rb') as f:
     data = f.read()
   with open(os.path.join(tmp, 'truncated.npz'), 'wb') as f:

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgf_sparsity.sparsity import schedules
 from pgf_sparsity import sdgf_patterns
 from pgf_sparsity.sparsity import Recipe
+from pgf_sparsity.sparsity import schedules
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import load_config  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from helpers import ROOT
-from pgf_sparsity import sharding
+from pgf_sparsity.training import sharding
 
 
 def test_mesh_shape_fills_the_free_axis_and_refuses_what_does_not_fit():
@@ -38,7 +38,8 @@ import functools, json, sys
 import jax, numpy as np
 sys.path.insert(0, sys.argv[1])
 from helpers import build_experiment, load_config, softmax_ignores
-from pgf_sparsity import steps, tree_paths
+from pgf_sparsity.sparsity import tree_paths
+from pgf_sparsity.training import steps
 config = load_config('digits', 'recipe=mdgf_exponential,steps=10,ff=1:4')
 config.mesh = {'data': 2, 'fsdp': 4}
 exp, data = build_experiment(config)
@@ -104,7 +105,7 @@ import json, os, sys
 import jax, numpy as np
 sys.path.insert(0, sys.argv[1])
 from helpers import load_config
-from pgf_sparsity import train
+from pgf_sparsity.training import train
 config = load_config('digits', 'recipe=static,steps=20')
 config.mesh, config.checkpoint_every_steps = {'data': 2, 'fsdp': 4}, 10
 root = sys.argv[2]

@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgf_sparsity import metrics
 from pgf_sparsity import models
-from pgf_sparsity.sparsity import nm
-from pgf_sparsity import train
-from pgf_sparsity import tree_paths
 from pgf_sparsity.data import shakespeare
 from pgf_sparsity.data import span_corruption
 from pgf_sparsity.data import vocab as vocab_lib
+from pgf_sparsity.sparsity import nm
+from pgf_sparsity.sparsity import tree_paths
+from pgf_sparsity.training import metric_writers
+from pgf_sparsity.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import build_experiment, load_config, mock_tfds  # noqa: E402
@@ -114,7 +114,7 @@ def test_sentencepiece_vocabulary_trained_on_the_training_plays(tmp_path):
   config.batch_size, config.eval_batch_size = 16, 64
   config.eval_every_steps, config.log_every_steps = 10, 10
   train.train_and_evaluate(config, str(tmp_path / 'run'))
-  evals = [r for r in metrics.read_jsonl(str(tmp_path / 'run')) if r['split'] == 'eval']
+  evals = [r for r in metric_writers.read_jsonl(str(tmp_path / 'run')) if r['split'] == 'eval']
   assert evals[-1]['loss'] < evals[0]['loss'] - 0.3, evals
 
 
@@ -163,7 +163,7 @@ def test_every_recipe_improves_validation_loss_and_ends_exactly_n_m(recipe, tmp_
   config.batch_size, config.eval_batch_size = 16, 64
   config.eval_every_steps, config.log_every_steps = 30, 30
   state, _ = train.train_and_evaluate(config, str(tmp_path))
-  evals = [r for r in metrics.read_jsonl(str(tmp_path)) if r['split'] == 'eval']
+  evals = [r for r in metric_writers.read_jsonl(str(tmp_path)) if r['split'] == 'eval']
   assert [r['step'] for r in evals] == [30, 60, 90]
   assert evals[-1]['loss'] < evals[0]['loss'], evals
   assert evals[-1]['perplexity'] == pytest.approx(np.exp(evals[-1]['loss']), rel=1e-4)
@@ -226,10 +226,10 @@ def test_position_bias_table_is_initialised_as_t5x():
 
 
 def test_packing_keeps_examples_whole_in_order_and_numbered():
-  from pgf_sparsity.data import packing_rows  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.data import sequence_packing  # pylint: disable=g-import-not-at-top
   pairs = [(np.full(n_in, i + 2), np.full(n_out, i + 2)) for i, (n_in, n_out) in
            enumerate([(5, 2), (4, 3), (6, 1), (3, 4), (9, 2), (2, 2)])]
-  out = packing_rows.pack(pairs, rows=2, inputs_length=10, targets_length=5)
+  out = sequence_packing.pack(pairs, rows=2, inputs_length=10, targets_length=5)
   # Row 0: examples 0 and 1 (5 + 4 inputs, 2 + 3 targets); row 1: examples 2 and 3 (6 + 3, 1 + 4); examples
   # 4 (9 inputs) and 5 (2 inputs) fit no row any more and are left out.
   np.testing.assert_array_equal(out['inputs'][0], [2] * 5 + [3] * 4 + [0])

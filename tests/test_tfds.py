@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pgf_sparsity import train
 from pgf_sparsity.data import randaugment
 from pgf_sparsity.data import tfds_images
+from pgf_sparsity.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import load_config, mock_tfds  # noqa: E402

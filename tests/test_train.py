@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from pgf_sparsity import data as data_lib
-from pgf_sparsity import metrics
-from pgf_sparsity import steps as steps_lib
 from pgf_sparsity.sparsity import nm
-from pgf_sparsity import train
-from pgf_sparsity import tree_paths
+from pgf_sparsity.sparsity import tree_paths
+from pgf_sparsity.training import metric_writers
+from pgf_sparsity.training import steps as steps_lib
+from pgf_sparsity.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import ROOT, build_experiment, load_config  # noqa: E402
@@ -27,7 +27,7 @@ def test_every_recipe_trains_a_vit_and_ends_exactly_n_m(recipe, tmp_path):
   config = load_config('digits', f'recipe={recipe}')
   state, results = train.train_and_evaluate(config, str(tmp_path))
   assert results['eval']['accuracy'] > 0.7, results  # chance is 0.1
-  records = metrics.read_jsonl(str(tmp_path))
+  records = metric_writers.read_jsonl(str(tmp_path))
   evals = [r for r in records if r['split'] == 'eval']
   assert [r['step'] for r in evals] == [100, 200, 300]
   assert evals[-1]['accuracy'] > evals[0]['accuracy'] or evals[0]['accuracy'] > 0.9
@@ -60,7 +60,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
   assert int(part.step) == 50
   resumed, results = train.train_and_evaluate(config, str(tmp_path / 'split'))
   assert int(resumed.step) == 120
-  steps = [r['step'] for r in metrics.read_jsonl(str(tmp_path / 'split')) if r['split'] == 'train']
+  steps = [r['step'] for r in metric_writers.read_jsonl(str(tmp_path / 'split')) if r['split'] == 'train']
   assert steps == [20, 40, 60, 80, 100, 120]
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -73,7 +73,7 @@ ONE_STEP = r'''
 import sys, numpy as np, jax
 sys.path.insert(0, sys.argv[1])
 from helpers import build_experiment, load_config
-from pgf_sparsity import steps
+from pgf_sparsity.training import steps
 exp, data = build_experiment(load_config('digits', 'recipe=mdgf_exponential,steps=10'))
 compiled = steps.CompiledSteps(exp)
 state = exp.initial_state()

@@ -18,14 +18,14 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pgf_sparsity import glue
-from pgf_sparsity.data import packing_rows
-from pgf_sparsity.data import tfds_access
+from pgf_sparsity.data import sequence_packing
 from pgf_sparsity.data import span_corruption
+from pgf_sparsity.data import tfds_access
 from pgf_sparsity.data import vocab as vocab_lib
 from pgf_sparsity.data.base import DataSpec
 from pgf_sparsity.data.span_corruption import pad_to
 from pgf_sparsity.data.vocab import EOS
+from pgf_sparsity.tasks import glue_metrics
 
 _LANGUAGES = {'de': 'German', 'en': 'English', 'fr': 'French', 'cs': 'Czech', 'hi': 'Hindi', 'ru': 'Russian'}
 
@@ -96,7 +96,7 @@ class TfdsText:
   def _label_text(self, task: str, label) -> str:
     """The target text: the label's name, or for STS-B (a float score) T5's rounded number."""
     if task == 'stsb':
-      return glue.stsb_target(label)
+      return glue_metrics.stsb_target(label)
     return self.builder.info.features['label'].names[int(label)] if int(label) >= 0 else 'unknown'
 
   def _batch(self, pairs) -> Dict[str, np.ndarray]:
@@ -117,11 +117,11 @@ class TfdsText:
     examples = self._train.examples(step)
     if self.kind == 'c4':  # pieces that find no room in the step's rows are dropped (C4 is never epoch'd)
       pairs = self._pieces(examples, np.random.default_rng(examples[0]['seed']))
-      return packing_rows.pack([p[:2] for p in pairs], self.local_batch, self.lengths['inputs'],
+      return sequence_packing.pack([p[:2] for p in pairs], self.local_batch, self.lengths['inputs'],
                                self.lengths['targets'])
     pairs = [self._pair(e, np.random.default_rng(e['seed'])) for e in examples]
     if self.pack_factor > 1:
-      return packing_rows.pack([p[:2] for p in pairs], self.local_batch, self.lengths['inputs'],
+      return sequence_packing.pack([p[:2] for p in pairs], self.local_batch, self.lengths['inputs'],
                                self.lengths['targets'])
     return self._batch(pairs)
 

@@ -11,8 +11,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from pgf_sparsity.sparsity.layers import SparseDense
 from pgf_sparsity.models.common import DropPath, MlpBlock, resolve_fields
+from pgf_sparsity.sparsity.layers import SparseDense
 
 SIZES = {  # embed_dim, depths, num_heads
     'T': (96, (2, 2, 6, 2), (3, 6, 12, 24)),

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgf_sparsity.sparsity.layers import SparseDense
 from pgf_sparsity.models.common import resolve_fields
+from pgf_sparsity.sparsity.layers import SparseDense
 
 # Parameter paths of the sparse-capable layers of one encoder or decoder layer; the stacks differ by
 # prefix (encoder_layers_i, decoder_layers_i).

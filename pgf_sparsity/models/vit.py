@@ -9,8 +9,8 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pgf_sparsity.sparsity.layers import SparseDense
 from pgf_sparsity.models.common import DropPath, MlpBlock, resolve_fields
+from pgf_sparsity.sparsity.layers import SparseDense
 
 SIZES = {  # width, depth, mlp_dim, num_heads
     'Ti': (192, 12, 768, 3),

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pgf_sparsity.packing import to_groups  # the grouping shared with packed export
+from pgf_sparsity.sparsity.grouping import to_groups
 
 Axes = Union[int, Sequence[int]]
 

@@ -29,11 +29,11 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from pgf_sparsity import tree_paths
 from pgf_sparsity.sparsity import gradient_flow
 from pgf_sparsity.sparsity import layers
 from pgf_sparsity.sparsity import nm
 from pgf_sparsity.sparsity import schedules
+from pgf_sparsity.sparsity import tree_paths
 
 RECIPES = ('dense', 'static', 'srste', 'mdgf_linear', 'mdgf_exponential', 'sdgf_stepwise',
            'sdgf_geometric', 'sdgf_custom')

@@ -16,11 +16,11 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from pgf_sparsity import decoding
-from pgf_sparsity import tree_paths
-from pgf_sparsity.experiment import Experiment, TrainState
-from pgf_sparsity.sparsity import StepPlan
 from pgf_sparsity.sparsity import nm
+from pgf_sparsity.sparsity import StepPlan
+from pgf_sparsity.sparsity import tree_paths
+from pgf_sparsity.tasks import decoding
+from pgf_sparsity.training.experiment import Experiment, TrainState
 
 
 def _sparsity_inputs(exp: Experiment, plan: StepPlan, state: TrainState):

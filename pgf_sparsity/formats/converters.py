@@ -17,7 +17,7 @@ from typing import Dict
 import numpy as np
 from etils import epath
 
-from pgf_sparsity import model_files
+from pgf_sparsity.formats import model_files
 
 Flat = Dict[str, np.ndarray]
 

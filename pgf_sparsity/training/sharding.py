@@ -15,7 +15,7 @@ import jax
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from pgf_sparsity import tree_paths
+from pgf_sparsity.sparsity import tree_paths
 
 AXES = ('data', 'fsdp')
 DEFAULT = {'data': -1, 'fsdp': 1}

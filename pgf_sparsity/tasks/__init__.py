@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pgf_sparsity import augment
-from pgf_sparsity import glue
+from pgf_sparsity.tasks import augment
+from pgf_sparsity.tasks import glue_metrics
 
 
 def per_example_loss(logits, labels_onehot, loss_kind: str, label_smoothing: float):
@@ -137,7 +137,7 @@ class Seq2Seq:
     sacrebleu) of decoded predictions."""
     if self.generation_metric.startswith('glue/'):  # prefixed: 'accuracy' is the token accuracy here
       out = {'exact_match': float(np.mean([p.strip() == r for p, r in zip(predictions, references)]))}
-      task_metrics = glue.metrics(self.generation_metric.split('/', 1)[1], predictions, references)
+      task_metrics = glue_metrics.metrics(self.generation_metric.split('/', 1)[1], predictions, references)
       out.update({k if k.startswith('glue_') else f'glue_{k}': v for k, v in task_metrics.items()})
       return out
     import sacrebleu  # pylint: disable=g-import-not-at-top

@@ -17,12 +17,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from pgf_sparsity import data as data_lib
 from pgf_sparsity import models
-from pgf_sparsity import optim
-from pgf_sparsity import sharding
 from pgf_sparsity import tasks
-from pgf_sparsity import validation
 from pgf_sparsity.data import DataSpec
 from pgf_sparsity.sparsity import BoundRecipe, Recipe
+from pgf_sparsity.training import optim
+from pgf_sparsity.training import sharding
+from pgf_sparsity.training import validation
 
 
 @flax.struct.dataclass

@@ -13,16 +13,16 @@ from absl import logging
 from clu import parameter_overview
 from etils import epath
 
-from pgf_sparsity import checkpoints
-from pgf_sparsity import console
 from pgf_sparsity import data as data_lib
-from pgf_sparsity import experiment
-from pgf_sparsity import initialise
-from pgf_sparsity import metrics
-from pgf_sparsity import periodic
-from pgf_sparsity import prefetch
-from pgf_sparsity import steps
-from pgf_sparsity import validation
+from pgf_sparsity.training import checkpoints
+from pgf_sparsity.training import console
+from pgf_sparsity.training import experiment
+from pgf_sparsity.training import initialise
+from pgf_sparsity.training import metric_writers
+from pgf_sparsity.training import periodic
+from pgf_sparsity.training import prefetch
+from pgf_sparsity.training import steps
+from pgf_sparsity.training import validation
 
 NonFiniteError = periodic.NonFiniteError
 
@@ -72,7 +72,7 @@ def _restore_or_initialise(exp: experiment.Experiment, checkpointer, workdir: ep
   state, restored_step = checkpointer.restore_latest_good(exp.abstract_state())
   if state is not None:
     console.note('Resumed from the checkpoint at step %d.', restored_step)
-    metrics.truncate(workdir, restored_step)
+    metric_writers.truncate(workdir, restored_step)
     return state
   state = exp.initial_state()
   init = exp.config.get('init') or {}

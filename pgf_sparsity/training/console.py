@@ -1,6 +1,6 @@
 """What a person watching a run sees: a short header, one line per log step, the evaluation results.
 
-Lines go to the Python logger 'pgf_sparsity.console', which `main.py` sends to stdout; library use (tests,
+Lines go to the Python logger 'pgf_sparsity.training.console', which `main.py` sends to stdout; library use (tests,
 notebooks) sees nothing unless it attaches a handler. Library INFO chatter (absl, orbax) is separate and off
 by default in `main.py`.
 """
@@ -10,7 +10,7 @@ from typing import Mapping
 
 import jax
 
-LOGGER = logging.getLogger('pgf_sparsity.console')
+LOGGER = logging.getLogger('pgf_sparsity.training.console')
 
 
 def to_stdout() -> None:

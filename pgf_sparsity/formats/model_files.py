@@ -21,9 +21,9 @@ import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
 import numpy as np
 from etils import epath
 
-from pgf_sparsity import packing
-from pgf_sparsity import paths
-from pgf_sparsity import tensor_cores
+from pgf_sparsity.formats import file_paths
+from pgf_sparsity.formats import nm_packing
+from pgf_sparsity.formats import tensor_cores
 
 FORMAT = 'pgf_sparsity.nm_model'
 VERSION = 2
@@ -74,7 +74,7 @@ def describe(flat: Flat, sparse: Dict[str, Dict[str, Any]], **extra) -> Dict[str
     in_ndim = sparse.get(path, {}).get('in_ndim', 1)
     params[path] = {'shape': list(array.shape), 'dtype': array.dtype.name, 'torch_name': torch_name(path),
                     'layout': torch_layout(path, array.shape, in_ndim), 'in_ndim': in_ndim}
-  layers = {p: dict(s, axes=list(s['axes']), encoding=s.get('encoding') or packing.best_encoding(s['n'], s['m']))
+  layers = {p: dict(s, axes=list(s['axes']), encoding=s.get('encoding') or nm_packing.best_encoding(s['n'], s['m']))
             for p, s in sparse.items()}
   return {'format': FORMAT, 'version': VERSION, 'params': params, 'layers': layers, **extra}
 
@@ -132,12 +132,12 @@ def _pack_layer(path: str, array: np.ndarray, layer):
       values, metadata = tensor_cores.pack(np.ascontiguousarray(array.T))
     except ValueError as e:
       raise ModelFileError(f'{path} is not exactly 2:4: {e}.') from None
-    return packing.PackedKernel(values, metadata, 'nvidia_2_4', 2, 4, (0,), array.shape)
-  groups, restore = packing.to_groups(array, tuple(layer['axes']), layer['m'])
+    return nm_packing.PackedKernel(values, metadata, 'nvidia_2_4', 2, 4, (0,), array.shape)
+  groups, restore = nm_packing.to_groups(array, tuple(layer['axes']), layer['m'])
   rank = np.argsort(np.argsort(groups == 0, axis=1, kind='stable'), axis=1, kind='stable')
   if ((groups != 0).sum(axis=1) > layer['n']).any():
     raise ModelFileError(f'{path} is not exactly {layer["n"]}:{layer["m"]}: some groups have more non-zeros.')
-  return packing.pack(array, restore(rank < layer['n']), layer['n'], layer['m'], layer['axes'], layer['encoding'])
+  return nm_packing.pack(array, restore(rank < layer['n']), layer['n'], layer['m'], layer['axes'], layer['encoding'])
 
 
 def _unpacked(path: str, arrays: Dict[str, np.ndarray], meta) -> Flat:
@@ -148,7 +148,7 @@ def _unpacked(path: str, arrays: Dict[str, np.ndarray], meta) -> Flat:
         flat[p] = np.ascontiguousarray(tensor_cores.unpack(arrays[f'values/{p}'], arrays[f'code/{p}']).T)
       elif p in meta['layers']:
         layer = meta['layers'][p]
-        flat[p] = packing.unpack(packing.PackedKernel(
+        flat[p] = nm_packing.unpack(nm_packing.PackedKernel(
             arrays[f'values/{p}'], arrays[f'code/{p}'], layer['encoding'], layer['n'], layer['m'],
             tuple(layer['axes']), tuple(spec['shape'])))
       else:
@@ -279,8 +279,8 @@ def _torch_array(array: np.ndarray, spec) -> np.ndarray:
 
 def _write_orbax(path: str, flat: Flat, meta) -> None:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from pgf_sparsity import tree_paths  # pylint: disable=g-import-not-at-top
-  directory = paths.absolute(path)
+  from pgf_sparsity.sparsity import tree_paths  # pylint: disable=g-import-not-at-top
+  directory = file_paths.absolute(path)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(directory, tree_paths.nest(dict(flat)))
   (directory / 'pgf_sparsity_meta.json').write_text(json.dumps(meta))
@@ -288,9 +288,9 @@ def _write_orbax(path: str, flat: Flat, meta) -> None:
 
 def _read_orbax(path: str) -> Tuple[Flat, Dict[str, Any]]:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from pgf_sparsity import tree_paths  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.sparsity import tree_paths  # pylint: disable=g-import-not-at-top
   try:
-    directory = paths.absolute(path)
+    directory = file_paths.absolute(path)
     meta = _check_meta(json.loads((directory / 'pgf_sparsity_meta.json').read_text()), path)
     with ocp.StandardCheckpointer() as checkpointer:
       nested = checkpointer.restore(directory)

@@ -27,9 +27,9 @@ import scipy.ndimage
 import orbax.checkpoint as ocp
 from etils import epath
 
-from pgf_sparsity import converters
-from pgf_sparsity import paths
-from pgf_sparsity import tree_paths
+from pgf_sparsity.formats import converters
+from pgf_sparsity.formats import file_paths
+from pgf_sparsity.sparsity import tree_paths
 
 KEYS = {'path', 'format', 'masks', 'reset'}
 FORMATS = ('workdir',) + tuple(converters.FORMATS)
@@ -59,7 +59,7 @@ def check(init: Optional[Mapping[str, Any]]) -> None:
 
 def _from_workdir(workdir: str) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
   """(params, masks) of a run's newest checkpoint, restored as saved (its config may differ from ours)."""
-  directory = paths.absolute(workdir) / 'checkpoints'
+  directory = file_paths.absolute(workdir) / 'checkpoints'
   with ocp.CheckpointManager(directory, item_names=('state', 'digest')) as manager:
     step = manager.latest_step()
     if step is None:

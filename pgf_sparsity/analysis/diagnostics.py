@@ -19,8 +19,8 @@ from typing import Dict, Mapping, Optional
 import jax.numpy as jnp
 import numpy as np
 
-from pgf_sparsity import tree_paths
 from pgf_sparsity.sparsity import BoundRecipe, StepPlan, nm
+from pgf_sparsity.sparsity import tree_paths
 
 
 def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_masks=None) -> Dict[str, float]:

@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 from etils import epath
 
-from pgf_sparsity import console
-from pgf_sparsity import diagnostics
-from pgf_sparsity import flops as flops_lib
-from pgf_sparsity import metrics as metrics_lib
+from pgf_sparsity.analysis import diagnostics
+from pgf_sparsity.analysis import flops as flops_lib
 from pgf_sparsity.sparsity import schedules
+from pgf_sparsity.training import console
+from pgf_sparsity.training import metric_writers as metrics_lib
 
 PHASE_CODES = {schedules.DENSE: 0.0, schedules.SPARSE: 1.0, schedules.FINETUNE: 2.0}
 

@@ -10,12 +10,12 @@ import jax
 from etils import epath
 
 from pgf_sparsity import data as data_lib
-from pgf_sparsity import initialise
 from pgf_sparsity import models
-from pgf_sparsity import optim
-from pgf_sparsity import paths
-from pgf_sparsity import sharding
+from pgf_sparsity.formats import file_paths
 from pgf_sparsity.sparsity import Recipe
+from pgf_sparsity.training import initialise
+from pgf_sparsity.training import optim
+from pgf_sparsity.training import sharding
 
 TOP_LEVEL_KEYS = {'seed', 'dataset', 'model', 'sparsity', 'batch_size', 'eval_batch_size', 'total_steps',
                   'num_epochs', 'optimizer', 'loss', 'label_smoothing', 'mixup_alpha', 'log_every_steps',
@@ -150,8 +150,8 @@ def check_workdir(workdir: str) -> epath.Path:
   epath.Path (a `gs://...` workdir stays remote: every file of the run goes through this path)."""
   if not workdir or not str(workdir).strip():
     raise ValueError('--workdir is empty; name a directory for checkpoints and metrics.')
-  path = paths.absolute(workdir)
-  remote = paths.is_url(path)  # permission bits exist on local paths only
+  path = file_paths.absolute(workdir)
+  remote = file_paths.is_url(path)  # permission bits exist on local paths only
   probe = path
   while not probe.exists() and probe.parent != probe:
     probe = probe.parent
