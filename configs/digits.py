@@ -26,6 +26,6 @@ def get_config(arg=None):
   config.num_epochs = None
   config.optimizer = config_lib.optimizer(3e-3, warmup_steps=max(steps // 20, 1), min_learning_rate=1e-5,
                                           weight_decay=1e-4)
-  config_lib.set_loop_defaults(config, log_every=50, eval_every=100, checkpoint_every=100, runlocal=a.runlocal)
+  config_lib.set_intervals(config, log_every=50, eval_every=100, checkpoint_every=100, runlocal=a.runlocal)
   config.eval_batch_size = 400
-  return config
+  return config_lib.complete(config)

@@ -36,7 +36,8 @@ def get_config(arg=None):
   config.num_epochs = float(a.epochs)
   config.optimizer = config_lib.optimizer(5e-4 * a.batch / 512, warmup_epochs=20.0, init_learning_rate=5e-7,
                                           min_learning_rate=5e-6, weight_decay=0.05, grad_clip_norm=5.0)
-  config_lib.set_loop_defaults(config, log_every=100, eval_every=3000, checkpoint_every=1000, keep_checkpoints=3)
+  config_lib.set_intervals(config, log_every=100, eval_every=3000, checkpoint_every=1000)
+  config.keep_checkpoints = 3
   config.label_smoothing = 0.1
   config.mixup_alpha = 0.8
   # timm's Swin recipe: CutMix 1.0 switched with Mixup half of the time, random erasing 0.25 ('pixel').
@@ -44,4 +45,4 @@ def get_config(arg=None):
   config.eval_batch_size = 1024
   if a.runlocal:
     config_lib.imagenet_runlocal(config, RUNLOCAL_MODEL)
-  return config
+  return config_lib.complete(config)

@@ -34,10 +34,11 @@ def get_config(arg=None):
   config_lib.set_t5_optimizer(  # T5X: Adafactor, 1/sqrt(max(step, 10k))
       config, a.opt, adafactor=dict(learning_rate=1e-2, schedule='rsqrt', warmup_steps=10_000),
       adamw=config_lib.optimizer(1e-3, warmup_steps=10_000, min_learning_rate=1e-5, b2=0.99))
-  config_lib.set_loop_defaults(config, log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3)
+  config_lib.set_intervals(config, log_every=100, eval_every=5000, checkpoint_every=5000)
+  config.keep_checkpoints = 3
   config_lib.set_t5x_loss(config)
   config.eval_batch_size = 256
   if a.runlocal:
     config.dataset.update(inputs_length=64, num_eval_examples=8)
     config_lib.t5_runlocal(config)
-  return config
+  return config_lib.complete(config)

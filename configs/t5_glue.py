@@ -23,7 +23,7 @@ def get_config(arg=None):
   eval_split = 'validation_matched' if a.task == 'mnli' else 'validation'
   config.dataset = dict(name='tfds_text', tfds_name=f'glue/{a.task}', tfds_data_dir='', train_split='train',
                         eval_split=eval_split, vocab=dict(kind='byte', model_path=''), inputs_length=512,
-                        targets_length=16, chunk_length=0, num_train_examples=0, num_eval_examples=0)
+                        targets_length=16, num_train_examples=0, num_eval_examples=0)
   config.model = config_lib.t5_model(a.variant, dropout=0.1, dtype='bfloat16')
   config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch
@@ -32,11 +32,11 @@ def get_config(arg=None):
   config_lib.set_t5_optimizer(  # T5X fine-tuning: Adafactor at a constant 1e-3
       config, a.opt, adafactor=dict(learning_rate=1e-3, schedule='constant'),
       adamw=config_lib.optimizer(1e-4, warmup_steps=500, min_learning_rate=1e-6, b2=0.99))
-  config_lib.set_loop_defaults(config, log_every=100, eval_every=2000, checkpoint_every=2000)
+  config_lib.set_intervals(config, log_every=100, eval_every=2000, checkpoint_every=2000)
   config_lib.set_t5x_loss(config)
-  config.init.update(path=a.init, format=a.init_format)  # the C4 run's workdir, or Hugging Face T5 weights
+  config.init = dict(path=a.init, format=a.init_format)  # the C4 run's workdir, or Hugging Face T5 weights
   config.eval_batch_size = 128
   if a.runlocal:
     config.dataset.update(inputs_length=64, num_eval_examples=8)
     config_lib.t5_runlocal(config)
-  return config
+  return config_lib.complete(config)

@@ -31,6 +31,6 @@ def get_config(arg=None):
   config.num_epochs = None
   config_lib.set_t5_optimizer(config, 'adamw', adafactor={}, adamw=config_lib.optimizer(
       3e-3, warmup_steps=max(steps // 20, 1), min_learning_rate=1e-5, b2=0.99))
-  config_lib.set_loop_defaults(config, log_every=50, eval_every=250, checkpoint_every=250, runlocal=a.runlocal)
+  config_lib.set_intervals(config, log_every=50, eval_every=250, checkpoint_every=250, runlocal=a.runlocal)
   config.eval_batch_size = 128
-  return config
+  return config_lib.complete(config)

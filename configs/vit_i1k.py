@@ -38,10 +38,11 @@ def get_config(arg=None):
   config.num_epochs = float(a.epochs + 2)
   config.optimizer = config_lib.optimizer(1e-3 * math.sqrt(a.batch / 4096), warmup_epochs=15.0, cooldown_epochs=2.0,
                                           init_learning_rate=1e-7, min_learning_rate=1e-7, weight_decay=0.01)
-  config_lib.set_loop_defaults(config, log_every=100, eval_every=3000, checkpoint_every=1000, keep_checkpoints=3)
+  config_lib.set_intervals(config, log_every=100, eval_every=3000, checkpoint_every=1000)
+  config.keep_checkpoints = 3
   config.loss = 'sigmoid'
   config.mixup_alpha = 0.5
   config.eval_batch_size = 1024
   if a.runlocal:
     config_lib.imagenet_runlocal(config, RUNLOCAL_MODEL)
-  return config
+  return config_lib.complete(config)

@@ -25,7 +25,7 @@ def get_config(arg=None):
   config.dataset = dict(name='tfds_text', tfds_name=f'wmt14_translate/{a.pair}', tfds_data_dir='',
                         source_language=a.source, target_language=a.target, train_split='train',
                         eval_split='test', vocab=dict(kind='byte', model_path=''), inputs_length=256,
-                        targets_length=256, chunk_length=0, num_train_examples=4_508_785, num_eval_examples=0)
+                        targets_length=256, num_train_examples=4_508_785, num_eval_examples=0)
   config.model = config_lib.t5_model(a.variant, dropout=0.1, dtype='bfloat16')
   config.sparsity = config_lib.t5_sparsity_from_args(a, a.alpha)
   config.batch_size = a.batch
@@ -34,13 +34,14 @@ def get_config(arg=None):
   config_lib.set_t5_optimizer(  # T5X fine-tuning: Adafactor at a constant 1e-3
       config, a.opt, adafactor=dict(learning_rate=1e-3, schedule='constant'),
       adamw=config_lib.optimizer(1e-3, warmup_steps=4000, min_learning_rate=1e-5, b2=0.98, eps=1e-9))
-  config_lib.set_loop_defaults(config, log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3)
+  config_lib.set_intervals(config, log_every=100, eval_every=5000, checkpoint_every=5000)
+  config.keep_checkpoints = 3
   config_lib.set_t5x_loss(config)
-  config.init.update(path=a.init, format=a.init_format)  # the C4 run's workdir, or Hugging Face T5 weights
+  config.init = dict(path=a.init, format=a.init_format)  # the C4 run's workdir, or Hugging Face T5 weights
   config.label_smoothing = 0.1
   config.beam_size, config.length_penalty = 4, 0.6  # T5's beam search for translation
   config.eval_batch_size = 128
   if a.runlocal:
     config.dataset.update(inputs_length=64, targets_length=32, num_eval_examples=8)
     config_lib.t5_runlocal(config)
-  return config
+  return config_lib.complete(config)

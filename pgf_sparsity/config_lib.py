@@ -1,15 +1,238 @@
-"""Helpers for config files: big_vision-style `file.py:key=value,flag` arguments, the sparsity block built
-from them, and the defaults of the training loop that every config shares."""
+"""Config helpers, and the one table of defaults: every key the package reads has its default and its
+meaning set once, here (the model blocks' in each model's DEFAULTS, the sparsity block's in the recipe's).
+
+  complete(config)  the config with every key it leaves out at its default; unknown keys are an error. The
+                    training loop, the tools and every config file go through it, so code reads
+                    `config.key`, never a default of its own.
+  reference()       every key with its default and meaning (docs/config.md is generated from it).
+
+Configs are code, big_vision style: `file.py:key=value,flag` arguments (parse_arg), and helpers that build
+the blocks every config shares.
+"""
 import importlib.util
 import math
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Iterator, Mapping, NamedTuple, Optional, Tuple
 
 import ml_collections
 
 from pgf_sparsity.models import t5
+from pgf_sparsity.sparsity import recipe as recipe_lib
 from pgf_sparsity.sparsity import schedules
-from pgf_sparsity.training import sharding
+
+
+class Key(NamedTuple):
+  default: Any
+  meaning: str
+
+
+LOOP = {
+    'seed': Key(0, 'Seed of the initialisation, the data order, dropout and augmentation.'),
+    'batch_size': Key(128, 'Global training batch (divisible by the number of devices).'),
+    'eval_batch_size': Key(None, 'Global evaluation batch; None: batch_size.'),
+    'total_steps': Key(None, 'Training steps; give this or num_epochs.'),
+    'num_epochs': Key(None, 'Training length in epochs of the training split; give this or total_steps.'),
+    'log_every_steps': Key(100, 'Train metrics are averaged and logged every this many steps.'),
+    'eval_every_steps': Key(1000, 'The exact N:M model is evaluated every this many steps, and at the end.'),
+    'checkpoint_every_steps': Key(500, 'A checkpoint every this many steps, and at the end.'),
+    'keep_checkpoints': Key(2, 'How many of the newest checkpoints to keep.'),
+    'diagnostics_every_steps': Key(0, 'The gradient-noise diagnostic every this many steps; 0: off.'),
+    'nonfinite': Key('stop', "A non-finite loss or gradient: 'stop' (no non-finite state is saved) or 'skip' "
+                     '(the update is dropped and counted).'),
+    'loss': Key('softmax', "Image classification loss: 'softmax' (cross entropy) or 'sigmoid' (binary, per class)."),
+    'label_smoothing': Key(0.0, 'Label smoothing of the training loss, in [0, 1).'),
+    'mixup_alpha': Key(0.0, 'Mixup Beta(alpha, alpha) in the train step (images); 0: off.'),
+    'cutmix_alpha': Key(0.0, 'CutMix Beta(alpha, alpha) in the train step (images); 0: off.'),
+    'mixup_switch_prob': Key(0.5, 'With both Mixup and CutMix: the probability of CutMix per batch.'),
+    'random_erasing': Key(0.0, "Probability of timm's random erasing per image (pixel mode); 0: off."),
+    'z_loss': Key(0.0, "T5X's z-loss coefficient (sequence-to-sequence tasks)."),
+    'loss_normalizer': Key('tokens', "Text loss divided by the real target tokens ('tokens') or by every "
+                           "target position of the batch ('padded', T5X's)."),
+    'beam_size': Key(1, 'Beams of decoded evaluation (text tasks evaluated on decoded text); 1: greedy.'),
+    'length_penalty': Key(0.6, "Beam search's length penalty alpha (T5's)."),
+}
+OPTIMIZER = {
+    'name': Key('adamw', "'adamw' (weight decay on kernels) or 'adafactor' (T5X's defaults)."),
+    'schedule': Key('cosine', "Learning-rate schedule: 'cosine' (warmup, cosine decay, optional cooldown), "
+                    "'rsqrt' (T5X's inverse square root) or 'constant'."),
+    'learning_rate': Key(None, 'Peak learning rate (required).'),
+    'init_learning_rate': Key(0.0, 'Cosine: the learning rate at step 0, before warmup.'),
+    'min_learning_rate': Key(0.0, 'Cosine: the learning rate at the end of the decay, and in the cooldown.'),
+    'warmup_steps': Key(None, 'Warmup length in steps (or give warmup_epochs); None: no warmup.'),
+    'warmup_epochs': Key(None, 'Warmup length in epochs (or give warmup_steps).'),
+    'cooldown_epochs': Key(0.0, 'Cosine: epochs at the end held at min_learning_rate (timm).'),
+    'weight_decay': Key(0.0, 'AdamW decoupled weight decay, on kernels only.'),
+    'b1': Key(0.9, 'AdamW beta1.'),
+    'b2': Key(0.999, 'AdamW beta2.'),
+    'eps': Key(1e-8, 'AdamW epsilon.'),
+    'grad_clip_norm': Key(1.0, 'Global-norm clipping of the gradient after the recipe\'s flow; 0: off.'),
+}
+INIT = {
+    'path': Key('', 'Start from trained parameters: a workdir, or a checkpoint file of init.format; empty: '
+                'from scratch.'),
+    'format': Key('workdir', "'workdir' (a run's newest checkpoint), 'hf_t5', 't5x' or 'big_vision'."),
+    'masks': Key('reset', "'keep' the workdir's masks, or 'reset' them."),
+    'reset': Key('', 'Regex of parameter paths that keep the new model\'s initialisation (a new head, say).'),
+}
+MESH = {
+    'data': Key(-1, 'Devices along the data-parallel axis; -1: the devices left.'),
+    'fsdp': Key(1, 'Devices along the FSDP axis: parameters, masks and optimizer state sharded over them.'),
+}
+SPARSITY = {
+    'recipe': 'One of dense, static, srste, mdgf_linear, mdgf_exponential, sdgf_stepwise, sdgf_geometric, '
+              'sdgf_custom.',
+    'flow': "Gradient to pruned weights: 'decayed' (beta * g) or 'ste' (g).",
+    'alpha': 'MDGF decay coefficient of beta(t).',
+    'srste_lambda': "SR-STE's regulariser lambda (recipe srste).",
+    'group_axis': "N:M groups along the kernel's input axis ('in') or output axis ('out').",
+    'targets': 'Sparse kernels: {name: {regex, n, m, in_ndim}}; the regex fully matches a parameter path.',
+    'sdgf_custom': 'Recipe sdgf_custom: {target name: [[n, m], ...]}, one pattern per frame.',
+    'dense_steps': 'Dense phase at the start, in steps (or _fraction of training, or _epochs).',
+    'dense_fraction': 'Dense phase as a fraction of training.',
+    'dense_epochs': 'Dense phase in epochs.',
+    'finetune_steps': 'Fine-tune phase at the end (binary masks, beta 0), in steps.',
+    'finetune_fraction': 'Fine-tune phase as a fraction of training.',
+    'finetune_epochs': 'Fine-tune phase in epochs.',
+    'mask_update_every': 'Masks recomputed every k sparse steps (and at every phase and frame start).',
+}
+VOCAB = {
+    'kind': Key('byte', "'byte' (ByT5-style) or 'sentencepiece'."),
+    'model_path': Key('', 'A SentencePiece .model file (Shakespeare: trained on the training plays if empty).'),
+    'size': Key(2000, 'Shakespeare with SentencePiece: the pieces of the model trained on first use.'),
+}
+RANDAUGMENT = {
+    'num_layers': Key(0, 'RandAugment ops per image; 0: off.'),
+    'magnitude': Key(10.0, "Magnitude on timm's scale (10: each op's published maximum)."),
+    'magnitude_max': Key(10.0, 'Magnitudes are clipped here (timm); None: extrapolate (big_vision).'),
+    'magnitude_std': Key(0.0, "Each op's magnitude drawn around `magnitude` with this std (timm's mstd)."),
+}
+_OFFLINE_IMAGES = {
+    'flip': Key(False, 'Random horizontal flips in training.'),
+    'pad': Key(0, 'Pixels of zero padding before a random crop back to size; 0: off.'),
+    'train_examples': Key(0, 'Use the first this many training examples; 0: all.'),
+    'eval_examples': Key(0, 'Use the first this many test examples; 0: all.'),
+}
+_DATA_DIR = Key('', 'Where scripts/get_data.sh put the data; empty: $PGF_DATA_DIR, then data_cache/.')
+_TFDS = {
+    'tfds_name': Key('', 'The tfds dataset, e.g. imagenet2012 or c4/en:3.1.0 (prepared as ArrayRecord).'),
+    'tfds_data_dir': Key('', "tfds's data_dir; empty: tfds's default."),
+    'train_split': Key('train', 'Training split.'),
+    'eval_split': Key('validation', 'Evaluation split.'),
+    'num_train_examples': Key(0, 'Examples per epoch; 0: the split\'s size.'),
+    'num_eval_examples': Key(0, 'Evaluate on the first this many examples; 0: all.'),
+}
+DATASETS = {
+    'fashion_mnist': {'data_dir': _DATA_DIR, **_OFFLINE_IMAGES},
+    'digits': dict(_OFFLINE_IMAGES),
+    'synthetic': {
+        'image_size': Key(224, 'Side of the square random images.'),
+        'channels': Key(3, 'Channels of the random images.'),
+        'num_classes': Key(1000, 'Classes of the random labels.'),
+        'num_train_examples': Key(1_281_167, 'Examples per epoch (for epoch-based durations).'),
+    },
+    'tfds': {
+        **_TFDS,
+        'image_size': Key(224, 'Side of the random-resized crops.'),
+        'flip': Key(True, 'Random horizontal flips in training.'),
+        'randaugment': RANDAUGMENT,
+    },
+    'shakespeare': {
+        'data_dir': _DATA_DIR,
+        'vocab': VOCAB,
+        'chunk_length': Key(128, 'Tokens per example before span corruption.'),
+        'noise_density': Key(0.15, "Span corruption's fraction of noised tokens."),
+        'mean_noise_span_length': Key(3.0, "Span corruption's mean span length."),
+        'eval_examples': Key(512, 'Evaluation examples from the held-out plays.'),
+    },
+    'tfds_text': {
+        **_TFDS,
+        'vocab': VOCAB,
+        'inputs_length': Key(128, 'Encoder length (C4: the span-corrupted inputs, 512 in T5).'),
+        'targets_length': Key(32, 'Decoder length (C4: derived from inputs_length).'),
+        'pack_factor': Key(1, 'Examples read per row and packed together; 1: no packing.'),
+        'documents_per_row': Key(1.5, 'C4: documents read per row of the batch, concatenated and split.'),
+        'source_language': Key('', 'Translation: the source language; empty: the first of the pair.'),
+        'target_language': Key('', 'Translation: the target language; empty: the second of the pair.'),
+    },
+}
+# The model block's keys are each model's own (models/*.py DEFAULTS), validated when it is built.
+FREE_FORM = {'model'}
+
+
+def _defaults(dataset_name: Optional[str]) -> Dict[str, Any]:
+  """The default tree (Key leaves) of a config whose dataset is `dataset_name`."""
+  return {**LOOP, 'optimizer': OPTIMIZER, 'init': INIT, 'mesh': MESH,
+          'sparsity': {k: Key(v, SPARSITY[k]) for k, v in recipe_lib.DEFAULTS.items()},
+          'dataset': {'name': Key(dataset_name, f'One of {sorted(DATASETS)}.'), **DATASETS.get(dataset_name, {})},
+          'model': {}}
+
+
+def _merged(defaults: Dict[str, Any], given: Mapping[str, Any], where: str) -> Dict[str, Any]:
+  """`given` over `defaults` (a tree of Key leaves), key by key; `where` is the dotted prefix for messages."""
+  if where.rstrip('.') in FREE_FORM:
+    return dict(given)
+  unknown = sorted(set(given) - set(defaults))
+  if unknown:
+    raise ValueError(f'Unknown config key{"s" if len(unknown) > 1 else ""} '
+                     f'{", ".join(where + k for k in unknown)}; known: {sorted(defaults)}.')
+  out = {}
+  for key, default in defaults.items():
+    if not isinstance(default, dict):
+      out[key] = given[key] if key in given else default.default
+      continue
+    block = given[key] if key in given and given[key] is not None else {}
+    if not isinstance(block, Mapping):
+      raise ValueError(f'config.{where}{key} must be a block of keys, got {block!r}.')
+    out[key] = _merged(default, block, f'{where}{key}.')
+  return out
+
+
+def _as_dict(config) -> Dict[str, Any]:
+  return config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+
+
+def complete(config) -> ml_collections.ConfigDict:
+  """`config` (a ConfigDict or a mapping) with every key it leaves out at its default; ValueError naming
+  an unknown key. Idempotent."""
+  given = _as_dict(config)
+  dataset = given.get('dataset') or {}
+  return ml_collections.ConfigDict(_merged(_defaults(dict(dataset).get('name')), given, ''))
+
+
+def complete_block(block: str, given: Mapping[str, Any], dataset_name: Optional[str] = None) -> ml_collections.ConfigDict:
+  """One block completed alone ('optimizer', 'dataset', 'dataset.vocab', ...), for code that builds a
+  single piece (a pipeline in a test, a vocabulary)."""
+  tree = _defaults(dataset_name)
+  for part in block.split('.'):
+    tree = tree[part]
+  return ml_collections.ConfigDict(_merged(tree, _as_dict(given), block + '.'))
+
+
+def default_of(path: str):
+  """The default of a key given by its dotted path, e.g. 'optimizer.b1' or 'z_loss'."""
+  *blocks, key = path.split('.')
+  tree = _defaults(None)
+  for part in blocks:
+    tree = tree[part]
+  return tree[key].default
+
+
+def reference() -> Iterator[Tuple[str, Any, str]]:
+  """(dotted key, default, meaning) of every key of the table, dataset blocks per dataset name."""
+  def walk(tree, prefix):
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        yield from walk(value, f'{prefix}{key}.')
+      else:
+        yield prefix + key, value.default, value.meaning
+  tree = _defaults(None)
+  tree.pop('dataset')
+  tree.pop('model')
+  yield from walk(tree, '')
+  yield 'dataset.name', None, f'One of {sorted(DATASETS)}; the other dataset keys depend on it.'
+  for name, block in DATASETS.items():
+    yield from walk(block, f'dataset[{name}].')
+
 
 # Arguments every config takes (a config may change the defaults): the recipe, an N:M pattern (or 'none')
 # per target kind, the gradient flow, MDGF's alpha (0: derived from the run length), the dense and fine-tune
@@ -71,24 +294,14 @@ def parse_pattern(text: str):
   return n, m
 
 
-def sparsity_config(recipe: str, targets: Dict[str, Any], *, flow: str = 'decayed', alpha: float = 0.0,
-                    dense_fraction: float = 0.0, finetune_fraction: float = 0.0, srste_lambda: float = 2e-4,
-                    mask_update_every: int = 1) -> ml_collections.ConfigDict:
-  """targets: {name: (regex, 'n:m' or None)}; entries without a pattern are left dense."""
-  config = ml_collections.ConfigDict()
-  config.recipe = recipe
-  config.flow = flow
-  config.alpha = alpha
-  config.srste_lambda = srste_lambda
-  config.group_axis = 'in'
-  config.dense_fraction = dense_fraction
-  config.finetune_fraction = finetune_fraction
-  config.mask_update_every = mask_update_every
-  config.targets = {}
+def sparsity_config(recipe: str, targets: Dict[str, Any], **keys) -> Dict[str, Any]:
+  """The sparsity block: `recipe`, the targets {name: (regex, 'n:m' or None)} (entries without a pattern
+  are left dense), and any other keys of the block (flow, alpha, dense_fraction, ...)."""
+  config = dict(recipe=recipe, targets={}, **keys)
   for name, (regex, pattern) in targets.items():
     nm = parse_pattern(pattern)
     if nm:
-      config.targets[name] = {'regex': regex, 'n': nm[0], 'm': nm[1]}
+      config['targets'][name] = {'regex': regex, 'n': nm[0], 'm': nm[1]}
   return config
 
 
@@ -135,39 +348,22 @@ def decay_alpha(a, total_steps: int) -> float:
   return schedules.decay_alpha(a.recipe.split('_', 1)[1], sparse_steps)
 
 
-def set_loop_defaults(config: ml_collections.ConfigDict, *, log_every: int, eval_every: int,
-                      checkpoint_every: int, keep_checkpoints: int = 2,
-                      runlocal: bool = False) -> ml_collections.ConfigDict:
-  """The training-loop keys every config has, with the defaults they share; returns `config`. With
-  `runlocal` (a seconds-long smoke run of config.total_steps steps): log every 10 steps, evaluate and
-  checkpoint at the end."""
+def set_intervals(config: ml_collections.ConfigDict, *, log_every: int, eval_every: int, checkpoint_every: int,
+                  runlocal: bool = False) -> ml_collections.ConfigDict:
+  """The loop's intervals; returns `config`. With `runlocal` (a seconds-long smoke run of
+  config.total_steps steps): log every 10 steps, evaluate and checkpoint at the end."""
   if runlocal:
     log_every, eval_every, checkpoint_every = 10, config.total_steps, config.total_steps
   config.log_every_steps = log_every
   config.eval_every_steps = eval_every
   config.checkpoint_every_steps = checkpoint_every
-  config.keep_checkpoints = keep_checkpoints
-  config.diagnostics_every_steps = 0  # > 0: the gradient-noise diagnostic every that many steps
-  config.nonfinite = 'stop'  # or 'skip': drop updates with a non-finite loss or gradient
-  config.mesh = dict(sharding.DEFAULT)  # {'data': -1, 'fsdp': k}: FSDP over k devices (sharding.py)
-  config.init = dict(path='', format='workdir', masks='reset', reset='')  # start from trained parameters (initialise.py)
-  config.loss = 'softmax'
-  config.label_smoothing = 0.0
-  config.mixup_alpha = 0.0
-  config.eval_batch_size = None  # None: the training batch size
   return config
 
 
-def optimizer(learning_rate: float, *, warmup_steps=None, warmup_epochs=None, cooldown_epochs=None,
-              init_learning_rate: float = 0.0, min_learning_rate: float = 0.0, weight_decay: float = 0.0,
-              b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, grad_clip_norm: float = 1.0) -> Dict[str, Any]:
-  """The optimizer block (AdamW on warmup-cosine, see pgf_sparsity/optim.py); warmup in steps or epochs."""
-  block = dict(learning_rate=learning_rate, init_learning_rate=init_learning_rate,
-               min_learning_rate=min_learning_rate, weight_decay=weight_decay, b1=b1, b2=b2, eps=eps,
-               grad_clip_norm=grad_clip_norm)
-  extra = dict(warmup_steps=warmup_steps, warmup_epochs=warmup_epochs, cooldown_epochs=cooldown_epochs)
-  block.update({k: v for k, v in extra.items() if v is not None})
-  return block
+def optimizer(learning_rate: float, **keys) -> Dict[str, Any]:
+  """The optimizer block (AdamW on warmup-cosine unless `keys` say otherwise; training/optim.py): the
+  learning rate and the keys that differ from their defaults."""
+  return dict(learning_rate=learning_rate, **keys)
 
 
 def set_t5_optimizer(config: ml_collections.ConfigDict, name: str, *, adafactor: Dict[str, Any],
@@ -178,7 +374,7 @@ def set_t5_optimizer(config: ml_collections.ConfigDict, name: str, *, adafactor:
   if name not in ('adafactor', 'adamw'):
     raise ValueError(f"Config argument opt must be 'adafactor' or 'adamw', got {name!r}.")
   config.optimizer = (dict(name='adafactor', grad_clip_norm=0.0, **adafactor) if name == 'adafactor'
-                      else dict(name='adamw', **adamw))
+                      else dict(adamw))
   config.model.scale_attention_logits = name == 'adamw'
 
 

@@ -16,10 +16,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pgf_sparsity.models import swinv2, t5, vit
 from pgf_sparsity.sparsity import BoundRecipe, StepPlan, schedules
+from pgf_sparsity.sparsity.layers import SparseDenseGeneral
 
-LINEAR_TYPES = ('SparseDense', 'SparseDenseGeneral', 'Dense', 'DenseGeneral', 'Conv')
-ATTENTION_TYPES = ('SelfAttention', 'WindowAttention', 'MultiHeadAttention')
+# Layers whose kernel is a weight matrix (DenseGeneral-like layers contract `module.axis`), and the
+# attention modules whose two batched matmuls (logits, weighted values) are counted.
+GENERAL_LINEAR_TYPES = (SparseDenseGeneral, nn.DenseGeneral)
+LINEAR_TYPES = GENERAL_LINEAR_TYPES + (nn.Dense, nn.Conv)
+ATTENTION_TYPES = (vit.SelfAttention, swinv2.WindowAttention, t5.MultiHeadAttention)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,20 +43,20 @@ def count_layers(model: nn.Module, inputs) -> Tuple[List[LinearLayer], float]:
 
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
-    kind = type(module).__name__
-    if context.method_name == '__call__' and kind in ATTENTION_TYPES:
+    cross_capable = isinstance(module, t5.MultiHeadAttention)  # (inputs_q, inputs_kv, ...)
+    if context.method_name == '__call__' and isinstance(module, ATTENTION_TYPES):
       q = args[0]
-      kv = args[1] if kind == 'MultiHeadAttention' else q  # (inputs_q, inputs_kv, ...) vs self-attention
-      inner = module.num_heads * module.head_dim if kind == 'MultiHeadAttention' else q.shape[2]
+      kv = args[1] if cross_capable else q
+      inner = module.num_heads * module.head_dim if cross_capable else q.shape[2]
       attention[0] += q.shape[0] // batch * 4.0 * q.shape[1] * kv.shape[1] * inner
     out = next_fun(*args, **kwargs)
-    if context.method_name == '__call__' and kind in LINEAR_TYPES:
+    if context.method_name == '__call__' and isinstance(module, LINEAR_TYPES):
       kernel = module.variables['params']['kernel']
       weights = math.prod(kernel.shape)
       x = args[0]
-      if kind == 'Conv':  # one token per output position
+      if isinstance(module, nn.Conv):  # one token per output position
         tokens = math.prod(out.shape[:-1]) / batch
-      elif kind in ('SparseDenseGeneral', 'DenseGeneral'):
+      elif isinstance(module, GENERAL_LINEAR_TYPES):
         axes = (module.axis,) if isinstance(module.axis, int) else tuple(module.axis)
         tokens = math.prod(x.shape) / math.prod(x.shape[a] for a in axes) / batch
       else:

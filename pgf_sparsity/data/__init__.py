@@ -20,8 +20,8 @@ def build(config) -> Pipeline:
   """The pipeline of `config.dataset` with the run's batch sizes and seed."""
   _tensorflow_on_cpu()
   dataset = config.dataset
-  name = dataset.get('name')
-  args = (dataset, config.batch_size, config.get('eval_batch_size') or config.batch_size, config.seed)
+  name = dataset.name
+  args = (dataset, config.batch_size, config.eval_batch_size or config.batch_size, config.seed)
   # pylint: disable=g-import-not-at-top
   if name == 'tfds':
     from pgf_sparsity.data import tfds_images

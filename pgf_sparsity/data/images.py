@@ -94,10 +94,10 @@ class SyntheticImages:
   """Fixed random images and labels: for benchmarks, where input cost must not count."""
 
   def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
-    size, channels = config.get('image_size', 224), config.get('channels', 3)
+    size, channels = config.image_size, config.channels
     self.image_shape = (size, size, channels)
-    self.spec = DataSpec('image_classification', {'image': self.image_shape}, config.get('num_classes', 1000),
-                         max(config.get('num_train_examples', 1_281_167) // global_batch, 1))
+    self.spec = DataSpec('image_classification', {'image': self.image_shape}, config.num_classes,
+                         max(config.num_train_examples // global_batch, 1))
     rng = np.random.default_rng(seed)
     local, local_eval = global_batch // jax.process_count(), eval_batch // jax.process_count()
     self._train = {'image': rng.uniform(-1, 1, (local,) + self.image_shape).astype(np.float32),
@@ -118,17 +118,17 @@ class OfflineImages:
   """Train and eval pipelines for an offline dataset named in the config."""
 
   def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
-    name = config['name']
+    name = config.name
     if name not in OFFLINE:
       raise ValueError(f'Unknown offline dataset {name!r}; choose one of {sorted(OFFLINE)} or "tfds".')
     load = OFFLINE[name]
-    kwargs = {'data_dir': config.get('data_dir', '')} if name == 'fashion_mnist' else {}
+    kwargs = {'data_dir': config.data_dir} if name == 'fashion_mnist' else {}
     train_images, train_labels = load('train', **kwargs)
-    limit = config.get('train_examples') or len(train_images)
+    limit = config.train_examples or len(train_images)
     self.train = ArrayPipeline(train_images[:limit], train_labels[:limit], global_batch, seed,
-                               flip=config.get('flip', False), pad=config.get('pad', 0))
+                               flip=config.flip, pad=config.pad)
     self.eval_images, self.eval_labels = load('test', **kwargs)
-    eval_limit = config.get('eval_examples') or len(self.eval_images)
+    eval_limit = config.eval_examples or len(self.eval_images)
     self.eval_images, self.eval_labels = self.eval_images[:eval_limit], self.eval_labels[:eval_limit]
     self.eval_batch = eval_batch
     self.spec = DataSpec('image_classification', {'image': tuple(train_images.shape[1:])}, NUM_CLASSES[name],

@@ -21,16 +21,16 @@ class ShakespeareSpanCorruption:
   def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
     if global_batch % jax.process_count() or eval_batch % jax.process_count():
       raise ValueError('batch sizes must be divisible by the number of processes.')
-    vocab = dict(config.get('vocab') or {})
-    if vocab.get('kind') == 'sentencepiece' and not vocab.get('model_path'):  # the corpus's own model
-      vocab['model_path'] = shakespeare.sentencepiece_model(int(vocab.get('size') or 2000), config.get('data_dir', ''))
+    vocab = config.vocab
+    if vocab.kind == 'sentencepiece' and not vocab.model_path:  # the corpus's own model
+      vocab = dict(vocab, model_path=shakespeare.sentencepiece_model(int(vocab.size), config.data_dir))
     self.vocab = vocab_lib.build(vocab)
-    self.chunk = int(config.get('chunk_length', 128))
-    self.noise_density = float(config.get('noise_density', 0.15))
-    self.mean_span = float(config.get('mean_noise_span_length', 3.0))
+    self.chunk = int(config.chunk_length)
+    self.noise_density = float(config.noise_density)
+    self.mean_span = float(config.mean_noise_span_length)
     if self.chunk < 8:
       raise ValueError(f'dataset.chunk_length must be >= 8, got {self.chunk}.')
-    data_dir = config.get('data_dir', '')
+    data_dir = config.data_dir
     self.train_tokens = shakespeare.token_stream(shakespeare.load_split('train', data_dir), self.vocab)
     self.eval_tokens = shakespeare.token_stream(shakespeare.load_split('validation', data_dir), self.vocab)
     inputs_length, targets_length = span_corruption.corrupted_lengths(self.chunk, self.noise_density,
@@ -41,7 +41,7 @@ class ShakespeareSpanCorruption:
     self.global_batch, self.eval_batch = global_batch, eval_batch
     self.spec = DataSpec('seq2seq', {k: (v,) for k, v in self.lengths.items()}, self.vocab.size,
                          max(len(self.train_tokens) // (self.chunk * global_batch), 1))
-    self.num_eval = int(config.get('eval_examples', 512))
+    self.num_eval = int(config.eval_examples)
 
   def _examples(self, tokens: np.ndarray, starts, rng) -> Dict[str, np.ndarray]:
     pieces = np.stack([tokens[s:s + self.chunk] for s in starts])

@@ -67,10 +67,9 @@ def _batch_augmentation(size: int, flip: bool, randaugment: Mapping[str, Any]):
     image = random_resized_crop(encoded, size, crop_seed)
     if flip:
       image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    if randaugment:
-      image = randaugment_lib.randaugment(
-          image, augment_seed, randaugment.get('num_layers', 2), randaugment.get('magnitude', 15),
-          randaugment.get('magnitude_max', randaugment_lib.LEVEL_DENOM), randaugment.get('magnitude_std', 0.0))
+    if randaugment.num_layers:
+      image = randaugment_lib.randaugment(image, augment_seed, randaugment.num_layers, randaugment.magnitude,
+                                          randaugment.magnitude_max, randaugment.magnitude_std)
     return _to_model(image)
 
   def batch(encoded, seeds):
@@ -82,24 +81,24 @@ def _batch_augmentation(size: int, flip: bool, randaugment: Mapping[str, Any]):
 class TfdsImages:
 
   def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
-    name = config['tfds_name']
-    self.size = int(config.get('image_size', 224))
-    builder = tfds.builder(name, data_dir=config.get('tfds_data_dir') or None)
-    train_split, eval_split = config.get('train_split', 'train'), config.get('eval_split', 'validation')
+    name = config.tfds_name
+    self.size = int(config.image_size)
+    builder = tfds.builder(name, data_dir=config.tfds_data_dir or None)
+    train_split, eval_split = config.train_split, config.eval_split
     self.image_shape = (self.size, self.size, 3)
-    n_train = _num_examples(builder, train_split, name, config.get('num_train_examples', 0))
-    self.num_eval = _num_examples(builder, eval_split, name, config.get('num_eval_examples', 0))
+    n_train = _num_examples(builder, train_split, name, config.num_train_examples)
+    self.num_eval = _num_examples(builder, eval_split, name, config.num_eval_examples)
     self.spec = DataSpec('image_classification', {'image': self.image_shape},
                          builder.info.features['label'].num_classes, max(n_train // global_batch, 1))
     processes = jax.process_count()
     self.local_batch, self.local_eval_batch = global_batch // processes, eval_batch // processes
     self.eval_batch = eval_batch
 
-    data_dir = config.get('tfds_data_dir') or None
+    data_dir = config.tfds_data_dir or None
     source = tfds_access.data_source(name, train_split, data_dir, {'image': tfds.decode.SkipDecoding()})
     self._train = tfds_access.StepIndexed(source, global_batch, seed)
-    self._augment = _batch_augmentation(self.size, config.get('flip', True), config.get('randaugment') or {})
-    if config.get('num_eval_examples'):
+    self._augment = _batch_augmentation(self.size, config.flip, config.randaugment)
+    if config.num_eval_examples:
       eval_split = f'{eval_split}[:{self.num_eval}]'
     self._eval_source = (builder, name, eval_split)
 

@@ -37,41 +37,41 @@ def _text(value) -> str:
 class TfdsText:
 
   def __init__(self, config: Mapping[str, Any], global_batch: int, eval_batch: int, seed: int):
-    self.name = config['tfds_name']
+    self.name = config.tfds_name
     self.kind = self.name.split('/')[0]
     if self.kind not in ('c4', 'glue', 'wmt14_translate', 'wmt16_translate', 'wmt19_translate'):
       raise ValueError(f'dataset.tfds_name {self.name!r}: supported are c4/*, glue/* and wmt*_translate/*.')
-    self.vocab = vocab_lib.build(config.get('vocab') or {})
-    self.builder = tfds.builder(self.name, data_dir=config.get('tfds_data_dir') or None)
-    self.train_split = config.get('train_split', 'train')
-    self.eval_split = config.get('eval_split', 'validation')
+    self.vocab = vocab_lib.build(config.vocab)
+    self.builder = tfds.builder(self.name, data_dir=config.tfds_data_dir or None)
+    self.train_split = config.train_split
+    self.eval_split = config.eval_split
     self.eval_batch = eval_batch
-    self.num_eval = int(config.get('num_eval_examples', 0) or 0)
+    self.num_eval = int(config.num_eval_examples or 0)
     if self.kind == 'c4':
-      inputs_length = int(config.get('inputs_length') or 512)
+      inputs_length = int(config.inputs_length)
       self.raw_length = span_corruption.raw_length(inputs_length)
       targets_length = span_corruption.corrupted_lengths(self.raw_length)[1]
     else:
-      inputs_length, targets_length = int(config.get('inputs_length', 128)), int(config.get('targets_length', 32))
+      inputs_length, targets_length = int(config.inputs_length), int(config.targets_length)
     self.lengths = {'inputs': inputs_length, 'targets': targets_length}
     metric = {'c4': '', 'glue': f'glue/{self.name.split("/")[-1]}'}.get(self.kind, 'bleu')
-    train_source = tfds_access.data_source(self.name, self.train_split, config.get('tfds_data_dir') or None)
-    # dataset.pack_factor k > 1: every step reads k examples per row and packs them (packing_rows.py); C4
+    train_source = tfds_access.data_source(self.name, self.train_split, config.tfds_data_dir or None)
+    # dataset.pack_factor k > 1: every step reads k examples per row and packs them (sequence_packing.py); C4
     # reads dataset.documents_per_row documents per row, whose pieces are packed.
-    self.pack_factor = int(config.get('pack_factor', 1) or 1)
+    self.pack_factor = int(config.pack_factor or 1)
     per_step = global_batch * self.pack_factor
     if self.kind == 'c4':
-      per_step = math.ceil(global_batch * float(config.get('documents_per_row', 1.5)) / jax.process_count())
+      per_step = math.ceil(global_batch * float(config.documents_per_row) / jax.process_count())
       per_step *= jax.process_count()
     self._train = tfds_access.StepIndexed(train_source, per_step, seed)
     self.local_batch = global_batch // jax.process_count()
-    num_train = int(config.get('num_train_examples', 0) or len(train_source))
+    num_train = int(config.num_train_examples or len(train_source))
     self.spec = DataSpec('seq2seq', {k: (v,) for k, v in self.lengths.items()}, self.vocab.size,
                          max(num_train // per_step, 1), metric)
     if self.kind == 'wmt14_translate' or self.kind.startswith('wmt'):
       languages = self.name.split('/')[1].split('-')
-      self.source = config.get('source_language') or languages[0]
-      self.target = config.get('target_language') or languages[1]
+      self.source = config.source_language or languages[0]
+      self.target = config.target_language or languages[1]
       if {self.source, self.target} != set(languages):
         raise ValueError(f'dataset.source_language / target_language ({self.source}, {self.target}) must be '
                          f'the two languages of {self.name}.')

@@ -59,12 +59,12 @@ class SentencePieceVocabulary:
 
 
 def build(config):
-  """{'kind': 'byte'} or {'kind': 'sentencepiece', 'model_path': ...}."""
-  kind = config.get('kind', 'byte')
+  """The vocabulary of a dataset's vocab block: kind 'byte', or 'sentencepiece' with a model_path."""
+  kind = config['kind']
   if kind == 'byte':
     return ByteVocabulary()
   if kind == 'sentencepiece':
-    if not config.get('model_path'):
+    if not config['model_path']:
       raise ValueError('vocab.kind=sentencepiece needs vocab.model_path (a SentencePiece .model file).')
     return SentencePieceVocabulary(config['model_path'])
   raise ValueError(f"vocab.kind must be 'byte' or 'sentencepiece', got {kind!r}.")

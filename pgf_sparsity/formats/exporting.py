@@ -14,10 +14,10 @@ from pgf_sparsity.sparsity import tree_paths
 
 
 def _run_config(workdir: epath.Path):
-  import ml_collections  # pylint: disable=g-import-not-at-top
   if not (workdir / 'config.json').exists() or not (workdir / 'run_info.json').exists():
     raise FileNotFoundError(f'{str(workdir)!r} holds no training run (no config.json / run_info.json).')
-  return ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  from pgf_sparsity import config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.complete(json.loads((workdir / 'config.json').read_text()))
 
 
 def _check_output(output: epath.Path, overwrite: bool) -> None:

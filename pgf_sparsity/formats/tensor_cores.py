@@ -82,13 +82,14 @@ def intercepted_apply(model, variables, packed: Dict[str, Tuple[np.ndarray, np.n
   """model.apply where every SparseDense whose kernel path is in `packed` ({path: (values, metadata)})
   computes with the 2:4 form (tensor cores where `available()`), its kernel parameter unused."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.sparsity.layers import SparseDense  # pylint: disable=g-import-not-at-top
   use_tensor_cores = available()
   modules = {path.rsplit('/', 1)[0]: arrays for path, arrays in packed.items()}
 
   def interceptor(next_fun, call_args, call_kwargs, context):
     module = context.module
     path = '/'.join(module.path)
-    if context.method_name != '__call__' or path not in modules or type(module).__name__ != 'SparseDense':
+    if context.method_name != '__call__' or path not in modules or not isinstance(module, SparseDense):
       return next_fun(*call_args, **call_kwargs)
     values, metadata = modules[path]
     y = matmul(call_args[0], values, metadata, use_tensor_cores)

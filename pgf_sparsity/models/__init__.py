@@ -10,10 +10,10 @@ OUTPUT_SIZE_KEY = {'vit': 'num_classes', 'swinv2': 'num_classes', 't5': 'vocab_s
 
 def build(config, output_size: int):
   """The flax module named by config.name ('vit', 'swinv2' or 't5'), sized by its variant and overrides."""
-  name = config.get('name')
+  config = dict(config)
+  name = config['name'] if 'name' in config else None
   if name not in MODELS:
     raise ValueError(f'Unknown model.name {name!r}; choose one of {sorted(MODELS)}.')
-  config = dict(config)
-  if config.get(OUTPUT_SIZE_KEY[name]) is None:
+  if config.setdefault(OUTPUT_SIZE_KEY[name], None) is None:  # the data's size, unless the config sets it
     config[OUTPUT_SIZE_KEY[name]] = output_size
   return MODELS[name](config)

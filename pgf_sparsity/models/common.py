@@ -1,5 +1,5 @@
 """Pieces shared by the vision Transformers."""
-from typing import Any, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import flax.linen as nn
 import jax
@@ -17,13 +17,14 @@ SPARSE_TARGETS = {
 }
 
 
-def resolve_fields(config: Mapping[str, Any], defaults: Dict[str, Any], variant_sizes: Dict[str, Any],
-                   model_name: str) -> Dict[str, Any]:
-  """Variant sizes, then explicit keys of `config` on top; unknown keys are an error."""
+def resolve_fields(config: Mapping[str, Any], defaults: Dict[str, Any],
+                   decode_variant: Callable[[Optional[str]], Dict[str, Any]], model_name: str) -> Dict[str, Any]:
+  """A model's fields: its `defaults` (the one place they are set), the sizes of `config`'s variant
+  (decode_variant), then the keys `config` sets explicitly; unknown keys are an error."""
   config = dict(config)
   config.pop('name', None)
   fields = dict(defaults)
-  fields.update(variant_sizes)
+  fields.update(decode_variant(config['variant'] if 'variant' in config else None))
   unknown = set(config) - set(fields) - {'variant'}
   if unknown:
     raise ValueError(f'Unknown model keys for {model_name}: {sorted(unknown)}; known: '
@@ -32,8 +33,8 @@ def resolve_fields(config: Mapping[str, Any], defaults: Dict[str, Any], variant_
   missing = [k for k, v in fields.items() if v is None]
   if missing:
     raise ValueError(f'{model_name}: give a model.variant or set {missing}.')
-  if fields.get('dtype') not in DTYPES:
-    raise ValueError(f'model.dtype must be one of {DTYPES}, got {fields.get("dtype")!r}.')
+  if fields['dtype'] not in DTYPES:
+    raise ValueError(f'model.dtype must be one of {DTYPES}, got {fields["dtype"]!r}.')
   fields['dtype'] = jnp.dtype(fields['dtype'])
   return fields
 

@@ -176,7 +176,7 @@ DEFAULTS = dict(num_classes=None, embed_dim=None, depths=None, num_heads=None, w
 
 
 def from_config(config) -> SwinV2:
-  fields = resolve_fields(config, DEFAULTS, decode_variant(dict(config).get('variant')), 'swinv2')
+  fields = resolve_fields(config, DEFAULTS, decode_variant, 'swinv2')
   fields['depths'] = tuple(fields['depths'])
   fields['num_heads'] = tuple(fields['num_heads'])
   return SwinV2(**fields)

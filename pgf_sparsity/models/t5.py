@@ -285,5 +285,5 @@ DEFAULTS = dict(vocab_size=None, d_model=None, d_ff=None, num_heads=None, head_d
 
 
 def from_config(config) -> T5:
-  fields = resolve_fields(config, DEFAULTS, decode_variant(dict(config).get('variant')), 't5')
+  fields = resolve_fields(config, DEFAULTS, decode_variant, 't5')
   return T5(**fields)

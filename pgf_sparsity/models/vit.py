@@ -135,5 +135,5 @@ DEFAULTS = dict(num_classes=None, width=None, depth=None, mlp_dim=None, num_head
 
 
 def from_config(config) -> ViT:
-  fields = resolve_fields(config, DEFAULTS, decode_variant(dict(config).get('variant')), 'vit')
+  fields = resolve_fields(config, DEFAULTS, decode_variant, 'vit')
   return ViT(**fields)

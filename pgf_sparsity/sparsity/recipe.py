@@ -38,9 +38,10 @@ from pgf_sparsity.sparsity import tree_paths
 RECIPES = ('dense', 'static', 'srste', 'mdgf_linear', 'mdgf_exponential', 'sdgf_stepwise',
            'sdgf_geometric', 'sdgf_custom')
 _BETA_KIND = {'mdgf_linear': 'linear', 'mdgf_exponential': 'exponential'}
-KEYS = {'recipe', 'flow', 'alpha', 'srste_lambda', 'group_axis', 'targets', 'sdgf_custom', 'dense_steps',
-        'dense_fraction', 'dense_epochs', 'finetune_steps', 'finetune_fraction', 'finetune_epochs',
-        'mask_update_every'}
+# Every key of the sparsity block and its default (a phase length is given in one unit: None elsewhere).
+DEFAULTS = {'recipe': 'dense', 'flow': 'decayed', 'alpha': 0.0, 'srste_lambda': 2e-4, 'group_axis': 'in',
+            'targets': {}, 'sdgf_custom': {}, 'dense_steps': None, 'dense_fraction': None, 'dense_epochs': None,
+            'finetune_steps': None, 'finetune_fraction': None, 'finetune_epochs': None, 'mask_update_every': 1}
 _TARGET_KEYS = {'regex', 'n', 'm', 'in_ndim'}
 Pattern = Tuple[int, int]
 
@@ -98,7 +99,7 @@ def _parse_target(name: str, spec) -> Target:
     re.compile(spec['regex'])
   except (ValueError, re.error, TypeError) as e:
     raise ValueError(f'sparsity.targets.{name}: {e}') from None
-  in_ndim = spec.get('in_ndim', 1)
+  in_ndim = spec['in_ndim'] if 'in_ndim' in spec else 1
   if isinstance(in_ndim, bool) or not isinstance(in_ndim, int) or in_ndim < 1:
     raise ValueError(f'sparsity.targets.{name}.in_ndim must be an integer >= 1, got {in_ndim!r}.')
   return Target(name, spec['regex'], spec['n'], spec['m'], in_ndim)
@@ -114,7 +115,7 @@ def _parse_frames(recipe: str, targets, custom) -> Tuple[Tuple[Pattern, ...], ..
       kind = recipe.split('_', 1)[1]
       if kind == 'custom' and t.name not in custom:
         raise ValueError(f'recipe sdgf_custom needs sparsity.sdgf_custom.{t.name}: a list of [n, m].')
-      frames.append(tuple(schedules.sdgf_patterns(kind, t.n, t.m, custom.get(t.name))))
+      frames.append(tuple(schedules.sdgf_patterns(kind, t.n, t.m, custom[t.name] if kind == 'custom' else None)))
     else:
       frames.append(((t.n, t.m),))
   if len({len(f) for f in frames}) > 1:
@@ -140,22 +141,23 @@ class Recipe:
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> 'Recipe':
     """Every key of the block checked, with a message naming it; raises ValueError."""
-    cfg = _as_dict(config)
-    unknown = set(cfg) - KEYS
+    given = _as_dict(config)
+    unknown = set(given) - set(DEFAULTS)
     if unknown:
-      raise ValueError(f'Unknown sparsity config keys {sorted(unknown)}; known keys: {sorted(KEYS)}.')
-    name = cfg.get('recipe', 'dense')
+      raise ValueError(f'Unknown sparsity config keys {sorted(unknown)}; known keys: {sorted(DEFAULTS)}.')
+    cfg = {**DEFAULTS, **given}
+    name = cfg['recipe']
     if name not in RECIPES:
       raise ValueError(f'Unknown sparsity.recipe {name!r}; choose one of {RECIPES}.')
-    flow = cfg.get('flow', 'decayed')
+    flow = cfg['flow']
     if flow not in gradient_flow.FLOWS:
       raise ValueError(f'sparsity.flow must be one of {gradient_flow.FLOWS}, got {flow!r}.')
-    alpha = _finite_number(cfg.get('alpha') or 0.0, 'alpha')
-    srste_lambda = _finite_number(cfg.get('srste_lambda', 2e-4), 'srste_lambda') if name == 'srste' else 0.0
-    group_axis = cfg.get('group_axis', 'in')
+    alpha = _finite_number(cfg['alpha'] or 0.0, 'alpha')
+    srste_lambda = _finite_number(cfg['srste_lambda'], 'srste_lambda') if name == 'srste' else 0.0
+    group_axis = cfg['group_axis']
     if group_axis not in ('in', 'out'):
       raise ValueError(f"sparsity.group_axis must be 'in' or 'out', got {group_axis!r}.")
-    every = cfg.get('mask_update_every', 1)
+    every = cfg['mask_update_every']
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
       raise ValueError(f'sparsity.mask_update_every must be an integer >= 1, got {every!r}.')
     if name.startswith('mdgf') and not alpha > 0.0:
@@ -164,12 +166,12 @@ class Recipe:
       raise ValueError('recipe srste is defined on the straight-through gradient: set sparsity.flow="ste".')
     if name == 'srste' and not srste_lambda > 0.0:
       raise ValueError(f'recipe srste needs sparsity.srste_lambda > 0, got {srste_lambda}.')
-    targets = tuple(_parse_target(k, v) for k, v in _as_dict(cfg.get('targets')).items())
+    targets = tuple(_parse_target(k, v) for k, v in _as_dict(cfg['targets']).items())
     if name != 'dense' and not targets:
       raise ValueError(f'recipe {name} needs at least one entry in sparsity.targets.')
-    frames = _parse_frames(name, targets, _as_dict(cfg.get('sdgf_custom')))
-    durations = {phase: schedules.Duration(f'sparsity {phase} phase', cfg.get(f'{phase}_steps'),
-                                           cfg.get(f'{phase}_fraction'), cfg.get(f'{phase}_epochs'))
+    frames = _parse_frames(name, targets, _as_dict(cfg['sdgf_custom']))
+    durations = {phase: schedules.Duration(f'sparsity {phase} phase', cfg[f'{phase}_steps'],
+                                           cfg[f'{phase}_fraction'], cfg[f'{phase}_epochs'])
                  for phase in ('dense', 'finetune')}
     return cls(name, flow, alpha, srste_lambda, group_axis, every, targets, frames, **durations)
 

@@ -32,7 +32,7 @@ def _duration(seconds: float) -> str:
 def header(workdir: str, exp, start_step: int) -> None:
   recipe = exp.recipe
   devices = jax.devices()
-  LOGGER.info('pgf_sparsity: %s, %d steps, workdir %s%s', exp.config.model.get('name'), exp.total_steps, workdir,
+  LOGGER.info('pgf_sparsity: %s, %d steps, workdir %s%s', exp.config.model.name, exp.total_steps, workdir,
               f' (resuming at step {start_step})' if start_step else '')
   LOGGER.info('devices: %d x %s, %d process(es)', len(devices), devices[0].device_kind, jax.process_count())
   patterns = ', '.join(f'{t.name} {t.n}:{t.m}' for t in recipe.recipe.targets)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from pgf_sparsity import config_lib
 from pgf_sparsity import data as data_lib
 from pgf_sparsity import models
 from pgf_sparsity import tasks
@@ -40,7 +41,7 @@ class Experiment:
   config: Any
   spec: DataSpec
   model: nn.Module
-  task: Any
+  task: tasks.Task
   recipe: BoundRecipe
   tx: optax.GradientTransformationExtraArgs
   learning_rate: optax.Schedule
@@ -90,7 +91,7 @@ class Experiment:
 
 
 def total_steps_of(config, spec: DataSpec) -> int:
-  steps = (config.total_steps if config.get('total_steps') is not None
+  steps = (config.total_steps if config.total_steps is not None
            else int(round(config.num_epochs * spec.steps_per_epoch)))
   if steps <= 0:
     raise ValueError(f'The run has {steps} training steps; raise total_steps or num_epochs.')
@@ -101,20 +102,21 @@ def build(config, spec: DataSpec, recipe: Recipe) -> Experiment:
   """Binds the recipe to the model's abstract parameters (every pattern checked against every kernel)."""
   total_steps = total_steps_of(config, spec)
   model = models.build(config.model, spec.output_size)
-  task = tasks.build(config, spec)
+  task = tasks.build(config, spec, model)
   dummy = task.dummy_inputs(spec.input_shapes)
   abstract_params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *dummy)['params'])
   bound = recipe.bind(abstract_params, total_steps, spec.steps_per_epoch)
   bound.check_layers(model.apply, abstract_params, *dummy)
   learning_rate = optim.learning_rate_schedule(config.optimizer, total_steps, spec.steps_per_epoch)
   tx = optim.make_optimizer(config.optimizer, bound.transform(), learning_rate)
-  mesh = sharding.make_mesh(config.get('mesh'))
+  mesh = sharding.make_mesh(config.mesh)
   return Experiment(config, spec, model, task, bound, tx, learning_rate, total_steps, mesh, dummy)
 
 
 def from_config(config) -> Tuple[Experiment, data_lib.Pipeline]:
   """(Experiment, data pipeline) of a config, validated as train_and_evaluate validates it (for tools and
   benchmarks that need no workdir)."""
+  config = config_lib.complete(config)
   recipe = validation.check_config(config)
   data = data_lib.build(config)
   return build(config, data.spec, recipe), data

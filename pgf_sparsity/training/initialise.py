@@ -17,7 +17,7 @@ Only a fresh run is initialised this way; a resumed one continues from its own c
 the optimizer state always start afresh. Every other parameter of the model must come from the source, with
 its shape: a missing, extra or misshapen one fails naming the parameter, before anything is trained.
 """
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import re
 
@@ -31,30 +31,26 @@ from pgf_sparsity.formats import converters
 from pgf_sparsity.formats import file_paths
 from pgf_sparsity.sparsity import tree_paths
 
-KEYS = {'path', 'format', 'masks', 'reset'}
 FORMATS = ('workdir',) + tuple(converters.FORMATS)
 MASKS = ('reset', 'keep')
 
 
-def check(init: Optional[Mapping[str, Any]]) -> None:
-  """config.init, validated before any data is read (the source must exist)."""
-  if not init or not init.get('path'):
+def check(init) -> None:
+  """config.init (completed by config_lib), validated before any data is read (the source must exist)."""
+  if not init.path:
     return
-  unknown = set(init) - KEYS
-  if unknown:
-    raise ValueError(f'Unknown config.init keys {sorted(unknown)}; known: {sorted(KEYS)}.')
-  if init.get('format', 'workdir') not in FORMATS:
-    raise ValueError(f'config.init.format must be one of {FORMATS}, got {init.get("format")!r}.')
-  if init.get('masks', 'reset') not in MASKS:
-    raise ValueError(f'config.init.masks must be one of {MASKS}, got {init.get("masks")!r}.')
-  if init.get('masks') == 'keep' and init.get('format', 'workdir') != 'workdir':
+  if init.format not in FORMATS:
+    raise ValueError(f'config.init.format must be one of {FORMATS}, got {init.format!r}.')
+  if init.masks not in MASKS:
+    raise ValueError(f'config.init.masks must be one of {MASKS}, got {init.masks!r}.')
+  if init.masks == 'keep' and init.format != 'workdir':
     raise ValueError("config.init.masks='keep' needs format 'workdir' (only a run's checkpoint holds masks).")
   try:
-    re.compile(init.get('reset') or '')
+    re.compile(init.reset or '')
   except re.error as e:
-    raise ValueError(f'config.init.reset {init.get("reset")!r} is not a regular expression ({e}).') from None
-  if not epath.Path(init['path']).exists():
-    raise FileNotFoundError(f'config.init.path {init["path"]!r} does not exist.')
+    raise ValueError(f'config.init.reset {init.reset!r} is not a regular expression ({e}).') from None
+  if not epath.Path(init.path).exists():
+    raise FileNotFoundError(f'config.init.path {init.path!r} does not exist.')
 
 
 def _from_workdir(workdir: str) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
@@ -108,20 +104,20 @@ def _checked(source: Dict[str, np.ndarray], target, what: str, reset: str = '') 
 def initialised_state(init: Mapping[str, Any], exp, state):
   """`state` (fresh) with the parameters (and, with masks='keep', the masks) of `init`, placed as the
   state's own shardings; the optimizer state is initialised anew for them."""
-  fmt, what = init.get('format', 'workdir'), f'{init["path"]!r}'
+  fmt, what = init.format, f'{init.path!r}'
   masks = None
   if fmt == 'workdir':
-    params, source_masks = _from_workdir(init['path'])
-    if init.get('masks', 'reset') == 'keep':
-      masks = _checked(source_masks, state.masks, what + "'s masks", init.get('reset') or '')
+    params, source_masks = _from_workdir(init.path)
+    if init.masks == 'keep':
+      masks = _checked(source_masks, state.masks, what + "'s masks", init.reset or '')
   else:
-    params = converters.FORMATS[fmt](init['path'])
+    params = converters.FORMATS[fmt](init.path)
   def place(flat, tree, shardings):
     where, fresh = tree_paths.flatten(shardings), tree_paths.flatten(tree)
     return tree_paths.unflatten_like(tree, {p: jax.device_put(flat[p], where[p]) if p in flat else fresh[p]
                                             for p in fresh})
 
-  new_params = place(_checked(params, state.params, what, init.get('reset') or ''), state.params,
+  new_params = place(_checked(params, state.params, what, init.reset or ''), state.params,
                      exp.state_sharding.params)
   new_masks = place(masks, state.masks, exp.state_sharding.masks) if masks is not None else state.masks
   opt_state = jax.jit(exp.tx.init, out_shardings=exp.state_sharding.opt_state)(new_params)

@@ -5,8 +5,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-KEYS = {'name', 'schedule', 'learning_rate', 'init_learning_rate', 'min_learning_rate', 'warmup_steps',
-        'warmup_epochs', 'cooldown_epochs', 'weight_decay', 'b1', 'b2', 'eps', 'grad_clip_norm'}
 OPTIMIZERS = ('adamw', 'adafactor')
 SCHEDULES = ('cosine', 'rsqrt', 'constant')
 ADAMW_ONLY = ('weight_decay', 'b1', 'b2', 'eps')
@@ -14,14 +12,14 @@ COSINE_ONLY = ('init_learning_rate', 'min_learning_rate', 'cooldown_epochs')
 
 
 def _warmup_steps(opt, steps_per_epoch: int) -> int:
-  if opt.get('warmup_epochs') is not None:
+  if opt.warmup_epochs is not None:
     return int(round(opt.warmup_epochs * steps_per_epoch))
-  return int(opt.get('warmup_steps') or 0)
+  return int(opt.warmup_steps or 0)
 
 
 def learning_rate_schedule(opt, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
-  """`opt` is config.optimizer; warmup and cooldown may be given in epochs."""
-  kind = opt.get('schedule', 'cosine')
+  """`opt` is config.optimizer (completed by config_lib); warmup and cooldown may be given in epochs."""
+  kind = opt.schedule
   warmup = _warmup_steps(opt, steps_per_epoch)
   if kind == 'constant':
     return optax.constant_schedule(opt.learning_rate)
@@ -29,15 +27,15 @@ def learning_rate_schedule(opt, total_steps: int, steps_per_epoch: int) -> optax
     floor = max(warmup, 1)
     return lambda step: opt.learning_rate * (floor / jnp.maximum(step, floor)) ** 0.5
   # Cooldown: the last epochs stay at the minimum learning rate (timm's cooldown_epochs).
-  cooldown = int(round((opt.get('cooldown_epochs') or 0) * steps_per_epoch))
+  cooldown = int(round((opt.cooldown_epochs or 0) * steps_per_epoch))
   decay_steps = max(total_steps - cooldown, 1)
   if warmup >= decay_steps:  # optax would fail inside with 'positive decay_steps', naming neither key
     raise ValueError(f'The warmup ({warmup} steps) must end before the cosine decay does (step {decay_steps}: '
                      f'total_steps {total_steps}, cooldown {cooldown} steps); lower optimizer.warmup_steps '
                      '(or warmup_epochs) or raise total_steps.')
-  min_lr = opt.get('min_learning_rate', 0.0)
+  min_lr = opt.min_learning_rate
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=opt.get('init_learning_rate', 0.0), peak_value=opt.learning_rate,
+      init_value=opt.init_learning_rate, peak_value=opt.learning_rate,
       warmup_steps=warmup, decay_steps=decay_steps, end_value=min_lr)
   if not cooldown:
     return schedule
@@ -53,11 +51,11 @@ def make_optimizer(opt, gradient_flow: optax.GradientTransformationExtraArgs,
                    schedule: optax.Schedule) -> optax.GradientTransformationExtraArgs:
   """The recipe's gradient flow comes first, so that SR-STE's term is clipped and adapted like the gradient."""
   chain = [gradient_flow]
-  if opt.get('grad_clip_norm'):
+  if opt.grad_clip_norm:
     chain.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-  if opt.get('name', 'adamw') == 'adafactor':
+  if opt.name == 'adafactor':
     chain.append(optax.adafactor(schedule))  # T5X's: decay 0.8, factored, update clipping 1.0, parameter scale
   else:
-    chain.append(optax.adamw(schedule, b1=opt.get('b1', 0.9), b2=opt.get('b2', 0.999), eps=opt.get('eps', 1e-8),
-                             weight_decay=opt.get('weight_decay', 0.0), mask=_is_kernel))
+    chain.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
+                             mask=_is_kernel))
   return optax.chain(*chain)

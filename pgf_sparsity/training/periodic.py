@@ -42,7 +42,7 @@ class PeriodicWork:
 
   def before_step(self, step: int, plan, state, batch) -> None:
     """The gradient-noise diagnostic, on the state and batch the step is about to use."""
-    if due(step, self.exp.config.get('diagnostics_every_steps', 0)):
+    if due(step, self.exp.config.diagnostics_every_steps):
       grads, masks, raw_grads = jax.device_get(self.compiled.gradient_noise(plan)(state, batch))
       self.logger.write(step, 'diag', self.noise.update(grads, masks, raw_grads))
 
@@ -80,7 +80,7 @@ class PeriodicWork:
   def check_finite(self, state) -> None:
     """With nonfinite='stop', a non-finite step stops the run before anything non-finite is saved."""
     bad = int(state.nonfinite_step)
-    if self.exp.config.get('nonfinite', 'stop') == 'stop' and bad >= 0:
+    if self.exp.config.nonfinite == 'stop' and bad >= 0:
       self.checkpointer.close()
       raise NonFiniteError(f'Non-finite loss or gradients at step {bad}; stopped without saving. The last good '
                            f'checkpoint is step {self.checkpointer.latest_step()}. Lower the learning rate, or '

@@ -18,13 +18,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from pgf_sparsity.sparsity import tree_paths
 
 AXES = ('data', 'fsdp')
-DEFAULT = {'data': -1, 'fsdp': 1}
 
 
 def mesh_shape(mesh_config: Mapping[str, Any], device_count: int) -> Tuple[int, ...]:
   """The sizes of AXES for `device_count` devices (one size may be -1: the devices left); ValueError on a
   mesh that does not fit."""
-  given = dict(DEFAULT, **dict(mesh_config or {}))
+  given = dict(mesh_config)
   unknown = set(given) - set(AXES)
   if unknown:
     raise ValueError(f'Unknown config.mesh axes {sorted(unknown)}; the axes are {AXES}.')

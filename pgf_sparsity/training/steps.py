@@ -2,7 +2,7 @@
 
   train_step(exp, plan, state, batch) -> (state, metrics)
   gradient_noise(exp, plan, state, batch) -> (gradients after the flow, masks, raw gradients), targeted kernels
-  eval_sums(exp, params, batch), predict(exp, params, batch)
+  eval_sums(exp, params, batch), decode(exp, params, batch)
 
 Masks are computed once per step and shared by the forward pass and the optimizer's gradient flow.
 `CompiledSteps` jits one train step per plan (phase / SDGF frame), so a run compiles once per plan.
@@ -19,7 +19,6 @@ from jax.experimental import multihost_utils
 from pgf_sparsity.sparsity import nm
 from pgf_sparsity.sparsity import StepPlan
 from pgf_sparsity.sparsity import tree_paths
-from pgf_sparsity.tasks import decoding
 from pgf_sparsity.training.experiment import Experiment, TrainState
 
 
@@ -77,7 +76,7 @@ def train_step(exp: Experiment, plan: StepPlan, state: TrainState, batch):
   new_masks = masks if masks is not None else state.masks
   finite = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
   first_bad = jnp.where((state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step)
-  if exp.config.get('nonfinite', 'stop') == 'skip':  # keep the previous parameters and optimizer state
+  if exp.config.nonfinite == 'skip':  # keep the previous parameters and optimizer state
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     params, opt_state, new_masks = (keep(params, state.params), keep(opt_state, state.opt_state),
                                     keep(new_masks, state.masks))
@@ -118,15 +117,8 @@ def eval_sums(exp: Experiment, params, batch):
   return exp.task.eval_sums(_eval_apply(exp, params), params, batch)
 
 
-def predict(exp: Experiment, params, batch):
-  length = exp.spec.input_shapes['targets'][0]
-  beam_size = exp.config.get('beam_size', 1)
-  cache = exp.model.empty_cache(batch['inputs'].shape[0] * beam_size, length)
-  apply_fn = _eval_apply(exp, params)
-  if beam_size == 1:
-    return decoding.greedy(apply_fn, params, batch['inputs'], length, cache)
-  return decoding.beam_search(apply_fn, params, batch['inputs'], length, cache, beam_size,
-                              exp.config.get('length_penalty', 0.6))
+def decode(exp: Experiment, params, batch):
+  return exp.task.decode(_eval_apply(exp, params), params, batch)
 
 
 def all_processes(texts: List[str]) -> List[str]:
@@ -177,15 +169,15 @@ class CompiledSteps:
       for k, v in jax.device_get(step(params, self.exp.shard(batch))).items():
         totals[k] = totals.get(k, 0.0) + float(v)
     results = self.exp.task.finalize(totals)
-    if self.exp.spec.generation_metric:
+    if self.exp.task.decodes:
       references = data.references()
       predictions = [data.detokenize(ids) for ids in self.predict(params, data)[:len(references)]]
-      results.update(self.exp.task.generation_metrics(all_processes(predictions), all_processes(references)))
+      results.update(self.exp.task.corpus_metrics(all_processes(predictions), all_processes(references)))
     return results
 
   def predict(self, params, data) -> List[np.ndarray]:
-    """Greedy predictions (token ids) for every evaluation example of this process, in order."""
-    step = self._jit(predict, on_params=True, out=self.exp.batch_sharding)
+    """Decoded predictions (token ids) for every evaluation example of this process, in order."""
+    step = self._jit(decode, on_params=True, out=self.exp.batch_sharding)
     out = []
     for batch in data.eval_batches():
       predicted = step(params, self.exp.shard(batch))

@@ -13,6 +13,7 @@ from absl import logging
 from clu import parameter_overview
 from etils import epath
 
+from pgf_sparsity import config_lib
 from pgf_sparsity import data as data_lib
 from pgf_sparsity.training import checkpoints
 from pgf_sparsity.training import console
@@ -37,6 +38,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   is refused unless `force_resume`. Returns the final state and {'train': last logged train metrics,
   'eval': the last evaluation, 'preempted': whether SIGTERM stopped the run}.
   """
+  config = config_lib.complete(config)  # every key the config leaves out, at its default
   recipe = validation.check_config(config)
   workdir = validation.check_workdir(workdir)  # an absolute epath.Path: every file of the run goes through it
   data = data_lib.build(config)
@@ -75,10 +77,10 @@ def _restore_or_initialise(exp: experiment.Experiment, checkpointer, workdir: ep
     metric_writers.truncate(workdir, restored_step)
     return state
   state = exp.initial_state()
-  init = exp.config.get('init') or {}
-  if init.get('path'):
+  init = exp.config.init
+  if init.path:
     state = initialise.initialised_state(init, exp, state)
-    console.note('Initialised the parameters from %s (%s).', init['path'], init.get('format', 'workdir'))
+    console.note('Initialised the parameters from %s (%s).', init.path, init.format)
   parameter_overview.log_parameter_overview(state.params, include_stats=False)  # stats would gather shards
   return state
 

@@ -9,6 +9,7 @@ import os
 import jax
 from etils import epath
 
+from pgf_sparsity import config_lib
 from pgf_sparsity import data as data_lib
 from pgf_sparsity import models
 from pgf_sparsity.formats import file_paths
@@ -17,11 +18,6 @@ from pgf_sparsity.training import initialise
 from pgf_sparsity.training import optim
 from pgf_sparsity.training import sharding
 
-TOP_LEVEL_KEYS = {'seed', 'dataset', 'model', 'sparsity', 'batch_size', 'eval_batch_size', 'total_steps',
-                  'num_epochs', 'optimizer', 'loss', 'label_smoothing', 'mixup_alpha', 'log_every_steps',
-                  'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'nonfinite',
-                  'diagnostics_every_steps', 'z_loss', 'loss_normalizer', 'mesh', 'init', 'beam_size',
-                  'length_penalty', 'cutmix_alpha', 'mixup_switch_prob', 'random_erasing'}
 # Keys that may change between a run and its resumption: they do not change what is trained.
 RESUMABLE_CHANGES = {'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
                      'eval_batch_size', 'diagnostics_every_steps', 'mesh', 'beam_size', 'length_penalty'}
@@ -46,16 +42,19 @@ def _integer(value, key: str, minimum: int) -> None:
     raise ValueError(f'config.{key} must be an integer >= {minimum}, got {value!r}.')
 
 
+def _changed(block, *keys, block_name: str = '') -> list:
+  """The keys among `keys` whose value differs from its default (config_lib's table)."""
+  return [k for k in keys if block[k] != config_lib.default_of(block_name + k)]
+
+
 def check_config(config) -> Recipe:
-  """Validates the whole config; returns the parsed sparsity recipe."""
-  unknown = set(config.keys()) - TOP_LEVEL_KEYS
-  if unknown:
-    raise ValueError(f'Unknown config keys {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}.')
+  """Validates a config completed by config_lib.complete (unknown keys are refused there); returns the
+  parsed sparsity recipe."""
   _check_loop(config)
   _check_decoding(config)
   _check_optimizer(config.optimizer)
-  if config.dataset.get('name') not in data_lib.NAMES:
-    raise ValueError(f'Unknown dataset.name {config.dataset.get("name")!r}; choose one of {data_lib.NAMES}.')
+  if config.dataset.name not in data_lib.NAMES:
+    raise ValueError(f'Unknown dataset.name {config.dataset.name!r}; choose one of {data_lib.NAMES}.')
   models.build(config.model, output_size=1)  # unknown model names, keys and dtypes (the size comes later)
   return Recipe.from_config(config.sparsity)
 
@@ -65,83 +64,78 @@ def _check_loop(config) -> None:
     raise ValueError(f'config.loss must be one of {LOSSES}, got {config.loss!r}.')
   for key in ('batch_size', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
     _integer(config[key], key, 1)
-  _integer(config.get('diagnostics_every_steps', 0), 'diagnostics_every_steps (0: off)', 0)
+  _integer(config.diagnostics_every_steps, 'diagnostics_every_steps (0: off)', 0)
   _integer(config.seed, 'seed', 0)
-  if config.get('eval_batch_size') is not None:
+  if config.eval_batch_size is not None:
     _integer(config.eval_batch_size, 'eval_batch_size', 1)
-  if (config.get('total_steps') is None) == (config.get('num_epochs') is None):
+  if (config.total_steps is None) == (config.num_epochs is None):
     raise ValueError('Give exactly one of config.total_steps and config.num_epochs.')
-  if config.get('total_steps') is not None:
+  if config.total_steps is not None:
     _integer(config.total_steps, 'total_steps', 1)
   else:
     _number(config.num_epochs, 'num_epochs', low=0.0, low_open=True)
-  sharding.mesh_shape(config.get('mesh'), jax.device_count())
-  initialise.check(config.get('init'))
+  sharding.mesh_shape(config.mesh, jax.device_count())
+  initialise.check(config.init)
   if config.batch_size % jax.device_count():
     raise ValueError(f'config.batch_size {config.batch_size} must be divisible by the {jax.device_count()} '
                      'devices.')
   _number(config.label_smoothing, 'label_smoothing', low=0.0, high=1.0, high_open=True)
   _number(config.mixup_alpha, 'mixup_alpha', low=0.0)
   _check_image_augmentation(config)
-  if config.get('nonfinite', 'stop') not in NONFINITE_POLICIES:
+  if config.nonfinite not in NONFINITE_POLICIES:
     raise ValueError(f'config.nonfinite must be one of {NONFINITE_POLICIES}, got {config.nonfinite!r}.')
-  if 'z_loss' in config or 'loss_normalizer' in config:
-    if config.dataset.get('name') not in SEQ2SEQ_DATASETS:
+  if _changed(config, 'z_loss', 'loss_normalizer'):
+    if config.dataset.name not in SEQ2SEQ_DATASETS:
       raise ValueError('config.z_loss and config.loss_normalizer apply to the sequence-to-sequence tasks only.')
-    _number(config.get('z_loss', 0.0), 'z_loss', low=0.0)
-    if config.get('loss_normalizer', 'tokens') not in LOSS_NORMALIZERS:
+    _number(config.z_loss, 'z_loss', low=0.0)
+    if config.loss_normalizer not in LOSS_NORMALIZERS:
       raise ValueError(f'config.loss_normalizer must be one of {LOSS_NORMALIZERS}, got {config.loss_normalizer!r}.')
 
 
 def _check_image_augmentation(config) -> None:
   """CutMix, Mixup switching and random erasing (augment.py), for image classification only."""
-  keys = [k for k in ('cutmix_alpha', 'mixup_switch_prob', 'random_erasing') if k in config]
+  keys = _changed(config, 'cutmix_alpha', 'mixup_switch_prob', 'random_erasing')
   if not keys:
     return
-  if config.dataset.get('name') in SEQ2SEQ_DATASETS:
+  if config.dataset.name in SEQ2SEQ_DATASETS:
     raise ValueError(f'config.{keys[0]} applies to image classification only.')
-  _number(config.get('cutmix_alpha', 0.0), 'cutmix_alpha', low=0.0)
-  _number(config.get('mixup_switch_prob', 0.5), 'mixup_switch_prob', low=0.0, high=1.0)
-  _number(config.get('random_erasing', 0.0), 'random_erasing', low=0.0, high=1.0)
+  _number(config.cutmix_alpha, 'cutmix_alpha', low=0.0)
+  _number(config.mixup_switch_prob, 'mixup_switch_prob', low=0.0, high=1.0)
+  _number(config.random_erasing, 'random_erasing', low=0.0, high=1.0)
 
 
 def _check_decoding(config) -> None:
   """Beam search settings of the tasks evaluated by decoding (decoding.py)."""
-  if 'beam_size' not in config and 'length_penalty' not in config:
+  if not _changed(config, 'beam_size', 'length_penalty'):
     return
-  if config.dataset.get('name') not in SEQ2SEQ_DATASETS:
+  if config.dataset.name not in SEQ2SEQ_DATASETS:
     raise ValueError('config.beam_size and config.length_penalty apply to the sequence-to-sequence tasks only.')
-  _integer(config.get('beam_size', 1), 'beam_size', 1)
-  _number(config.get('length_penalty', 0.6), 'length_penalty', low=0.0)
+  _integer(config.beam_size, 'beam_size', 1)
+  _number(config.length_penalty, 'length_penalty', low=0.0)
 
 
 def _check_optimizer(opt) -> None:
-  unknown = set(opt.keys()) - optim.KEYS
-  if unknown:
-    raise ValueError(f'Unknown config.optimizer keys {sorted(unknown)}; known: {sorted(optim.KEYS)}.')
-  name, schedule = opt.get('name', 'adamw'), opt.get('schedule', 'cosine')
+  name, schedule = opt.name, opt.schedule
   if name not in optim.OPTIMIZERS:
     raise ValueError(f'config.optimizer.name must be one of {optim.OPTIMIZERS}, got {name!r}.')
   if schedule not in optim.SCHEDULES:
     raise ValueError(f'config.optimizer.schedule must be one of {optim.SCHEDULES}, got {schedule!r}.')
   for key, applies, what in ((optim.ADAMW_ONLY, name == 'adamw', 'AdamW'),
                              (optim.COSINE_ONLY, schedule == 'cosine', 'the cosine schedule')):
-    given = sorted(k for k in key if opt.get(k) is not None)
+    given = _changed(opt, *key, block_name='optimizer.')
     if given and not applies:
       raise ValueError(f'config.optimizer {given} belong to {what}, which this config does not use.')
   _number(opt.learning_rate, 'optimizer.learning_rate', low=0.0, low_open=True)
   for key in ('init_learning_rate', 'min_learning_rate', 'weight_decay', 'grad_clip_norm', 'warmup_epochs',
               'cooldown_epochs'):
-    if opt.get(key) is not None:
+    if opt[key] is not None:
       _number(opt[key], f'optimizer.{key}', low=0.0)
   for key in ('b1', 'b2'):
-    if opt.get(key) is not None:
-      _number(opt[key], f'optimizer.{key}', low=0.0, high=1.0, high_open=True)
-  if opt.get('eps') is not None:
-    _number(opt.eps, 'optimizer.eps', low=0.0, low_open=True)
-  if opt.get('warmup_steps') is not None:
+    _number(opt[key], f'optimizer.{key}', low=0.0, high=1.0, high_open=True)
+  _number(opt.eps, 'optimizer.eps', low=0.0, low_open=True)
+  if opt.warmup_steps is not None:
     _integer(opt.warmup_steps, 'optimizer.warmup_steps', 0)
-    if opt.get('warmup_epochs') is not None:
+    if opt.warmup_epochs is not None:
       raise ValueError('Give one of optimizer.warmup_steps and optimizer.warmup_epochs.')
 
 
