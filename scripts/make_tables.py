@@ -206,6 +206,26 @@ def noise_table(rows, traces: str, steps: int = 0) -> str:
   return '\n'.join(out) + '\n'
 
 
+SUMMARY_RECIPES = {'static (decayed)': 'static N:M', 'srste': 'SR-STE', 'mdgf_exponential (decayed)': 'MDGF-Exp.',
+                   'sdgf_stepwise (decayed)': 'SDGF-Stepwise'}
+
+
+def summary(rows, metric: str = 'accuracy', steps: int = 0) -> str:
+  """The front page's table: per N:M pattern, the mean over seeds of dense and the primary recipes."""
+  name, scale, decimals, _ = METRICS[metric]
+  longest = main_steps(rows, steps)
+  main = [r for r in rows if r['steps'] == longest]
+  dense = list({r['seed']: r['accuracy'] for r in main if r['recipe'] == 'dense'}.values())
+  patterns = sorted({r['pattern'] for r in main if r['recipe'] != 'dense'}, key=pattern_key)
+  mean = lambda values: f'{np.mean(values) * scale:.{decimals}f}' if values else '-'
+  out = ['| N:M | dense | ' + ' | '.join(SUMMARY_RECIPES.values()) + ' |', '|---' * (len(SUMMARY_RECIPES) + 2) + '|']
+  for p in patterns:
+    cells = [mean([r['accuracy'] for r in main if r['pattern'] == p and label(r) == rec]) for rec in SUMMARY_RECIPES]
+    out.append(f'| {p.split("=")[-1]} | {mean(dense)} | ' + ' | '.join(cells) + ' |')
+  seeds = len({r['seed'] for r in main})
+  return '\n'.join(out) + f'\n\nMean final {name} over {seeds} seeds, {longest} steps.\n'
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--csv', action='append', required=True, help='a sweep CSV (repeatable)')
@@ -213,6 +233,7 @@ def main():
   parser.add_argument('--findings', action='store_true', help='the pre-registered comparisons instead of tables')
   parser.add_argument('--traces', default='', help="sweep.py's --traces directory: add the gradient-noise table")
   parser.add_argument('--hours', action='store_true', help='only the count of runs and their hours of run time')
+  parser.add_argument('--summary', action='store_true', help="the front page's table of means instead of tables")
   parser.add_argument('--steps', type=int, default=0,
                       help='the run length of the main tables and findings (default: the most common one)')
   args = parser.parse_args()
@@ -225,6 +246,9 @@ def main():
     return
   if args.findings:
     sys.stdout.write(findings(rows, args.metric, args.steps))
+    return
+  if args.summary:
+    sys.stdout.write(summary(rows, args.metric, args.steps))
     return
   sys.stdout.write(tables(rows, args.metric, args.steps))
   if args.traces:

@@ -122,6 +122,14 @@ case "${1:-}" in
       echo; echo -n '**The whole study:** '
       "${TABLES[@]}" "${CONVERGE_CSVS[@]}" "${LANGUAGE_CSVS[@]}" --hours  # CONVERGE_CSVS: every vision CSV
     } > "$OUT/findings.md"
+    {
+      echo 'Vision (Fashion-MNIST, exact N:M test accuracy, %):'; echo
+      "${TABLES[@]}" "${CONVERGE_CSVS[@]}" --steps=12000 --summary
+      if (( ${#LANGUAGE_CSVS[@]} )); then
+        echo; echo 'Language (Shakespeare, held-out loss; lower is better):'; echo
+        "${TABLES[@]}" "${LANGUAGE_CSVS[@]}" --metric=loss --summary
+      fi
+    } > "$OUT/summary.md"
     .venv/bin/python scripts/plot.py "${VISION_CSVS[@]}" "${ISO_CSVS[@]}" --traces="$OUT/traces/vision" --out="$OUT/vision" \
         --noise_patterns='ff=1:8,ff=1:32,ff=1:64' --curves_pattern=ff=1:32
     .venv/bin/python scripts/plot.py "${CONVERGE_CSVS[@]}" --length_pattern=ff=1:32 --out="$OUT/vision"

@@ -71,7 +71,7 @@ def test_memory_rows_follow_the_spec_arithmetic():
   rows = {(r['pattern'], r['dtype']): r for r in nm_packing.memory_rows({'ff': ((3072, 768), 1, 32),
                                                                         'ff2': ((3072, 768), 2, 4),
                                                                         'ff3': ((3072, 768), 4, 8)})}
-  # SPEC section 10: 1:32 in bf16 is 4.1% of dense; 2:4 in bf16 56.25%; 4:8 takes the bitmask.
+  # docs/method.md: 1:32 in bf16 is 4.1% of dense; 2:4 in bf16 56.25%; 4:8 takes the bitmask.
   assert rows[('1:32', 'bfloat16')]['packed_fraction'] == pytest.approx(1 / 32 + 5 / 32 / 16)
   assert round(rows[('1:32', 'bfloat16')]['packed_fraction'], 3) == 0.041
   assert rows[('2:4', 'bfloat16')]['packed_fraction'] == 0.5625
@@ -143,7 +143,7 @@ def test_the_safetensors_loader_needs_no_jax(tmp_path):
   for name, packed in (('dense.safetensors', False), ('packed.safetensors', True)):
     model_files.write(str(tmp_path / name), flat, model_files.describe(flat, sparse), packed)
   script = ('import sys; sys.modules["jax"] = None; sys.modules["flax"] = None\n'
-            'from pgf_sparsity import model_files\n'
+            'from pgf_sparsity.formats import model_files\n'
             f'for name in ("dense", "packed"):\n'
             f'  arrays, meta = model_files.read_torch_layout("{tmp_path}/" + name + ".safetensors")\n'
             '  assert arrays["block.mlp.fc1.weight"].shape == (64, 32), arrays.keys()\n'

@@ -1,4 +1,4 @@
-"""Training FLOPs against hand counts on a tiny ViT (SPEC section 8)."""
+"""Training FLOPs against hand counts on a tiny ViT (docs/method.md, "Training FLOPs")."""
 import pytest
 
 from pgf_sparsity import models

@@ -1,5 +1,6 @@
-"""The committed study is data: its tables and findings, and the README's findings block, are regenerated
-from the committed CSVs and run traces (scripts/run_study_v2.sh tables) and must match what is committed."""
+"""The committed study is data: its tables, findings and summary, quoted in docs/study.md and the README, are
+regenerated from the committed CSVs and run traces (scripts/run_study_v2.sh tables) and must match what is
+committed."""
 import os
 import shutil
 import subprocess
@@ -18,11 +19,12 @@ def test_study_v2_tables_and_findings_regenerate_from_the_committed_data(tmp_pat
   done = subprocess.run(['bash', 'scripts/run_study_v2.sh', 'tables'], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=600)
   assert done.returncode == 0, done.stderr
-  for name in ('tables.md', 'findings.md'):
+  for name in ('tables.md', 'findings.md', 'summary.md'):
     with open(os.path.join(STUDY, name)) as f:
       assert (out / name).read_text() == f.read(), name
   for figure in ('accuracy_vs_sparsity', 'gradient_noise', 'curves', 'accuracy_vs_steps'):
     assert (out / 'vision' / f'{figure}.png').stat().st_size > 5000
+  with open(os.path.join(ROOT, 'docs', 'study.md')) as f:
+    assert (out / 'findings.md').read_text() in f.read()  # the study's page quotes the findings verbatim
   with open(os.path.join(ROOT, 'README.md')) as f:
-    readme = f.read()
-  assert (out / 'findings.md').read_text() in readme  # the README quotes the findings verbatim
+    assert (out / 'summary.md').read_text() in f.read()  # and the front page the summary

@@ -18,7 +18,7 @@ FF = {'ff': {'regex': '.*kernel', 'n': 1, 'm': 8}}
 
 
 def test_spec_worked_examples_of_exponential_beta():
-  # SPEC section 4: alpha = 1e-4 -> 0.607 at 5k, 0.368 at 10k, 0.10 at 23.0k, 0.01 at 46.1k.
+  # docs/method.md: alpha = 1e-4 -> 0.607 at 5k, 0.368 at 10k, 0.10 at 23.0k, 0.01 at 46.1k.
   for t, expected in [(5_000, 0.607), (10_000, 0.368), (23_000, 0.10), (46_100, 0.01)]:
     assert float(schedules.beta('exponential', t, 1e-4)) == pytest.approx(expected, abs=1e-3)
   assert float(schedules.beta('exponential', 0, 1e-4)) == 1.0

@@ -6,7 +6,7 @@ sparse phases: the realised N:M per kernel, total sparsity, the pattern per targ
 train step's own `mask_flip_rate_step` is the fraction that changed from one step to the next, averaged
 over the log interval.)
 
-`GradientNoise`, the paper's gradient-noise diagnostic (SPEC section 7), every K steps: per sparse layer,
+`GradientNoise`, the paper's gradient-noise diagnostic (docs/method.md), every K steps: per sparse layer,
 std, L2 norm and max |.| of the gradient, split into kept and pruned entries; the change since the previous
 log point ||g_t - g_{t-K}||_2 and its std (the induced noise); and mask flips ||m_t - m_{t-K}||_1 / numel.
 Two gradients are measured: `grad_*`, the one that reaches W after the recipe's gradient flow (what the

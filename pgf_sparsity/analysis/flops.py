@@ -1,4 +1,4 @@
-"""Training FLOPs of a sparse run (SPEC section 8), for comparisons at equal training compute.
+"""Training FLOPs of a sparse run (docs/method.md), for comparisons at equal training compute.
 
 Per linear layer with P weights applied to T tokens: forward 2PT rho_f, input gradient 2PT rho_b, weight
 gradient 2PT rho_w. Dense phase: rho = 1. Binary-mask phases (static, SR-STE, SDGF, fine-tune, MDGF once

@@ -92,7 +92,18 @@ def write(path: str, flat: Flat, meta: Dict[str, Any], packed: bool = False) -> 
 
 
 def read(path: str) -> Tuple[Flat, Dict[str, Any]]:
-  """({Flax path: dense array with exact zeros}, metadata) of a model file of any format."""
+  """A model file of any format (.npz, .safetensors dense or packed, an orbax directory).
+
+  Args:
+    path: the file (or directory), local or a URL etils.epath reads.
+
+  Returns:
+    ({Flax path: dense numpy array with exact zeros at pruned weights}, metadata).
+
+  Raises:
+    ModelFileError: a missing, truncated or corrupted file, another format version, or weights that are
+      not exactly the N:M the metadata states.
+  """
   path = str(path)
   if not epath.Path(path).exists():
     raise ModelFileError(f'{path!r} does not exist.')
@@ -267,8 +278,14 @@ def _read_safetensors(path: str) -> Tuple[Flat, Dict[str, Any]]:
 
 
 def read_torch_layout(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
-  """({PyTorch name: array in PyTorch's layout, zeros at pruned weights}, metadata) of either safetensors
-  variant, with numpy alone."""
+  """Either safetensors variant in PyTorch's names and layout, with numpy alone (no JAX).
+
+  Args:
+    path: a .safetensors file written by `write`.
+
+  Returns:
+    ({PyTorch name: array in PyTorch's layout, zeros at pruned weights}, metadata).
+  """
   flat, meta = _read_safetensors(path)
   return {meta['params'][p]['torch_name']: _torch_array(a, meta['params'][p]) for p, a in flat.items()}, meta
 

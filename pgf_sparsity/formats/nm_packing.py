@@ -4,8 +4,8 @@ A sparse kernel's groups of M weights along its grouping axes (the same groups a
   values  (G, N, B): the N kept weights of every group, in group order, and one of
   index   the position of each kept weight in its group, ceil(log2 M) bits each, bit-packed, or
   bitmask one bit per weight, bit-packed (smaller when N/M > 1/ceil(log2 M), e.g. 4:8 or 16:32).
-Bits are packed little-endian (bit i of a byte is element i). The bytes are exactly SPEC section 10's
-arithmetic: N/M of the values plus the index or bitmask bits, rounded up to whole bytes per kernel.
+Bits are packed little-endian (bit i of a byte is element i). The bytes are exactly the packed-storage
+arithmetic of docs/method.md: N/M of the values plus the index or bitmask bits, rounded up to whole bytes per kernel.
 """
 import dataclasses
 import math
@@ -40,7 +40,7 @@ def packed_bytes(size: int, n: int, m: int, value_bytes: int, encoding: str) -> 
 
 
 def spec_fraction(n: int, m: int, value_bits: int, encoding: str) -> float:
-  """SPEC section 10's packed size relative to dense: N/M of the values plus the index or bitmask bits."""
+  """The packed size relative to dense (docs/method.md): N/M of the values plus the index or bitmask bits."""
   code_bits = n / m * index_bits(m) if encoding == 'index' else 1.0
   return n / m + code_bits / value_bits
 
@@ -122,7 +122,7 @@ VALUE_BITS = {'float32': 32, 'bfloat16': 16, 'float16': 16}
 
 def memory_rows(layers, dtypes=tuple(VALUE_BITS)):
   """Per sparse kernel and value dtype: dense, index-packed, bitmask-packed and chosen bytes, the chosen
-  size relative to dense, SPEC section 10's fraction, and their ratio (1 up to rounding to whole bytes).
+  size relative to dense, the docs' fraction, and their ratio (1 up to rounding to whole bytes).
 
   `layers` maps kernel paths to (shape, n, m)."""
   rows = []

@@ -3,7 +3,7 @@
 A layer is sparse for a call when the 'sparsity' variable collection holds `mask` (bool, kernel-shaped)
 and `beta` (scalar) for it; otherwise it is an ordinary dense layer. The gradient to W is straight-through
 (dL/dW = dL/dW~ for every entry), so that the optax transformation in `gradient_flow` alone decides what
-reaches pruned weights. Masks are computed once per step outside the model (see `sparsity.py`).
+reaches pruned weights. Masks are computed once per step outside the model (see `recipe.py`).
 """
 import math
 from typing import Any, Callable, Sequence, Union

@@ -122,11 +122,18 @@ METHODS = {
 
 
 def choose_method(n: int, m: int) -> str:
-  """The fastest exact method for N:M on a 2-core CPU (scripts/bench_masks.py prints the table).
+  """The fastest exact method for N:M on a CPU (scripts/bench_masks.py times them).
 
-  On a 3072x768 kernel: argmax rounds cost ~0.2-0.3 ms each for M <= 16; picking extremes costs
-  ~0.25-0.4 ms per round (min(N, M-N) rounds); bisection costs a flat ~6 ms for M >= 64 but 12-60 ms for
-  M <= 32, where counting over the short group axis vectorises badly.
+  Argmax rounds cost one pass each, so they win for small groups; picking extremes takes min(N, M - N)
+  rounds; bisection costs a fixed number of passes, but counting over a short group axis vectorises badly,
+  so it pays only for large groups with many kept weights.
+
+  Args:
+    n: weights kept per group.
+    m: group size.
+
+  Returns:
+    'argmax', 'extremes' or 'bisection', a key of METHODS.
   """
   if m <= 16 and n <= m // 2:
     return 'argmax'

@@ -14,7 +14,7 @@ and then, once per training step:
   model.apply({'params': params, 'sparsity': bound.collection(masks, beta)}, x)
   tx.update(grads, opt_state, params, nm_masks=masks, nm_beta=beta)   # tx starts with bound.transform()
 
-Recipes (SPEC section 4): dense, static, srste, mdgf_linear, mdgf_exponential, sdgf_stepwise,
+Recipes (docs/method.md): dense, static, srste, mdgf_linear, mdgf_exponential, sdgf_stepwise,
 sdgf_geometric, sdgf_custom. Config keys:
   recipe, flow ('decayed' | 'ste'), alpha, srste_lambda, group_axis ('in' | 'out'),
   targets: {name: {regex, n, m, in_ndim}}, sdgf_custom: {name: [[n, m], ...]},
@@ -140,7 +140,17 @@ class Recipe:
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> 'Recipe':
-    """Every key of the block checked, with a message naming it; raises ValueError."""
+    """A recipe from its config block, every key checked.
+
+    Args:
+      config: the sparsity block (a mapping or ConfigDict); missing keys take `DEFAULTS`.
+
+    Returns:
+      A frozen Recipe.
+
+    Raises:
+      ValueError: naming the key, for an unknown key or an invalid value.
+    """
     given = _as_dict(config)
     unknown = set(given) - set(DEFAULTS)
     if unknown:
@@ -185,8 +195,17 @@ class Recipe:
     return Schedule(self, self.phases(total_steps, steps_per_epoch))
 
   def bind(self, params, total_steps: int, steps_per_epoch: Optional[int] = None) -> 'BoundRecipe':
-    """Resolves the targets on a parameter tree (arrays or ShapeDtypeStructs) and validates every pattern
-    of every frame against every selected kernel, before anything is compiled."""
+    """Resolves the targets on a parameter tree and validates every pattern of every frame against every
+    selected kernel, before anything is compiled.
+
+    Args:
+      params: the parameter tree (arrays or ShapeDtypeStructs, e.g. from jax.eval_shape).
+      total_steps: the run's length, which places the phases and SDGF frames.
+      steps_per_epoch: needed only for durations given in epochs.
+
+    Returns:
+      A frozen BoundRecipe: plans, masks, beta and the gradient flow for this tree.
+    """
     kernels = self._resolve(tree_paths.flatten(params))
     sparse = kernels if self.name != 'dense' else {}
     return BoundRecipe(self, self.phases(total_steps, steps_per_epoch), sparse, tuple(sorted(kernels)))
@@ -294,8 +313,15 @@ class BoundRecipe(Schedule):
     return plan.pattern(target.name) if plan.sparse else (target.m, target.m)
 
   def masks(self, params, plan: StepPlan):
-    """N:M masks of the sparse kernels for this plan, from |W| of the dense weights; params-shaped, with
-    None at every dense leaf."""
+    """N:M masks of the sparse kernels for this plan, from |W| of the dense weights.
+
+    Args:
+      params: the parameter tree the recipe was bound to (concrete or traced).
+      plan: this step's plan (`plan(step)`), which fixes each target's N:M.
+
+    Returns:
+      A params-shaped tree of boolean masks (True = kept), None at every dense leaf.
+    """
     def leaf(key_path, w):
       path = tree_paths.path_string(key_path)
       if path not in self.kernels:
@@ -309,7 +335,16 @@ class BoundRecipe(Schedule):
         lambda kp, w: jnp.ones(w.shape, bool) if tree_paths.path_string(kp) in self.kernels else None, params)
 
   def collection(self, masks, beta) -> Dict[str, Any]:
-    """The 'sparsity' variable collection the sparse layers read."""
+    """The 'sparsity' variable collection the sparse layers read.
+
+    Args:
+      masks: the tree `masks` returned.
+      beta: the scalar value of pruned weights in the forward pass (`beta(step, plan)`).
+
+    Returns:
+      {module path...: {'mask': mask, 'beta': beta}}, nested like the parameters, to pass as
+      `model.apply({'params': params, 'sparsity': collection}, ...)`.
+    """
     flat = {}
     for path, mask in tree_paths.flatten(masks).items():
       module = path.rsplit('/', 1)[0]
@@ -329,5 +364,9 @@ class BoundRecipe(Schedule):
                        f'pgf_sparsity.sparsity.SparseDense / SparseDenseGeneral): {ignored}')
 
   def transform(self):
-    """The optax gradient-flow transformation of this recipe."""
+    """The optax gradient-flow transformation of this recipe, to put first in the optimizer's chain.
+
+    Returns:
+      `nm_gradient_flow(flow, srste_lambda)`; its `update` takes `nm_masks=` and `nm_beta=`.
+    """
     return gradient_flow.nm_gradient_flow(self.recipe.flow, self.recipe.srste_lambda)
