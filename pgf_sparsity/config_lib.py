@@ -195,8 +195,10 @@ def complete(config) -> ml_collections.ConfigDict:
   """`config` (a ConfigDict or a mapping) with every key it leaves out at its default; ValueError naming
   an unknown key. Idempotent."""
   given = _as_dict(config)
-  dataset = given.get('dataset') or {}
-  return ml_collections.ConfigDict(_merged(_defaults(dict(dataset).get('name')), given, ''))
+  name = dict(given.get('dataset') or {}).get('name')
+  if name not in DATASETS:
+    raise ValueError(f'Unknown dataset.name {name!r}; choose one of {sorted(DATASETS)}.')
+  return ml_collections.ConfigDict(_merged(_defaults(name), given, ''))
 
 
 def complete_block(block: str, given: Mapping[str, Any], dataset_name: Optional[str] = None) -> ml_collections.ConfigDict:

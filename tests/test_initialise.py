@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import build_experiment, load_config
+from pgf_sparsity import config_lib
 from pgf_sparsity.formats import converters
 from pgf_sparsity.models import t5
 from pgf_sparsity.sparsity import tree_paths
@@ -122,12 +123,12 @@ def test_fine_tune_at_another_resolution_with_a_new_head(tmp_path):
     ({'path': '.', 'format': 'pytorch'}, 'config.init.format'),
     ({'path': '.', 'masks': 'some'}, 'config.init.masks'),
     ({'path': '.', 'format': 'hf_t5', 'masks': 'keep'}, "needs format 'workdir'"),
-    ({'path': '.', 'step': 3}, 'Unknown config.init keys'),
+    ({'path': '.', 'step': 3}, 'Unknown config key init.step'),
     ({'path': '.', 'reset': '(head'}, 'not a regular expression'),
 ])
 def test_bad_init_blocks_are_refused(init, message):
   with pytest.raises((ValueError, FileNotFoundError), match=message):
-    initialise.check(init)
+    initialise.check(config_lib.complete_block('init', init))
 
 
 def _vit_and_params():

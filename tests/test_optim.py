@@ -4,11 +4,11 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from pgf_sparsity import config_lib
 from pgf_sparsity import models
 from pgf_sparsity.training import optim
 from pgf_sparsity.training import train
@@ -18,17 +18,18 @@ from helpers import load_config  # noqa: E402
 
 
 def test_rsqrt_and_constant_schedules_follow_t5x():
-  rsqrt = optim.learning_rate_schedule(ml_collections.ConfigDict(dict(learning_rate=0.01, schedule='rsqrt',
-                                                                      warmup_steps=10_000)), 100_000, 1)
+  rsqrt = optim.learning_rate_schedule(config_lib.complete_block('optimizer', dict(
+      learning_rate=0.01, schedule='rsqrt', warmup_steps=10_000)), 100_000, 1)
   assert float(rsqrt(0)) == pytest.approx(0.01) and float(rsqrt(10_000)) == pytest.approx(0.01)
   assert float(rsqrt(40_000)) == pytest.approx(0.005)  # 1 / sqrt(step), as T5X's rsqrt_decay with base 1.0
-  constant = optim.learning_rate_schedule(ml_collections.ConfigDict(dict(learning_rate=1e-3, schedule='constant')),
-                                          100, 1)
+  constant = optim.learning_rate_schedule(
+      config_lib.complete_block('optimizer', dict(learning_rate=1e-3, schedule='constant')), 100, 1)
   assert float(constant(0)) == float(constant(99)) == pytest.approx(1e-3)
 
 
 def test_adafactor_is_optax_adafactor_after_the_gradient_flow():
-  opt = ml_collections.ConfigDict(dict(name='adafactor', learning_rate=1e-2, schedule='constant'))
+  opt = config_lib.complete_block('optimizer', dict(name='adafactor', learning_rate=1e-2, schedule='constant',
+                                                    grad_clip_norm=0.0))
   tx = optim.make_optimizer(opt, optax.identity(), optim.learning_rate_schedule(opt, 10, 1))
   params = {'w': jnp.ones((4, 3))}
   grads = {'w': jnp.arange(12.0).reshape(4, 3)}
@@ -64,8 +65,10 @@ def test_t5_configs_pair_the_optimizer_with_the_attention_scaling():
 @pytest.mark.parametrize('update,message', [
     (dict(name='sgd'), 'optimizer.name must be one of'),
     (dict(schedule='linear'), 'optimizer.schedule must be one of'),
-    (dict(name='adafactor', schedule='constant'), "\\['b1', 'b2', 'eps', 'weight_decay'\\] belong to AdamW"),
-    (dict(schedule='rsqrt'), "\\['init_learning_rate', 'min_learning_rate'\\] belong to the cosine schedule"),
+    (dict(name='adafactor', schedule='constant'), "\\['weight_decay'\\] belong to AdamW"),  # set apart from its default
+    (dict(name='adafactor', schedule='constant', b1=0.8, eps=1e-6), "\\['b1', 'eps', 'weight_decay'\\] belong to AdamW"),
+    (dict(schedule='rsqrt'), "\\['min_learning_rate'\\] belong to the cosine schedule"),
+    (dict(schedule='rsqrt', init_learning_rate=1e-7), "\\['init_learning_rate', 'min_learning_rate'\\] belong to the cosine"),
     (dict(warmup_steps=10_000), 'The warmup \\(10000 steps\\) must end before the cosine decay does'),
 ])
 def test_optimizer_options_are_validated_before_training(update, message, tmp_path):

@@ -13,14 +13,14 @@ from pgf_sparsity.training import sharding
 
 
 def test_mesh_shape_fills_the_free_axis_and_refuses_what_does_not_fit():
-  assert sharding.mesh_shape({}, 8) == (8, 1)
+  assert sharding.mesh_shape({'data': -1, 'fsdp': 1}, 8) == (8, 1)
   assert sharding.mesh_shape({'data': -1, 'fsdp': 4}, 8) == (2, 4)
   assert sharding.mesh_shape({'data': 2, 'fsdp': -1}, 8) == (2, 4)
   for bad, message in [({'model': 2}, 'Unknown config.mesh axes'), ({'data': -1, 'fsdp': -1}, 'only one axis'),
                        ({'fsdp': 3}, 'does not fit'), ({'data': 2, 'fsdp': 2}, 'there are 8'),
                        ({'fsdp': 0}, 'positive integer or -1'), ({'fsdp': 2.0}, 'positive integer or -1')]:
     with pytest.raises(ValueError, match=message):
-      sharding.mesh_shape(bad, 8)
+      sharding.mesh_shape({'data': -1, 'fsdp': 1, **bad}, 8)
 
 
 def test_param_spec_never_splits_an_nm_group():

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pgf_sparsity import config_lib
 from pgf_sparsity import models
 from pgf_sparsity.data import shakespeare
 from pgf_sparsity.data import span_corruption
@@ -246,7 +247,7 @@ def test_packed_glue_batches_carry_segment_ids():
   config = {'tfds_name': 'glue/sst2', 'inputs_length': 256, 'targets_length': 32, 'num_eval_examples': 4,
             'pack_factor': 3}
   with mock_tfds(num_examples=24):
-    data = tfds_text.TfdsText(config, 4, 4, 0)
+    data = tfds_text.TfdsText(config_lib.complete_block('dataset', config, 'tfds_text'), 4, 4, 0)
     batch = data.train_batch(0)
   assert batch['inputs'].shape == (4, 256) and batch['targets_segment_ids'].shape == (4, 32)
   assert batch['inputs_segment_ids'].max() >= 2  # several examples in a row

@@ -9,12 +9,18 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from pgf_sparsity import config_lib
 from pgf_sparsity.data import randaugment
 from pgf_sparsity.data import tfds_images
 from pgf_sparsity.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import load_config, mock_tfds  # noqa: E402
+
+
+def _images_block(given):
+  """A tfds image dataset block completed with the defaults, as the training loop hands it over."""
+  return config_lib.complete_block('dataset', given, 'tfds')
 
 
 @pytest.fixture
@@ -24,9 +30,9 @@ def mock_imagenet():
 
 
 def test_pipeline_shapes_and_padding(mock_imagenet):
-  data = tfds_images.TfdsImages({'tfds_name': 'imagenet2012', 'image_size': 32,
+  data = tfds_images.TfdsImages(_images_block({'tfds_name': 'imagenet2012', 'image_size': 32,
                                  'randaugment': {'num_layers': 2, 'magnitude': 15},
-                                 'num_train_examples': 24, 'num_eval_examples': 24}, 8, 10, 0)
+                                 'num_train_examples': 24, 'num_eval_examples': 24}), 8, 10, 0)
   batch = data.train_batch(0)
   assert batch['image'].shape == (8, 32, 32, 3) and batch['image'].dtype == np.float32
   assert -1.0 <= batch['image'].min() and batch['image'].max() <= 1.0
@@ -39,7 +45,7 @@ def test_pipeline_shapes_and_padding(mock_imagenet):
 def test_training_batches_are_a_function_of_the_step(mock_imagenet):
   config = {'tfds_name': 'imagenet2012', 'image_size': 32, 'randaugment': {'num_layers': 2, 'magnitude': 9},
             'num_train_examples': 24, 'num_eval_examples': 24}
-  first, second = tfds_images.TfdsImages(config, 8, 8, 0), tfds_images.TfdsImages(config, 8, 8, 0)
+  first, second = (tfds_images.TfdsImages(_images_block(config), 8, 8, 0) for _ in range(2))
   later = [first.train_batch(s) for s in (0, 1, 2, 5)]
   again = second.train_batch(5)  # a fresh pipeline, straight to step 5: what a resumed run reads
   np.testing.assert_array_equal(again['image'], later[-1]['image'])
@@ -65,8 +71,8 @@ def test_dataset_without_tfds_access_says_how_to_convert_it(mock_imagenet, monke
 def test_missing_dataset_fails_fast_with_a_message(tmp_path):
   start = time.time()
   with pytest.raises(FileNotFoundError, match='not prepared.*No download is attempted'):
-    tfds_images.TfdsImages({'tfds_name': 'imagenet2012', 'tfds_data_dir': str(tmp_path),
-                            'num_train_examples': 10, 'num_eval_examples': 10}, 8, 8, 0)
+    tfds_images.TfdsImages(_images_block({'tfds_name': 'imagenet2012', 'tfds_data_dir': str(tmp_path),
+                                          'num_train_examples': 10, 'num_eval_examples': 10}), 8, 8, 0)
   assert time.time() - start < 30
 
 
@@ -142,9 +148,9 @@ def test_text_batches_are_a_function_of_the_step():
   from pgf_sparsity.data import tfds_text  # pylint: disable=g-import-not-at-top
   config = {'tfds_name': 'c4/en', 'inputs_length': 64, 'num_eval_examples': 4}
   with mock_tfds(num_examples=12):
-    first = tfds_text.TfdsText(config, 4, 4, 0)
+    first = tfds_text.TfdsText(config_lib.complete_block('dataset', config, 'tfds_text'), 4, 4, 0)
     batches = [first.train_batch(s) for s in range(4)]
-    again = tfds_text.TfdsText(config, 4, 4, 0).train_batch(3)
+    again = tfds_text.TfdsText(config_lib.complete_block('dataset', config, 'tfds_text'), 4, 4, 0).train_batch(3)
   for key in ('inputs', 'targets'):
     np.testing.assert_array_equal(again[key], batches[3][key])
   assert not np.array_equal(batches[0]['inputs'], batches[3]['inputs'])  # epoch two: reshuffled
@@ -154,7 +160,7 @@ def test_c4_rows_are_the_steps_documents_concatenated_split_and_packed():
   from pgf_sparsity.data import span_corruption, tfds_text  # pylint: disable=g-import-not-at-top
   config = {'tfds_name': 'c4/en', 'inputs_length': 64, 'num_eval_examples': 4, 'documents_per_row': 8.0}
   with mock_tfds(num_examples=40):
-    data = tfds_text.TfdsText(config, 4, 4, 0)
+    data = tfds_text.TfdsText(config_lib.complete_block('dataset', config, 'tfds_text'), 4, 4, 0)
     batch = data.train_batch(2)
     documents = [data.vocab.encode(tfds_text._text(e['text'])) for e in data._train.examples(2)]
     eval_batch = next(data.eval_batches())

@@ -108,7 +108,7 @@ def test_eight_devices_match_one_device(tmp_path):
     (lambda c: c.sparsity.targets.ff.update(regex='.*/nothing/kernel'), 'matches no parameter'),
     (lambda c: c.sparsity.update(flow='half'), 'sparsity.flow'),
     (lambda c: c.model.update(name='resnet'), 'model.name'),
-    (lambda c: c.optimizer.update(momentum=0.9), 'optimizer keys'),
+    (lambda c: c.optimizer.update(momentum=0.9), 'Unknown config key optimizer.momentum'),
     (lambda c: c.update(nonfinite='maybe'), 'nonfinite'),
     (lambda c: c.update(z_loss=1e-4), 'sequence-to-sequence tasks only'),
     (lambda c: c.optimizer.update(learning_rate=float('inf')), 'optimizer.learning_rate must be a finite'),

@@ -10,7 +10,6 @@ import jax
 from etils import epath
 
 from pgf_sparsity import config_lib
-from pgf_sparsity import data as data_lib
 from pgf_sparsity import models
 from pgf_sparsity.formats import file_paths
 from pgf_sparsity.sparsity import Recipe
@@ -53,8 +52,6 @@ def check_config(config) -> Recipe:
   _check_loop(config)
   _check_decoding(config)
   _check_optimizer(config.optimizer)
-  if config.dataset.name not in data_lib.NAMES:
-    raise ValueError(f'Unknown dataset.name {config.dataset.name!r}; choose one of {data_lib.NAMES}.')
   models.build(config.model, output_size=1)  # unknown model names, keys and dtypes (the size comes later)
   return Recipe.from_config(config.sparsity)
 
@@ -122,7 +119,7 @@ def _check_optimizer(opt) -> None:
     raise ValueError(f'config.optimizer.schedule must be one of {optim.SCHEDULES}, got {schedule!r}.')
   for key, applies, what in ((optim.ADAMW_ONLY, name == 'adamw', 'AdamW'),
                              (optim.COSINE_ONLY, schedule == 'cosine', 'the cosine schedule')):
-    given = _changed(opt, *key, block_name='optimizer.')
+    given = sorted(_changed(opt, *key, block_name='optimizer.'))
     if given and not applies:
       raise ValueError(f'config.optimizer {given} belong to {what}, which this config does not use.')
   _number(opt.learning_rate, 'optimizer.learning_rate', low=0.0, low_open=True)
