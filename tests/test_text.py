@@ -106,7 +106,7 @@ def test_sentencepiece_vocabulary_trained_on_the_training_plays(tmp_path):
   assert vocab.decode(vocab.encode(held_out)) == held_out
   assert len(vocab.encode(held_out)) < len(held_out) / 2  # pieces longer than bytes on unseen plays
   with pytest.raises(ValueError, match='model_path'):
-    vocab_lib.build({'kind': 'sentencepiece'})
+    vocab_lib.build(config_lib.complete_block('dataset.vocab', {'kind': 'sentencepiece'}, 'shakespeare'))
   # A run on the SentencePiece corpus learns: held-out loss falls.
   config = load_config('t5_shakespeare', 'recipe=static,ff=1:4,steps=30,vocab=sentencepiece')
   config.model.update(TINY_T5)
