@@ -1,4 +1,5 @@
-r"""The paper's released ViT-B/16 ImageNet-1k recipe (docs/method.md, 'The paper's configs'), for users with tfds imagenet2012.
+r"""The paper's released ViT-B/16 ImageNet-1k recipe (docs/method.md, "The paper's configs"), for users with
+tfds imagenet2012.
 
   .venv/bin/python -m pgf_sparsity.main --config=configs/vit_i1k.py:variant=B/16,recipe=mdgf_exponential,ff=1:32 \
       --workdir=workdirs/vit_b16_mdgf_1x32 --config.dataset.tfds_data_dir=/path/to/tensorflow_datasets

@@ -201,7 +201,8 @@ def complete(config) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(_merged(_defaults(name), given, ''))
 
 
-def complete_block(block: str, given: Mapping[str, Any], dataset_name: Optional[str] = None) -> ml_collections.ConfigDict:
+def complete_block(block: str, given: Mapping[str, Any],
+                   dataset_name: Optional[str] = None) -> ml_collections.ConfigDict:
   """One block completed alone ('optimizer', 'dataset', 'dataset.vocab', ...), for code that builds a
   single piece (a pipeline in a test, a vocabulary)."""
   tree = _defaults(dataset_name)

@@ -1,5 +1,6 @@
 """The GLUE table of fine-tuned runs, one finished workdir per task (configs/t5_glue.py:task=...): each task's
-official metrics from its results.json (stored as glue_<metric>), and the GLUE average (pgf_sparsity/glue.py).
+official metrics from its results.json (stored as glue_<metric>), and the GLUE average
+(pgf_sparsity/tasks/glue_metrics.py).
 
   .venv/bin/python scripts/glue_average.py workdirs/t5_cola workdirs/t5_sst2 ...
 """

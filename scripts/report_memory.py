@@ -1,5 +1,6 @@
 """Bytes of every N:M kernel of an exported model (or of a shape and patterns): dense, packed with bit-packed
-positions, packed with a bitmask, per value dtype, with totals and the ratio to the packed-storage arithmetic of docs/method.md.
+positions, packed with a bitmask, per value dtype, with totals and the ratio to the
+packed-storage arithmetic of docs/method.md.
 
   .venv/bin/python scripts/report_memory.py --file=model.npz
   .venv/bin/python scripts/report_memory.py --shape=3072x768 --patterns=2:4,1:8,1:32,1:128

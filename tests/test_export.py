@@ -214,7 +214,8 @@ def test_exported_run_evaluates_to_its_final_metrics_exactly(trained_run, name, 
   with open(os.path.join(trained_run, 'results.json')) as f:
     final = json.load(f)['eval']
   assert exporting.evaluate(output) == final
-  assert [r for r in metric_writers.read_jsonl(trained_run) if r['split'] == 'eval'][-1]['accuracy'] == final['accuracy']
+  evals = [r for r in metric_writers.read_jsonl(trained_run) if r['split'] == 'eval']
+  assert evals[-1]['accuracy'] == final['accuracy']
 
 
 def test_export_options_and_their_errors(trained_run, tmp_path):

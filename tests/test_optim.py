@@ -66,9 +66,11 @@ def test_t5_configs_pair_the_optimizer_with_the_attention_scaling():
     (dict(name='sgd'), 'optimizer.name must be one of'),
     (dict(schedule='linear'), 'optimizer.schedule must be one of'),
     (dict(name='adafactor', schedule='constant'), "\\['weight_decay'\\] belong to AdamW"),  # set apart from its default
-    (dict(name='adafactor', schedule='constant', b1=0.8, eps=1e-6), "\\['b1', 'eps', 'weight_decay'\\] belong to AdamW"),
+    (dict(name='adafactor', schedule='constant', b1=0.8, eps=1e-6),
+     "\\['b1', 'eps', 'weight_decay'\\] belong to AdamW"),
     (dict(schedule='rsqrt'), "\\['min_learning_rate'\\] belong to the cosine schedule"),
-    (dict(schedule='rsqrt', init_learning_rate=1e-7), "\\['init_learning_rate', 'min_learning_rate'\\] belong to the cosine"),
+    (dict(schedule='rsqrt', init_learning_rate=1e-7),
+     "\\['init_learning_rate', 'min_learning_rate'\\] belong to the cosine"),
     (dict(warmup_steps=10_000), 'The warmup \\(10000 steps\\) must end before the cosine decay does'),
 ])
 def test_optimizer_options_are_validated_before_training(update, message, tmp_path):

@@ -3,8 +3,6 @@ Shakespeare corpus, and tfds image and text datasets (imported only when configu
 TensorFlow)."""
 from pgf_sparsity.data.base import DataSpec, DecodingPipeline, Pipeline
 
-NAMES = ('fashion_mnist', 'digits', 'synthetic', 'tfds', 'shakespeare', 'tfds_text')
-
 
 def _tensorflow_on_cpu() -> None:
   """TensorFlow (tf.data, TensorBoard writers) keeps off the accelerators, which are JAX's. Imported here,
@@ -38,4 +36,4 @@ def build(config) -> Pipeline:
   return images.OfflineImages(*args)
 
 
-__all__ = ['DataSpec', 'DecodingPipeline', 'Pipeline', 'build', 'NAMES']
+__all__ = ['DataSpec', 'DecodingPipeline', 'Pipeline', 'build']

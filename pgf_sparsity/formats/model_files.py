@@ -1,6 +1,6 @@
 """Files of exported N:M models, chosen by the output's extension; numpy only (orbax where asked for).
 
-  .npz          the packed format: kept values plus bit-packed positions or bitmasks (packing.py), or
+  .npz          the packed format: kept values plus bit-packed positions or bitmasks (nm_packing.py), or
                 for 2:4 kernels on request the form of NVIDIA's sparse tensor cores (tensor_cores.py)
   .safetensors  dense with exact zeros, in PyTorch's layout and names (Linear weights (out, in), so that
                 `torch.sparse.to_sparse_semi_structured` takes a 2:4 weight as it is); or, with packed=True,

@@ -107,7 +107,7 @@ def beta(kind: str, t, alpha: float = 0.0):
 
 
 def decay_alpha(kind: str, sparse_steps: float, target_beta: float = 0.01, fraction: float = 0.8) -> float:
-  """The alpha with which beta reaches `target_beta` after `fraction` of `sparse_steps` (docs/method.md, 'Decay coefficient alpha'):
+  """The alpha with which beta reaches `target_beta` after `fraction` of `sparse_steps` (docs/method.md):
   exponential ln(1 / beta*) / (f S), linear (1 - beta*) / (f S). Each schedule needs its own: with the
   exponential formula, linear would reach 0 after about a fifth of the window."""
   if not 0.0 < target_beta < 1.0 or not 0.0 < fraction <= 1.0:

@@ -104,7 +104,7 @@ class Seq2Seq:
                                 self.config.length_penalty)
 
   def corpus_metrics(self, predictions: List[str], references: List[str]) -> Dict[str, float]:
-    """Exact-match accuracy, plus a GLUE task's official metrics (glue.py), or corpus BLEU (translation,
+    """Exact-match accuracy, plus a GLUE task's official metrics (glue_metrics.py), or corpus BLEU (translation,
     sacrebleu) of decoded predictions."""
     if self.generation_metric.startswith('glue/'):  # prefixed: 'accuracy' is the token accuracy here
       out = {'exact_match': float(np.mean([p.strip() == r for p, r in zip(predictions, references)]))}

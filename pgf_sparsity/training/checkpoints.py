@@ -61,7 +61,7 @@ def state_checksum(state: Any) -> str:
 class Checkpointer:
 
   def __init__(self, workdir: epath.PathLike, max_to_keep: int = 3):
-    """`workdir`: an absolute path or URL (paths.absolute)."""
+    """`workdir`: an absolute path or URL (file_paths.absolute)."""
     self.directory = epath.Path(workdir) / 'checkpoints'
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'digest'),

@@ -1,7 +1,7 @@
 """What a person watching a run sees: a short header, one line per log step, the evaluation results.
 
-Lines go to the Python logger 'pgf_sparsity.training.console', which `main.py` sends to stdout; library use (tests,
-notebooks) sees nothing unless it attaches a handler. Library INFO chatter (absl, orbax) is separate and off
+Lines go to the Python logger 'pgf_sparsity.training.console', which `main.py` sends to stdout; library use
+(tests, notebooks) sees nothing unless it attaches a handler. Library INFO chatter (absl, orbax) is separate and off
 by default in `main.py`.
 """
 import logging

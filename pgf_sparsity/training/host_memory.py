@@ -2,8 +2,9 @@
 
 XLA's CPU runtime allocates an execution's temporaries as one block (hundreds of MB for the default
 Fashion-MNIST train step), above glibc's largest mmap threshold (32 MB), so by default every step maps fresh
-pages, faults each one in (one page fault per 4 KiB, in system time) and unmaps them at the end. One malloc arena, no mmap and no trimming keep that block in the heap from one step
-to the next: the process keeps its peak heap, which a training process reaches in its first steps anyway.
+pages, faults each one in (one page fault per 4 KiB, in system time) and unmaps them at the end. One malloc
+arena, no mmap and no trimming keep that block in the heap from one step to the next: the process keeps its
+peak heap, which a training process reaches in its first steps anyway.
 
 Only for runs on the CPU: an accelerator's host allocates little per step, and one arena could slow its
 many input threads (tf.data), which allocate concurrently. The choice has to be made before JAX starts its
