@@ -8,8 +8,8 @@
   big_vision a ViT `.npz` in the layouts of big_vision and of google-research/vision_transformer (the AugReg
              checkpoints): per-head (d, heads, head_dim) attention kernels, MlpBlock/Dense names.
 
-Numpy (and TensorStore for T5X). Each converter names the parameter it cannot place; shapes are checked by the caller against
-the model's (initialise.py).
+Numpy (and TensorStore for T5X). Each converter names the parameter it cannot place; shapes are checked by the
+caller against the model's (training/initialise.py).
 """
 import re
 from typing import Dict
@@ -57,8 +57,14 @@ def _hf_t5_name(name: str):
 
 
 def hf_t5(path: str) -> Flat:
-  """Our T5 parameters from a Hugging Face T5 v1.1 safetensors file (or a directory holding
-  model.safetensors)."""
+  """T5 parameters from Hugging Face T5 v1.1 weights.
+
+  Args:
+    path: a safetensors file, or a directory holding model.safetensors.
+
+  Returns:
+    {Flax path of models/t5.py: numpy array}, kernels transposed to Flax's (in, out).
+  """
   location = epath.Path(path)
   if location.is_dir():
     location = location / 'model.safetensors'
@@ -106,7 +112,14 @@ def _t5x_read(value, directory: str) -> np.ndarray:
 
 
 def t5x(path: str) -> Flat:
-  """Our T5 parameters from a T5X checkpoint of T5 v1.1 (its 'target' tree; optimizer state is ignored)."""
+  """T5 parameters from a T5X checkpoint of T5 v1.1 (msgpack with TensorStore arrays).
+
+  Args:
+    path: the checkpoint directory (checkpoint_<step>).
+
+  Returns:
+    {Flax path of models/t5.py: numpy array} from its 'target' tree; the optimizer state is ignored.
+  """
   from flax import serialization  # pylint: disable=g-import-not-at-top
   location = epath.Path(path)
   if location.is_dir():
@@ -160,7 +173,14 @@ def _bv_array(path: str, array: np.ndarray) -> np.ndarray:
 
 
 def big_vision(path: str) -> Flat:
-  """Our ViT parameters from a big_vision / vision_transformer `.npz` (scanned encoders are unstacked)."""
+  """ViT parameters from a big_vision or vision_transformer (AugReg) `.npz`.
+
+  Args:
+    path: the .npz file; scanned encoders are unstacked, per-head attention arrays reshaped.
+
+  Returns:
+    {Flax path of models/vit.py: numpy array}.
+  """
   with epath.Path(path).open('rb') as f, np.load(f, allow_pickle=False) as data:
     arrays = {k: data[k] for k in data.files}
   out = {}

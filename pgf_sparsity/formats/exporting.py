@@ -105,13 +105,27 @@ def _size(path: epath.Path) -> int:
 
 
 def load(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-  """(nested dense parameters with exact zeros at pruned weights, metadata) of a model file."""
+  """A model file of any format, as Flax parameters.
+
+  Args:
+    path: a file written by `export` (.npz, .safetensors, or an orbax directory).
+
+  Returns:
+    (nested dense parameters with exact zeros at pruned weights, metadata).
+  """
   flat, meta = model_files.read(path)
   return tree_paths.nest(flat), meta
 
 
 def evaluate(path: str) -> Dict[str, float]:
-  """The evaluation of the run that made `path`, on the file's weights (its config names the data)."""
+  """The evaluation of the run that made a model file, on the file's weights.
+
+  Args:
+    path: a file written by `export`; its metadata holds the run's config, which names the data.
+
+  Returns:
+    The evaluation metrics, as the run computes them.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from pgf_sparsity.training import experiment, steps  # pylint: disable=g-import-not-at-top

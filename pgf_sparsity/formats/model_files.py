@@ -206,8 +206,15 @@ def _read_packed_npz(path: str) -> Tuple[Flat, Dict[str, Any]]:
 
 
 def tensor_core_kernels(path: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-  """{Flax kernel path: (values, metadata)} of the 2:4 kernels that a packed file holds in the form of
-  NVIDIA's sparse tensor cores (see tensor_cores.intercepted_apply)."""
+  """The 2:4 kernels that a packed file holds in the form of NVIDIA's sparse tensor cores.
+
+  Args:
+    path: a packed file (.npz, or .safetensors written with --packed) exported with --tensor_cores.
+
+  Returns:
+    {Flax kernel path: (values (out, in/2), uint16 metadata (out, in/16))}, for
+    tensor_cores.intercepted_apply.
+  """
   if path.endswith('.npz'):
     arrays, meta = _packed_npz_contents(path)
   elif path.endswith('.safetensors'):
@@ -245,7 +252,14 @@ def _safetensors_file(path: str):
 
 
 def safetensors_arrays(path: str) -> Dict[str, np.ndarray]:
-  """{name: array} of any safetensors file (bfloat16 included)."""
+  """Every tensor of a safetensors file, with numpy alone.
+
+  Args:
+    path: any safetensors file (bfloat16 tensors included, as ml_dtypes arrays).
+
+  Returns:
+    {tensor name: numpy array}.
+  """
   from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
   try:
     return _safetensors_file(path)[1]

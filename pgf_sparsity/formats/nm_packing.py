@@ -71,7 +71,22 @@ class PackedKernel:
 
 def pack(kernel: np.ndarray, mask: np.ndarray, n: int, m: int, axes: Sequence[int],
          encoding: str = '') -> PackedKernel:
-  """Packs the kept weights of an exactly N:M mask; raises ValueError if the mask is not exactly N:M."""
+  """The packed form of an N:M kernel.
+
+  Args:
+    kernel: the dense kernel.
+    mask: its boolean mask, exactly N kept in every group of M along `axes`.
+    n: weights kept per group.
+    m: group size.
+    axes: the grouping axes.
+    encoding: 'index' or 'bitmask'; empty: the smaller one (best_encoding).
+
+  Returns:
+    A PackedKernel: the kept values (G, N, B) in group order and their positions, bit-packed.
+
+  Raises:
+    ValueError: if the mask is not exactly N:M.
+  """
   axes = tuple(axes)
   groups, _ = to_groups(np.asarray(kernel), axes, m)
   keep, _ = to_groups(np.asarray(mask, bool), axes, m)
@@ -92,7 +107,17 @@ def pack(kernel: np.ndarray, mask: np.ndarray, n: int, m: int, axes: Sequence[in
 
 
 def unpack(packed: PackedKernel) -> np.ndarray:
-  """The dense kernel, zero at pruned weights; raises ValueError on a code that does not fit the values."""
+  """The dense kernel of a packed one.
+
+  Args:
+    packed: a PackedKernel, as `pack` made it or a file held it.
+
+  Returns:
+    The dense kernel, zero at pruned weights.
+
+  Raises:
+    ValueError: on positions or a bitmask that do not fit the values (a corrupted file).
+  """
   g, n, b = packed.values.shape
   if n != packed.n or g * packed.m * b != math.prod(packed.shape):
     raise ValueError(f'values of shape {packed.values.shape} do not fit a {packed.n}:{packed.m} kernel of shape '

@@ -5,9 +5,20 @@ from typing import Callable, Tuple
 
 
 def to_groups(x, axes: Tuple[int, ...], m: int) -> Tuple[object, Callable]:
-  """Moves the grouped axes together (row-major order kept) and returns (G, M, B) groups plus the inverse.
+  """The groups of M along a kernel's grouping axes.
 
-  Works on numpy and JAX arrays alike (it only uses their own transpose and reshape)."""
+  Works on numpy and JAX arrays alike (it only uses their own transpose and reshape).
+
+  Args:
+    x: the kernel (or its mask).
+    axes: the grouping axes, sorted; they are moved together and flattened in row-major order.
+    m: group size; must divide the grouped length.
+
+  Returns:
+    (groups of shape (G, M, B), restore): G groups of M along the grouped axes for each of the B
+    positions of the other trailing axes, and the function that turns an array of that shape back into
+    x's shape and layout.
+  """
   ndim = x.ndim
   contiguous = axes == tuple(range(axes[0], axes[0] + len(axes)))
   perm = tuple(range(ndim)) if contiguous else axes + tuple(a for a in range(ndim) if a not in axes)

@@ -21,7 +21,18 @@ default_kernel_init = nn.initializers.lecun_normal()
 
 @jax.custom_vjp
 def mix_straight_through(w: jax.Array, mask: jax.Array, beta: jax.Array) -> jax.Array:
-  """W * (m + (1 - m) beta) forward; identity gradient to W, none to mask and beta."""
+  """The effective weight W * (m + (1 - m) beta), with the straight-through gradient.
+
+  Args:
+    w: the dense weights.
+    mask: boolean, w's shape; True where the weight is kept.
+    beta: scalar, the value of pruned weights' mask (1: dense, 0: binary N:M).
+
+  Returns:
+    The effective weight. Its gradient reaches `w` unchanged (dL/dW = dL/dW~ at every entry, so that the
+    optax transformation `nm_gradient_flow` alone decides what pruned weights receive), none `mask` and
+    `beta`.
+  """
   return jnp.where(mask, w, beta.astype(w.dtype) * w)
 
 
@@ -38,7 +49,16 @@ mix_straight_through.defvjp(_mix_fwd, _mix_bwd)
 
 
 def effective_kernel(module: nn.Module, kernel: jax.Array) -> jax.Array:
-  """The kernel a sparse layer computes with for this call."""
+  """The kernel a sparse layer computes with for this call.
+
+  Args:
+    module: the layer, bound to its variables.
+    kernel: its 'params' kernel.
+
+  Returns:
+    `mix_straight_through(kernel, mask, beta)` when the 'sparsity' collection holds the layer's mask and
+    beta (and the layer records that it applied them), else `kernel` unchanged.
+  """
   if not module.has_variable(SPARSITY, 'mask'):
     return kernel
   mask = module.get_variable(SPARSITY, 'mask')

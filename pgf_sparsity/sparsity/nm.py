@@ -20,7 +20,15 @@ _INT32_MAX = 2**31 - 1
 
 
 def validate_pattern(n, m) -> None:
-  """Raises ValueError unless 0 < n <= m are Python integers."""
+  """Checks an N:M pattern on its own.
+
+  Args:
+    n: weights kept per group.
+    m: group size.
+
+  Raises:
+    ValueError: unless n and m are Python integers with 0 < n <= m.
+  """
   for name, value in (('n', n), ('m', m)):
     if isinstance(value, bool) or not isinstance(value, int):
       raise ValueError(f'N:M pattern needs integers, got {name}={value!r}.')
@@ -43,7 +51,20 @@ def _normalize_axes(axes: Axes, ndim: int) -> Tuple[int, ...]:
 
 
 def check_groupable(shape: Sequence[int], n: int, m: int, axis: Axes = 0) -> Tuple[int, ...]:
-  """Validates an N:M pattern against a shape; returns the normalized grouping axes."""
+  """Checks an N:M pattern against a kernel's shape.
+
+  Args:
+    shape: the kernel's shape.
+    n: weights kept per group.
+    m: group size; must divide the product of the grouped axes' lengths.
+    axis: the grouping axis, or a tuple of axes grouped together in row-major order.
+
+  Returns:
+    The grouping axes, non-negative and sorted.
+
+  Raises:
+    ValueError: naming the pattern and the shape.
+  """
   validate_pattern(n, m)
   axes = _normalize_axes(axis, len(shape))
   length = math.prod(shape[a] for a in axes)
@@ -166,19 +187,36 @@ def nm_mask(w: jax.Array, n: int, m: int, axis: Axes = 0, method: str = 'auto') 
 
 
 def group_counts(mask: jax.Array, m: int, axis: Axes = 0) -> jax.Array:
-  """Number of kept entries in every group (flat array), for checks and summaries."""
+  """Kept entries per group, for checks and summaries.
+
+  Args:
+    mask: a boolean mask (or any array whose non-zeros count as kept).
+    m: group size.
+    axis: the grouping axis or axes, as for nm_mask.
+
+  Returns:
+    A flat int32 array with one count per group of M.
+  """
   axes = _normalize_axes(axis, mask.ndim)
   groups, _ = to_groups(mask, axes, m)
   return groups.sum(axis=1, dtype=jnp.int32).reshape(-1)
 
 
 def count_changed(mask: jax.Array, previous: jax.Array) -> jax.Array:
-  """How many entries of two boolean masks differ, as float32 (exact int32 count per kernel; float32 so
-  that summing over the kernels of a large model cannot overflow).
+  """How many entries of two boolean masks differ.
 
   XOR and popcount over 32-bit words of four booleans: on CPU, XLA turns `sum(mask != previous)` into a
-  tree reduce-window over an int32 copy of the comparison, which takes ~4x as long (`scripts/bench_masks.py
-  --flips`). The words are cut from the last axis only, so a sharded leading axis stays sharded.
+  tree reduce-window over an int32 copy of the comparison, which is several times slower
+  (`scripts/bench_masks.py --flips` measures both). The words are cut from the last axis only, so a sharded
+  leading axis stays sharded.
+
+  Args:
+    mask: a boolean array.
+    previous: a boolean array of the same shape.
+
+  Returns:
+    The count as a float32 scalar (exact int32 per kernel; float32 so that summing over the kernels of a
+    large model cannot overflow).
   """
   if mask.shape != previous.shape:
     raise ValueError(f'Masks of shapes {mask.shape} and {previous.shape} cannot be compared.')

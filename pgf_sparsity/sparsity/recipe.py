@@ -48,6 +48,8 @@ Pattern = Tuple[int, int]
 
 @dataclasses.dataclass(frozen=True)
 class Target:
+  """A sparse target: the kernels whose '/'-joined paths fully match `regex`, N:M along their leading
+  `in_ndim` axes."""
   name: str
   regex: str
   n: int
@@ -186,12 +188,14 @@ class Recipe:
     return cls(name, flow, alpha, srste_lambda, group_axis, every, targets, frames, **durations)
 
   def phases(self, total_steps: int, steps_per_epoch: Optional[int] = None) -> schedules.Phases:
+    """The dense, sparse and fine-tune phases of a run of `total_steps` (all dense for the dense recipe)."""
     if self.name == 'dense':
       return schedules.Phases(total_steps, total_steps, 0)
     return schedules.Phases(total_steps, self.dense.to_steps(total_steps, steps_per_epoch),
                             self.finetune.to_steps(total_steps, steps_per_epoch))
 
   def schedule(self, total_steps: int, steps_per_epoch: Optional[int] = None) -> 'Schedule':
+    """The recipe over a run of `total_steps`: plans and beta per step, with no parameter tree."""
     return Schedule(self, self.phases(total_steps, steps_per_epoch))
 
   def bind(self, params, total_steps: int, steps_per_epoch: Optional[int] = None) -> 'BoundRecipe':
@@ -252,6 +256,14 @@ class Schedule:
     return {t.name: f for t, f in zip(self.recipe.targets, self.recipe.frames)}
 
   def plan(self, step: int) -> StepPlan:
+    """What step `step` does.
+
+    Args:
+      step: a Python int (plans are static: the loop compiles one train step per plan).
+
+    Returns:
+      The StepPlan: phase, SDGF frame, N:M per target and beta's kind.
+    """
     phase = self.phases.phase(step)
     if phase == schedules.DENSE:
       return StepPlan(phase, 0, (), 'zero')
@@ -280,6 +292,7 @@ class Schedule:
     return min(nxt, p.finetune_start) if frame + 1 < self.num_frames else p.finetune_start
 
   def plan_start(self, plan: StepPlan) -> int:
+    """The first step of a sparse or fine-tune plan (its phase's or SDGF frame's start)."""
     p = self.phases
     if plan.phase == schedules.FINETUNE:
       return p.finetune_start
@@ -293,7 +306,16 @@ class Schedule:
     return (self.phases.sparse_clock(step) % every == 0) | (step == self.plan_start(plan))
 
   def beta(self, step, plan: StepPlan):
-    """The mask value of pruned weights at `step` (traced)."""
+    """The mask value of pruned weights.
+
+    Args:
+      step: the step (an int or traced).
+      plan: the step's plan.
+
+    Returns:
+      A float32 scalar: 1 - alpha t or exp(-alpha t) for MDGF in the sparse phase (t counted from its
+      start), 0 for binary masks.
+    """
     return schedules.beta(plan.beta_kind, self.phases.sparse_clock(step), self.recipe.alpha)
 
 
@@ -353,7 +375,17 @@ class BoundRecipe(Schedule):
     return tree_paths.nest(flat)
 
   def check_layers(self, apply_fn, params, *args, **kwargs) -> None:
-    """Fails unless every selected kernel belongs to a layer that applies its mask."""
+    """Checks, by an abstract forward pass, that every selected kernel belongs to a layer that applies
+    its mask (a SparseDense or SparseDenseGeneral), before anything is compiled.
+
+    Args:
+      apply_fn: the model's apply (flax linen `model.apply`).
+      params: the parameter tree (arrays or ShapeDtypeStructs).
+      *args: the model's inputs (e.g. a batch of one); **kwargs: its keyword arguments.
+
+    Raises:
+      ValueError: naming the kernels whose layers ignore their masks.
+    """
     variables = {'params': params, layers.SPARSITY: self.collection(self.all_kept_masks(params), jnp.zeros(()))}
     _, state = jax.eval_shape(
         lambda v, *a: apply_fn(v, *a, mutable=[layers.SPARSE_LAYERS], **kwargs), variables, *args)

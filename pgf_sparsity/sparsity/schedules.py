@@ -43,6 +43,7 @@ class Duration:
       raise ValueError(f'{self.name}: fraction must lie in [0, 1], got {self.fraction}.')
 
   def to_steps(self, total_steps: int, steps_per_epoch: Optional[int] = None) -> int:
+    """The duration in steps (0 when no unit is given); epochs need `steps_per_epoch`."""
     if self.steps is not None:
       return int(self.steps)
     if self.fraction is not None:
@@ -95,7 +96,16 @@ class Phases:
 
 
 def beta(kind: str, t, alpha: float = 0.0):
-  """Mask value of pruned weights at sparse-clock t: 0 (binary), max(1 - alpha t, 0) or exp(-alpha t)."""
+  """The mask value of pruned weights.
+
+  Args:
+    kind: 'zero' (binary masks), 'linear' or 'exponential'.
+    t: the sparse clock, steps since the sparse phase began (an int or a traced array).
+    alpha: the decay coefficient.
+
+  Returns:
+    A float32 scalar: 0, max(1 - alpha t, 0) or exp(-alpha t).
+  """
   if kind == 'zero':
     return jnp.zeros((), jnp.float32)
   t = jnp.asarray(t, jnp.float32)
@@ -107,9 +117,20 @@ def beta(kind: str, t, alpha: float = 0.0):
 
 
 def decay_alpha(kind: str, sparse_steps: float, target_beta: float = 0.01, fraction: float = 0.8) -> float:
-  """The alpha with which beta reaches `target_beta` after `fraction` of `sparse_steps` (docs/method.md):
-  exponential ln(1 / beta*) / (f S), linear (1 - beta*) / (f S). Each schedule needs its own: with the
-  exponential formula, linear would reach 0 after about a fifth of the window."""
+  """The decay coefficient that brings beta to `target_beta` after `fraction` of the sparse phase.
+
+  Exponential: ln(1 / beta*) / (f S); linear: (1 - beta*) / (f S) (docs/method.md). Each schedule needs its
+  own: with the exponential formula, linear would reach 0 after about a fifth of the window.
+
+  Args:
+    kind: 'linear' or 'exponential'.
+    sparse_steps: S, the length of the sparse phase in steps.
+    target_beta: beta*, in (0, 1).
+    fraction: f, in (0, 1].
+
+  Returns:
+    alpha, per step.
+  """
   if not 0.0 < target_beta < 1.0 or not 0.0 < fraction <= 1.0:
     raise ValueError(f'decay_alpha needs 0 < target_beta < 1 and 0 < fraction <= 1, got {target_beta}, {fraction}.')
   steps = max(fraction * sparse_steps, 1.0)
@@ -126,6 +147,15 @@ def sdgf_patterns(kind: str, n: int, m: int, custom: Optional[Sequence[Pattern]]
   stepwise: (M-1):M, then (M/2^i):M for i >= 1 down to n:m, e.g. 1:8 -> 7:8, 4:8, 2:8, 1:8.
   geometric: (n*2^(3-i)):(m*2^(3-i)) for i = 0..3, e.g. 1:8 -> 8:64, 4:32, 2:16, 1:8.
   custom: the given list, which must end at n:m.
+
+  Args:
+    kind: 'stepwise', 'geometric' or 'custom'.
+    n: the target's kept weights per group.
+    m: the target's group size.
+    custom: the patterns of kind 'custom'.
+
+  Returns:
+    [(n_0, m_0), ..., (n, m)], one pattern per frame.
   """
   nm.validate_pattern(n, m)
   if kind == 'stepwise':
@@ -153,12 +183,30 @@ def sdgf_patterns(kind: str, n: int, m: int, custom: Optional[Sequence[Pattern]]
 
 
 def frame_index(t: int, sparse_steps: int, num_frames: int) -> int:
-  """Frame of sparse-clock step t when the sparse window is split into equal frames."""
+  """The SDGF frame of a step.
+
+  Args:
+    t: the sparse clock.
+    sparse_steps: the sparse phase's length.
+    num_frames: frames the phase is split into, of equal length.
+
+  Returns:
+    t * num_frames // sparse_steps, at most the last frame.
+  """
   if sparse_steps <= 0:
     return num_frames - 1
   return min(t * num_frames // sparse_steps, num_frames - 1)
 
 
 def frame_start(frame: int, sparse_steps: int, num_frames: int) -> int:
-  """First sparse-clock step of a frame (inverse of frame_index)."""
+  """The first sparse-clock step of an SDGF frame (the inverse of frame_index).
+
+  Args:
+    frame: the frame.
+    sparse_steps: the sparse phase's length.
+    num_frames: frames the phase is split into.
+
+  Returns:
+    The smallest t with frame_index(t, sparse_steps, num_frames) == frame.
+  """
   return -(-frame * sparse_steps // num_frames)
