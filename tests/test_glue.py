@@ -24,7 +24,8 @@ def test_mrpc_f1_and_accuracy_and_their_mean():
 
 
 def test_stsb_targets_and_correlations():
-  assert [glue_metrics.stsb_target(s) for s in (3.81, 0.0, 4.99, 2.5)] == ['3.8', '0.0', '5.0', '2.4']
+  from pgf_sparsity.data import tfds_text  # pylint: disable=g-import-not-at-top  (TensorFlow datasets)
+  assert [tfds_text.stsb_target(s) for s in (3.81, 0.0, 4.99, 2.5)] == ['3.8', '0.0', '5.0', '2.4']
   refs = ['1.0', '2.0', '3.0', '4.0']
   out = glue_metrics.metrics('stsb', ['1.0', '2.2', '2.9', '5.0'], refs)
   assert out['spearman'] == pytest.approx(100.0)  # same order

@@ -133,6 +133,19 @@ def test_the_method_imports_nothing_outside_its_folder():
   assert not any(outside.values()), outside
 
 
+@pytest.mark.parametrize('folder,may_import', [
+    ('models', {'sparsity', 'models'}),
+    ('data', {'data'}),
+    ('tasks', {'tasks', 'data'}),  # the vocabulary's conventions (EOS) come from data
+])
+def test_data_flows_one_way(folder, may_import):
+  """Models know nothing of training, data nothing of models or tasks, tasks nothing of models or the loop."""
+  for module, deps in _package_imports().items():
+    if module.startswith(f'pgf_sparsity.{folder}'):
+      folders = {d.split('.')[1] for d in deps if d.count('.') >= 1}
+      assert folders <= may_import, (module, sorted(folders - may_import))
+
+
 def test_no_import_circle_between_modules():
   graph = _package_imports()
   state = {}

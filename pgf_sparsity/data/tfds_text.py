@@ -25,9 +25,13 @@ from pgf_sparsity.data import vocab as vocab_lib
 from pgf_sparsity.data.base import DataSpec
 from pgf_sparsity.data.span_corruption import pad_to
 from pgf_sparsity.data.vocab import EOS
-from pgf_sparsity.tasks import glue_metrics
 
 _LANGUAGES = {'de': 'German', 'en': 'English', 'fr': 'French', 'cs': 'Czech', 'hi': 'Hindi', 'ru': 'Russian'}
+
+
+def stsb_target(score: float) -> str:
+  """T5's STS-B target: the 0-5 similarity rounded to the nearest 0.2, one decimal."""
+  return f'{round(float(score) * 5) / 5:.1f}'
 
 
 def _text(value) -> str:
@@ -96,7 +100,7 @@ class TfdsText:
   def _label_text(self, task: str, label) -> str:
     """The target text: the label's name, or for STS-B (a float score) T5's rounded number."""
     if task == 'stsb':
-      return glue_metrics.stsb_target(label)
+      return stsb_target(label)
     return self.builder.info.features['label'].names[int(label)] if int(label) >= 0 else 'unknown'
 
   def _batch(self, pairs) -> Dict[str, np.ndarray]:

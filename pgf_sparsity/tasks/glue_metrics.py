@@ -2,7 +2,8 @@
 and the GLUE average (tasks with two metrics count their mean once).
 
   cola: Matthews correlation; mrpc, qqp: F1 of the positive class and accuracy; stsb: Pearson and Spearman
-  of the decoded number (targets are the score rounded to 0.2, e.g. "3.8", as in T5); the others accuracy.
+  of the decoded number (targets are the score rounded to 0.2, e.g. "3.8", as in T5: data/tfds_text.py);
+  the others accuracy.
 """
 from typing import Dict, List, Mapping
 
@@ -10,11 +11,6 @@ import numpy as np
 
 TASKS = ('cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli', 'rte', 'wnli')
 _POSITIVE = {'cola': 'acceptable', 'mrpc': 'equivalent', 'qqp': 'duplicate'}
-
-
-def stsb_target(score: float) -> str:
-  """T5's STS-B target: the 0-5 similarity rounded to the nearest 0.2, one decimal."""
-  return f'{round(float(score) * 5) / 5:.1f}'
 
 
 def _number(text: str) -> float:
