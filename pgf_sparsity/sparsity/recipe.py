@@ -11,13 +11,14 @@ and then, once per training step:
   plan = bound.plan(step)                # static, hashable: phase, frame, N:M per target, beta kind
   masks = bound.masks(params, plan)      # params-shaped, None at dense leaves
   beta = bound.beta(step, plan)          # traced
-  model.apply({'params': params, 'sparsity': bound.collection(masks, beta)}, x)
+  model.apply({'params': params, 'sparsity': bound.collection(masks, beta)}, x)   # the sparse layers, or
+  model(bound.apply(params, masks, beta), x)                                     # any model of a pytree
   tx.update(grads, opt_state, params, nm_masks=masks, nm_beta=beta)   # tx starts with bound.transform()
 
 Recipes (docs/method.md): dense, static, srste, mdgf_linear, mdgf_exponential, sdgf_stepwise,
 sdgf_geometric, sdgf_custom. Config keys:
   recipe, flow ('decayed' | 'ste'), alpha, srste_lambda, group_axis ('in' | 'out'),
-  targets: {name: {regex, n, m, in_ndim}}, sdgf_custom: {name: [[n, m], ...]},
+  targets: {name: {regex, n, m, in_ndim, layout ('in_out' | 'out_in')}}, sdgf_custom: {name: [[n, m], ...]},
   dense_steps | dense_fraction | dense_epochs, finetune_steps | finetune_fraction | finetune_epochs,
   mask_update_every.
 """
@@ -42,19 +43,28 @@ _BETA_KIND = {'mdgf_linear': 'linear', 'mdgf_exponential': 'exponential'}
 DEFAULTS = {'recipe': 'dense', 'flow': 'decayed', 'alpha': 0.0, 'srste_lambda': 2e-4, 'group_axis': 'in',
             'targets': {}, 'sdgf_custom': {}, 'dense_steps': None, 'dense_fraction': None, 'dense_epochs': None,
             'finetune_steps': None, 'finetune_fraction': None, 'finetune_epochs': None, 'mask_update_every': 1}
-_TARGET_KEYS = {'regex', 'n', 'm', 'in_ndim'}
+_TARGET_KEYS = {'regex', 'n', 'm', 'in_ndim', 'layout'}
+# Where a kernel's input (contracted) axes are: leading, as in Flax (linen and NNX kernels are (in, out)), or
+# trailing, as in Equinox and PyTorch (weights are (out, in)).
+LAYOUTS = ('in_out', 'out_in')
 Pattern = Tuple[int, int]
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-  """A sparse target: the kernels whose '/'-joined paths fully match `regex`, N:M along their leading
-  `in_ndim` axes."""
+  """A sparse target: the kernels whose '/'-joined paths fully match `regex`, N:M along their `in_ndim`
+  input axes, which lead (`layout` 'in_out') or trail ('out_in') the kernel's shape."""
   name: str
   regex: str
   n: int
   m: int
   in_ndim: int = 1
+  layout: str = 'in_out'
+
+  def axes(self, ndim: int, group_axis: str) -> Tuple[int, ...]:
+    """The grouping axes of a kernel of rank `ndim`: its input axes ('in'), or its output axes ('out')."""
+    inputs = range(self.in_ndim) if self.layout == 'in_out' else range(ndim - self.in_ndim, ndim)
+    return tuple(a for a in range(ndim) if (a in inputs) == (group_axis == 'in'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +114,10 @@ def _parse_target(name: str, spec) -> Target:
   in_ndim = spec['in_ndim'] if 'in_ndim' in spec else 1
   if isinstance(in_ndim, bool) or not isinstance(in_ndim, int) or in_ndim < 1:
     raise ValueError(f'sparsity.targets.{name}.in_ndim must be an integer >= 1, got {in_ndim!r}.')
-  return Target(name, spec['regex'], spec['n'], spec['m'], in_ndim)
+  layout = spec['layout'] if 'layout' in spec else 'in_out'
+  if layout not in LAYOUTS:
+    raise ValueError(f'sparsity.targets.{name}.layout must be one of {LAYOUTS}, got {layout!r}.')
+  return Target(name, spec['regex'], spec['n'], spec['m'], in_ndim, layout)
 
 
 def _parse_frames(recipe: str, targets, custom) -> Tuple[Tuple[Pattern, ...], ...]:
@@ -225,13 +238,11 @@ class Recipe:
       for path in hits:
         if path in kernels:
           raise ValueError(f'Parameter {path} is selected by targets {kernels[path][0].name} and {t.name}.')
-        if path.rsplit('/', 1)[-1] != 'kernel':
-          raise ValueError(f'sparsity.targets.{t.name} selects {path}; only the kernels of sparse layers '
-                           '(SparseDense, SparseDenseGeneral) can be N:M sparse.')
         shape = flat[path].shape
         if len(shape) <= t.in_ndim:
-          raise ValueError(f'{path} has shape {shape}: in_ndim={t.in_ndim} leaves no output axis.')
-        axes = tuple(range(t.in_ndim)) if self.group_axis == 'in' else tuple(range(t.in_ndim, len(shape)))
+          raise ValueError(f'sparsity.targets.{t.name} selects {path} of shape {shape}: in_ndim={t.in_ndim} '
+                           'leaves no output axis (only weight matrices can be N:M sparse).')
+        axes = t.axes(len(shape), self.group_axis)
         for n, m in frames:
           try:
             nm.check_groupable(shape, n, m, axes)
@@ -349,6 +360,29 @@ class BoundRecipe(Schedule):
       if path not in self.kernels:
         return None
       return nm.nm_mask(w, *self.pattern_of(path, plan), self.kernels[path][1])
+    return jax.tree_util.tree_map_with_path(leaf, params)
+
+  def apply(self, params, masks, beta):
+    """The parameters a model computes with, for any model that takes its parameters as a pytree (a dict,
+    an NNX State, an Equinox module): the model-agnostic alternative to the sparse layers.
+
+    Args:
+      params: the parameter tree the recipe was bound to.
+      masks: `masks(params, plan)` of this step, or None (dense: `params` unchanged).
+      beta: `beta(step, plan)` of this step.
+
+    Returns:
+      `params` with every sparse kernel replaced by W * (m + (1 - m) beta), whose gradient reaches W
+      straight through (layers.mix_straight_through); every other leaf as it is.
+    """
+    if masks is None:
+      return params
+    flat_masks = tree_paths.flatten(masks)
+    beta = jnp.asarray(beta, jnp.float32)
+
+    def leaf(key_path, w):
+      mask = flat_masks.get(tree_paths.path_string(key_path))
+      return w if mask is None else layers.mix_straight_through(w, mask, beta)
     return jax.tree_util.tree_map_with_path(leaf, params)
 
   def all_kept_masks(self, params):
