@@ -9,7 +9,7 @@ import importlib
 _EXPORTS = ('BoundRecipe', 'Recipe', 'SparseDense', 'SparseDenseGeneral', 'nm_gradient_flow', 'nm_mask',
             'sdgf_patterns')
 __all__ = list(_EXPORTS)
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 
 def __getattr__(name):

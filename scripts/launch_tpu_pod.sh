@@ -35,7 +35,7 @@ done
 GCLOUD=(gcloud compute tpus tpu-vm --zone="$ZONE")
 [[ -n $PROJECT ]] && GCLOUD+=(--project="$PROJECT")
 ARCHIVE=/tmp/pgf_sparsity_$$.tar.gz
-JAX_VERSION=$(sed -n "s/.*'jax==\([0-9.]*\)'.*/\1/p" setup.py)
+JAX_VERSION=$(sed -n 's/^jax==\([0-9.]*\)$/\1/p' requirements/lock.txt)
 REMOTE="mkdir -p ~/pgf_sparsity && tar xzf ~/pgf_sparsity.tar.gz -C ~/pgf_sparsity && cd ~/pgf_sparsity \
 && bash scripts/setup.sh && .venv/bin/pip install -q 'jax[tpu]==$JAX_VERSION' \
 -f https://storage.googleapis.com/jax-releases/libtpu_releases.html \
