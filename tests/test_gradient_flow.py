@@ -8,7 +8,7 @@ import pytest
 
 from pgf_sparsity import nm_gradient_flow
 from pgf_sparsity import SparseDense
-from pgf_sparsity.sparsity import Recipe
+from pgf_sparsity.sparsity import Recipe, tree_paths
 
 LAMBDA = 2e-4
 
@@ -154,6 +154,32 @@ def test_chains_before_clipping_and_adamw():
   # Dense phase: no masks, gradients pass through untouched.
   same, _ = sp.transform().update(grads, (), params)
   np.testing.assert_array_equal(same['fc']['kernel'], grads['fc']['kernel'])
+
+
+@pytest.mark.parametrize('recipe,flow', [('srste', 'ste'), ('mdgf_exponential', 'decayed')])
+def test_the_flow_comes_before_a_clip_that_binds(recipe, flow):
+  """flow -> clip -> SGD against the chain computed by hand; the clip threshold binds, so a clip placed
+  before the flow (or a flow that skipped pruned weights' beta or SR-STE's term) gives other updates."""
+  sp, model, x, c, params = setup(recipe, flow)
+  plan = sp.plan(sp.phases.sparse_start + 2)
+  masks, beta = sp.masks(params, plan), 0.3
+  grads = jax.grad(loss_fn, argnums=1)(model, params, sp.collection(masks, beta), x, c)
+  lr, threshold = 0.1, 1e-3
+  tx = optax.chain(sp.transform(), optax.clip_by_global_norm(threshold), optax.sgd(lr))
+  updates, _ = tx.update(grads, tx.init(params), params, nm_masks=masks, nm_beta=beta)
+  flat_g, flat_m, flat_w = (tree_paths.flatten(t) for t in (grads, masks, params))
+  flowed = {}
+  for path, g in flat_g.items():
+    g, m, w = np.asarray(g, np.float64), flat_m.get(path), np.asarray(flat_w[path], np.float64)
+    if m is not None and flow == 'decayed':
+      g = np.where(m, g, beta * g)
+    if m is not None and recipe == 'srste':
+      g = g + np.where(m, 0.0, sp.recipe.srste_lambda * w)
+    flowed[path] = g
+  norm = np.sqrt(sum(np.sum(g ** 2) for g in flowed.values()))
+  assert norm > 10 * threshold  # the clip binds
+  for path, u in tree_paths.flatten(updates).items():
+    np.testing.assert_allclose(u, -lr * flowed[path] * threshold / norm, rtol=2e-5, atol=1e-9, err_msg=path)
 
 
 def test_invalid_combinations_are_rejected_at_construction():

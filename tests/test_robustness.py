@@ -116,21 +116,30 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(uninterrupted, t
 
 
 def test_non_finite_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  """Three good checkpoints, then a learning rate that diverges: the run stops at the non-finite step without
+  saving, the newest good checkpoint (15) is kept and finite, and a resume with a sane config continues from it."""
+  workdir = str(tmp_path / 'stop')
   config = load_config('digits', 'steps=60')
-  config.optimizer.learning_rate = 1e12
-  config.optimizer.warmup_steps = 0
-  config.checkpoint_every_steps = 5
-  config.log_every_steps = 5
-  with pytest.raises(train.NonFiniteError, match=r'Non-finite loss or gradients at step \d+'):
-    train.train_and_evaluate(config, str(tmp_path / 'stop'))
-  ckpt = checkpoints.Checkpointer(str(tmp_path / 'stop'))
-  for step in ckpt.all_steps():  # whatever was saved is finite
-    exp, _ = build_experiment(config)
+  config.checkpoint_every_steps = config.log_every_steps = 5
+  train.train_and_evaluate(config, workdir, max_steps_this_run=15)
+  diverging = load_config('digits', 'steps=60')
+  diverging.update(checkpoint_every_steps=5, log_every_steps=5)
+  diverging.optimizer.update(learning_rate=1e12, warmup_steps=0)
+  with pytest.raises(train.NonFiniteError, match=r'Non-finite loss or gradients at step 1[5-9]; .* checkpoint is step 15'):
+    train.train_and_evaluate(diverging, workdir, force_resume=True)
+  ckpt = checkpoints.Checkpointer(workdir)
+  assert ckpt.all_steps() == [10, 15]  # keep_checkpoints=2; nothing saved after the divergence
+  exp, _ = build_experiment(config)
+  for step in ckpt.all_steps():
     state = ckpt.restore(exp.abstract_state(), step)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
   ckpt.close()
+  state, _ = train.train_and_evaluate(config, workdir, force_resume=True)
+  assert int(state.step) == 60
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
   config.nonfinite = 'skip'
+  config.optimizer.update(learning_rate=1e12, warmup_steps=0)
   state, results = train.train_and_evaluate(config, str(tmp_path / 'skip'))
   assert int(state.step) == 60
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
