@@ -12,12 +12,15 @@ weights), runlocal (a tiny T5 for 4 steps, e.g. on tfds mock data).
 import ml_collections
 
 from pgf_sparsity import config_lib
+from pgf_sparsity.tasks import glue_metrics
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, **dict(config_lib.SPARSITY_ARGS, ff='1:32', flow='ste', alpha=1e-3),
                            task='sst2', variant='base', steps=20000, batch=128, opt='adafactor', init='',
                            init_format='workdir', **config_lib.T5_ARGS)
+  if a.task not in glue_metrics.TASKS:
+    raise ValueError(f'Config argument task must be one of {", ".join(glue_metrics.TASKS)}; got {a.task!r}.')
   config = ml_collections.ConfigDict()
   config.seed = a.seed
   eval_split = 'validation_matched' if a.task == 'mnli' else 'validation'

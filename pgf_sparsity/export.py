@@ -3,7 +3,7 @@
   .venv/bin/python -m pgf_sparsity.export --workdir=DIR --output=model.safetensors  # dense + zeros, PyTorch layout
   .venv/bin/python -m pgf_sparsity.export --workdir=DIR --output=model.safetensors --packed
   .venv/bin/python -m pgf_sparsity.export --workdir=DIR --output=model.npz --dtype=bfloat16  # the packed format
-  .venv/bin/python -m pgf_sparsity.export --workdir=DIR --output=model_params      # Flax parameters (orbax)
+  .venv/bin/python -m pgf_sparsity.export --workdir=DIR --output=model_params/     # Flax parameters (orbax)
   .venv/bin/python -m pgf_sparsity.export --verify=model.npz
   .venv/bin/python -m pgf_sparsity.export --evaluate=model.npz   # the run's evaluation, on the file's weights
 
@@ -23,7 +23,7 @@ from pgf_sparsity.sparsity import tree_paths
 def main(argv=None):
   from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,multiple-import-on-one-line
   flags.DEFINE_string('workdir', None, 'Training workdir to export.')
-  flags.DEFINE_string('output', None, 'Output: .safetensors, .npz (packed) or a directory (orbax).')
+  flags.DEFINE_string('output', None, "Output: .safetensors, .npz (packed), or a directory ending in '/' (orbax).")
   flags.DEFINE_bool('packed', False, 'With .safetensors: the packed arrays instead of dense with zeros.')
   flags.DEFINE_string('dtype', '', f'Value dtype, one of {model_files.DTYPES} (default: the checkpoint\'s).')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing output.')

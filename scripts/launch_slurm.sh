@@ -30,6 +30,9 @@ while (($#)); do
   shift
 done
 [[ -n $WORKDIR && -n $CONFIG ]] || { echo "launch_slurm: --workdir and --config are required" >&2; exit 2; }
+for flag in nodes=$NODES gpus_per_node=$GPUS; do
+  [[ ${flag#*=} =~ ^[1-9][0-9]*$ ]] || { echo "launch_slurm: --${flag%%=*} must be a positive integer, got '${flag#*=}'" >&2; exit 2; }
+done
 if ((PER_NODE)); then TASKS=1 GPUS_PER_TASK=$GPUS; else TASKS=$GPUS GPUS_PER_TASK=1; fi
 
 SCRIPT="#!/usr/bin/env bash

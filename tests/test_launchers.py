@@ -1,6 +1,8 @@
 """The pod and cluster launchers' dry runs: the exact commands they would run."""
 import subprocess
 
+import pytest
+
 from helpers import ROOT
 
 
@@ -41,3 +43,9 @@ def test_slurm_launcher_one_process_per_gpu_or_per_node():
                           '--per_node', '--', '--config.mesh.fsdp=8')
   assert code == 0 and '#SBATCH --ntasks-per-node=1' in out and '#SBATCH --gpus-per-task=8' in out
   assert '(2 processes, 16 GPUs)' in out and '--config.mesh.fsdp=8' in out
+
+
+@pytest.mark.parametrize('flag', ['--nodes=0', '--nodes=-2', '--gpus_per_node=0', '--gpus_per_node=two'])
+def test_slurm_launcher_refuses_counts_that_are_not_positive(flag):
+  code, out, err = _dry_run('launch_slurm.sh', '--workdir=/w', '--config=c.py', flag)
+  assert code == 2 and not out and err.count('\n') == 1 and 'must be a positive integer' in err, err

@@ -1,6 +1,7 @@
 """Preemption, kill -9 at random points, corrupt checkpoints, non-finite values, incompatible resumes,
 and a catalogue of malformed invocations (training and export)."""
 import concurrent.futures
+import json
 import os
 import random
 import signal
@@ -147,18 +148,73 @@ def test_non_finite_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp
   assert max(skipped) > 0
 
 
-def test_incompatible_resume_is_refused_unless_forced(tmp_path):
+@pytest.mark.slow
+def test_one_live_run_per_workdir_and_a_killed_holder_is_taken_over(tmp_path):
+  """A second run on a held workdir stops at once naming the holder; after kill -9 of the holder, the next run
+  finds its lock stale (its process is gone), takes the workdir over, resumes, and releases it at the end."""
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(load_config('digits', 'steps=20'), workdir)
+  command = [sys.executable, '-m', 'pgf_sparsity.main', '--config=configs/digits.py:steps=100000',
+             f'--workdir={workdir}']
+  holder = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  lock = os.path.join(workdir, 'run.lock')
+  try:
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(workdir, 'checkpoints')) and time.time() < deadline:
+      time.sleep(0.2)
+    with open(lock) as f:
+      assert json.load(f)['pid'] == holder.pid
+    second = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    errors = [l for l in second.stderr.splitlines() if l.startswith('error: ')]
+    assert second.returncode == 2 and len(errors) == 1, second.stderr[-2000:]
+    assert 'held by a live run' in errors[0] and f'process {holder.pid}' in errors[0]
+  finally:
+    holder.kill()  # SIGKILL: the lock stays behind, naming a process that is gone
+    holder.wait()
+  assert os.path.exists(lock)
+  third = subprocess.run(command + ['--max_steps_this_run=1'], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                         timeout=300)
+  assert third.returncode == 0, third.stderr[-2000:]
+  assert not os.path.exists(lock)
+
+
+def test_a_lock_from_another_host_is_stale_only_when_its_heartbeat_stopped(tmp_path):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.training import workdir_lock  # pylint: disable=g-import-not-at-top
+  lock = tmp_path / 'run.lock'
+  other = {'host': 'another-host', 'pid': 1, 'started': time.time() - 3600}
+  lock.write_text(json.dumps(dict(other, heartbeat=time.time() - 60)))
+  with pytest.raises(workdir_lock.WorkdirHeldError, match='host another-host, process 1'):
+    workdir_lock.WorkdirLock(epath.Path(tmp_path)).acquire()
+  lock.write_text(json.dumps(dict(other, heartbeat=time.time() - workdir_lock.STALE_AFTER_S - 1)))
+  with workdir_lock.WorkdirLock(epath.Path(tmp_path)):
+    assert json.loads(lock.read_text())['pid'] == os.getpid()
+  assert not lock.exists()
+
+
+def test_incompatible_resume_is_refused_unless_forced(tmp_path):
+  """A run stopped at step 5 of 20: another pattern is refused (nothing written); another logging interval
+  is not (it runs to step 10); --force_resume continues from step 10 with the new pattern, keeping the
+  records before it."""
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(digits_config('steps=20'), workdir, max_steps_this_run=5)
   before = sorted(os.listdir(workdir))
   with pytest.raises(ValueError, match=r"another config \(differs in \['sparsity'\]\)"):
-    train.train_and_evaluate(load_config('digits', 'steps=20,ff=1:8'), workdir)
+    train.train_and_evaluate(digits_config('steps=20,ff=1:8'), workdir)
   assert sorted(os.listdir(workdir)) == before
-  changed_logging = load_config('digits', 'steps=20')
-  changed_logging.log_every_steps = 5  # allowed: does not change what is trained
-  train.train_and_evaluate(changed_logging, workdir)
-  state, _ = train.train_and_evaluate(load_config('digits', 'steps=20,ff=1:8'), workdir, force_resume=True)
+  train.train_and_evaluate(digits_config('steps=20', log_every=10), workdir, max_steps_this_run=5)  # allowed
+  state, _ = train.train_and_evaluate(digits_config('steps=20,ff=1:8'), workdir, force_resume=True)
   assert int(state.step) == 20
+  rows = {r['step']: r for r in metric_writers.read_jsonl(workdir) if r['split'] == 'train'}
+  assert sorted(rows) == [5, 10, 15, 20]
+  assert [rows[s]['pattern_m/ff'] for s in sorted(rows)] == [4.0, 4.0, 8.0, 8.0]  # the new config from step 10
+  assert json.loads(open(os.path.join(workdir, 'config.json')).read())['sparsity']['targets']['ff']['m'] == 8
+
+
+def digits_config(arg: str, log_every: int = 5):
+  """The digits config with train rows logged every `log_every` steps."""
+  digits = load_config('digits', arg)
+  digits.log_every_steps = log_every
+  return digits
 
 
 # ---- the bad-input catalogue ----
@@ -227,6 +283,10 @@ def catalogue(w, tmp):
       (main(cfg(), workdir=os.path.join(a_file, 'sub')), 'cannot be created or written'),
       (main(cfg('ff=1:8')), 'another config'),
       (main(cfg(), '--max_steps_this_run=abc'), 'invalid literal'),
+      (main(cfg(), '--max_steps_this_run=0'), 'max_steps_this_run must be a positive number'),
+      (main(cfg(), '--max_steps_this_run=-1'), 'max_steps_this_run must be a positive number'),
+      (main('--config=configs/t5_glue.py:task=foo'), 'task must be one of cola, sst2'),
+      (main('--config=configs/vit_i1k.py:runlocal'), 'not prepared'),
       (['pgf_sparsity.export', f'--workdir={os.path.join(tmp, "nothing")}', '--output=x.npz'], 'holds no training run'),
       (['pgf_sparsity.export', f'--verify={truncated}'], 'not a readable'),
       (['pgf_sparsity.export', f'--verify={a_file}'], 'not a readable'),
@@ -235,6 +295,7 @@ def catalogue(w, tmp):
       (['pgf_sparsity.export', f'--workdir={w}', f'--output={os.path.join(tmp, "good.npz")}'], '--overwrite'),
       (['pgf_sparsity.export', f'--workdir={w}', f'--output={os.path.join(tmp, "x.npz")}', '--dtype=int4'],
        '--dtype must be one of'),
+      (['pgf_sparsity.export', f'--workdir={w}', f'--output={os.path.join(tmp, "model.txt")}'], 'names no format'),
   ]
 
 

@@ -39,7 +39,7 @@ def data_source(name: str, split: str, data_dir, decoders=None):
     return tfds.data_source(name, split=split, data_dir=data_dir or None, decoders=decoders, download=False)
   except _NOT_FOUND:
     raise _not_prepared(name, split, data_dir) from None
-  except (NotImplementedError, ValueError) as e:
+  except (NotImplementedError, ValueError, KeyError) as e:  # KeyError: tfds's "splits is empty"
     if not tfds.builder(name, data_dir=data_dir or None).is_prepared():
       raise _not_prepared(name, split, data_dir) from None
     raise ValueError(

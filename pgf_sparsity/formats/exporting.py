@@ -28,6 +28,16 @@ def _check_output(output: epath.Path, overwrite: bool) -> None:
     raise ValueError(f'cannot write {str(output)!r}: {str(output.parent)!r} is not a writable directory.')
 
 
+OUTPUTS = ('.safetensors', '.npz', '/')
+
+
+def _check_format(output: str) -> None:
+  """The output names its format: a known extension, or a trailing '/' for a directory."""
+  if not output.endswith(OUTPUTS):
+    raise ValueError(f'--output {output!r} names no format: end it with .safetensors (dense with zeros, or '
+                     "--packed), .npz (packed), or '/' for a directory of Flax parameters (orbax).")
+
+
 def _cast(flat, dtype: str):
   """The parameters in `dtype` (or as they are); a dtype that cannot hold a value is an error."""
   if not dtype:
@@ -75,6 +85,7 @@ def export(workdir: str, output: str, *, packed: bool = False, dtype: str = '', 
   """Writes the newest good checkpoint of `workdir` as an N:M model file; returns a size report.
   `tensor_cores` stores qualifying 2:4 kernels in the form of NVIDIA's sparse tensor cores (packed files).
   Either path may be a URL (file_paths.py)."""
+  _check_format(output)
   workdir, output_path = file_paths.absolute(workdir), file_paths.absolute(output)
   config = _run_config(workdir)
   _check_output(output_path, overwrite)

@@ -5,6 +5,7 @@ abstract parameters before anything is compiled; then one jitted train step per 
 frame) runs step by step on batches prepared ahead (prefetch.py), with logging, evaluation of the exact
 N:M model and checkpoints at their intervals (periodic.py).
 """
+import contextlib
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -24,6 +25,7 @@ from pgf_sparsity.training import periodic
 from pgf_sparsity.training import prefetch
 from pgf_sparsity.training import steps
 from pgf_sparsity.training import validation
+from pgf_sparsity.training import workdir_lock
 
 NonFiniteError = periodic.NonFiniteError
 
@@ -38,16 +40,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   is refused unless `force_resume`. Returns the final state and {'train': last logged train metrics,
   'eval': the last evaluation, 'preempted': whether SIGTERM stopped the run}.
   """
+  if max_steps_this_run is not None and max_steps_this_run < 1:
+    raise ValueError(f'--max_steps_this_run must be a positive number of steps, got {max_steps_this_run}.')
   config = config_lib.complete(config)  # every key the config leaves out, at its default
   recipe = validation.check_config(config)
   workdir = validation.check_workdir(workdir)  # an absolute epath.Path: every file of the run goes through it
   data = data_lib.build(config)
   exp = experiment.build(config, data.spec, recipe)  # patterns checked against the model's kernels
   validation.check_resumable(config, workdir, force_resume)  # after the config's own errors, before writing
+  with _held(workdir):  # one live run per workdir: a second one stops here, naming this one
+    return _run(exp, data, workdir, max_steps_this_run)
+
+
+def _held(workdir: epath.Path):
+  """The workdir's lock, held by process 0 for the whole run."""
+  return workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+
+
+def _run(exp: experiment.Experiment, data, workdir: epath.Path, max_steps_this_run: Optional[int]):
+  """The loop: restore or initialise, then step, with periodic work, until the end or a preemption."""
   compiled = steps.CompiledSteps(exp)
-  checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
+  checkpointer = checkpoints.Checkpointer(workdir, exp.config.keep_checkpoints)
   state = _restore_or_initialise(exp, checkpointer, workdir)
-  _save_run_description(config, data.spec, workdir)
+  _save_run_description(exp.config, data.spec, workdir)
   start = int(state.step)
   stop = exp.total_steps if max_steps_this_run is None else min(exp.total_steps, start + max_steps_this_run)
   work = periodic.PeriodicWork(exp, compiled, data, workdir, checkpointer, start, stop)
