@@ -44,8 +44,20 @@ def _unknown_key(error: AttributeError) -> str:
   return 'unknown config key in an override: ' + '. '.join(l.strip() for l in str(text).splitlines() if l.strip())
 
 
+def _missing_config_file(argv) -> str:
+  """The file named by --config=FILE[:args] when it does not exist, else ''."""
+  for arg in argv:
+    if arg.startswith('--config='):
+      path = arg[len('--config='):].split(':', 1)[0]
+      return path if path and not os.path.isfile(path) else ''
+  return ''
+
+
 def parse_flags(argv):
   """absl parsing, plus the config file and its overrides, with bad input reported on one line."""
+  missing = _missing_config_file(argv)
+  if missing:
+    _fail(f'error: config file {missing!r} does not exist (No such file).', 2)
   try:
     rest = FLAGS(argv)
     config = FLAGS.config  # config_flags loads the file and applies --config.* overrides lazily

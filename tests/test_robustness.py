@@ -240,7 +240,9 @@ def catalogue(w, tmp):
   return [
       (main(workdir=None), 'must have a value other than None'),
       (['pgf_sparsity.main', cfg()], 'workdir'),
-      (main('--config=configs/nonexistent.py'), 'No such file'),
+      (main('--config=configs/nonexistent.py'), "config file 'configs/nonexistent.py' does not exist"),
+      (main('--config=configs/nonexistent.py:runlocal'), "config file 'configs/nonexistent.py' does not exist"),
+      (main(cfg(), workdir='/proc/pgf_sparsity_run'), "workdir '/proc/pgf_sparsity_run' cannot be created"),
       (main(cfg('foo=1')), "Unknown config argument 'foo'"),
       (main(cfg('ff=1-8')), 'N:M pattern looks like'),
       (main(cfg('ff=0:4')), 'need 0 < N <= M'),

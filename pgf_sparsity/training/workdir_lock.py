@@ -69,7 +69,10 @@ class WorkdirLock:
       raise WorkdirHeldError(
           f'workdir {str(self.path.parent)!r} is held by a live run (host {holder.get("host")}, process '
           f'{holder.get("pid")}, started {started}); wait for it to end, or use another workdir.')
-    self.path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. under /proc: the parent exists, but nothing can be created in it
+      raise ValueError(f'workdir {str(self.path.parent)!r} cannot be created ({e.strerror or e}).') from None
     if holder is None and not file_paths.is_url(self.path):
       try:  # exclusive: of two runs started together, one wins
         with open(os.fspath(self.path), 'x') as f:
