@@ -78,7 +78,21 @@ def restore(path: str, like) -> Optional[Tuple[int, Any]]:
     return int(data['step']), jax.tree.unflatten(jax.tree.structure(like), leaves)
 
 
-def kept_per_group(weight: np.ndarray, m: int, axis: int) -> np.ndarray:
-  """Non-zero weights in every group of M along `axis`: a check of the final weights themselves."""
-  moved = np.moveaxis(np.asarray(weight), axis, -1)
-  return np.count_nonzero(moved.reshape(moved.shape[:-1] + (-1, m)), axis=-1)
+def fit(args: argparse.Namespace, sp, step_fn, params, opt_state, x_train, y_train):
+  """The examples' loop: resume from --checkpoint if it exists, run `step_fn(sp.plan(step), params, opt_state,
+  step, images, labels)` (# PGF: the step's plan, static, so one compilation per phase and SDGF frame) up to
+  --stop_at or --steps, save the checkpoint. Returns (params, per-step losses of this run, the step reached)."""
+  start = 0
+  restored = restore(args.checkpoint, (params, opt_state))
+  if restored:
+    start, (params, opt_state) = restored
+  stop = min(args.stop_at or args.steps, args.steps)
+  losses = []
+  for step in range(start, stop):
+    params, opt_state, loss = step_fn(sp.plan(step), params, opt_state, step, *batch(x_train, y_train, step))
+    losses.append(float(loss))
+    if step % 100 == 0:
+      print(f'step {step}: loss {float(loss):.4f}, {sp.plan(step).phase} phase {sp.plan(step).patterns}')
+  if args.checkpoint:
+    save(args.checkpoint, stop, (params, opt_state))
+  return params, losses, stop

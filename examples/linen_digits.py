@@ -50,21 +50,8 @@ def main(argv=None):
   sp = Recipe.from_config(common.recipe_block(args, TARGETS)).bind(params, args.steps)  # PGF
   sp.check_layers(model.apply, params, x_train[:1])  # PGF: every target is a SparseDense kernel
   tx = optax.chain(sp.transform(), optax.adamw(args.learning_rate))  # PGF: sp.transform() first
-  opt_state, start = tx.init(params), 0
-  restored = common.restore(args.checkpoint, (params, opt_state))
-  if restored:
-    start, (params, opt_state) = restored
   step_fn = jax.jit(functools.partial(train_step, model, sp, tx), static_argnums=0)
-  stop = min(args.stop_at or args.steps, args.steps)
-  losses = []
-  for step in range(start, stop):
-    params, opt_state, loss = step_fn(sp.plan(step), params, opt_state, step,
-                                      *common.batch(x_train, y_train, step))  # PGF: sp.plan(step)
-    losses.append(float(loss))
-    if step % 100 == 0:
-      print(f'step {step}: loss {float(loss):.4f}, plan {sp.plan(step).phase}')
-  if args.checkpoint:
-    common.save(args.checkpoint, stop, (params, opt_state))
+  params, losses, stop = common.fit(args, sp, step_fn, params, tx.init(params), x_train, y_train)
   final = sp.apply(params, sp.masks(params, sp.final_plan()), 0.0)  # PGF: the exactly N:M weights
   accuracy = float(jnp.mean(jnp.argmax(model.apply({'params': final}, x_test), -1) == y_test))
   print(f'test accuracy of the N:M model: {accuracy:.4f}')

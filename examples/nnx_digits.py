@@ -61,21 +61,8 @@ def main(argv=None):
   params = nnx.as_pure(params)
   sp = Recipe.from_config(common.recipe_block(args, TARGETS)).bind(params, args.steps)  # PGF
   tx = optax.chain(sp.transform(), optax.adamw(args.learning_rate))  # PGF: sp.transform() first
-  opt_state, start = tx.init(params), 0
-  restored = common.restore(args.checkpoint, (params, opt_state))
-  if restored:
-    start, (params, opt_state) = restored
-  step_fn = jax.jit(functools.partial(train_step, graphdef, sp, tx), static_argnums=0)  # one compile per plan
-  stop = min(args.stop_at or args.steps, args.steps)
-  losses = []
-  for step in range(start, stop):
-    params, opt_state, loss = step_fn(sp.plan(step), params, opt_state, step,
-                                      *common.batch(x_train, y_train, step))  # PGF: sp.plan(step)
-    losses.append(float(loss))
-    if step % 100 == 0:
-      print(f'step {step}: loss {float(loss):.4f}, plan {sp.plan(step).phase}')
-  if args.checkpoint:
-    common.save(args.checkpoint, stop, (params, opt_state))
+  step_fn = jax.jit(functools.partial(train_step, graphdef, sp, tx), static_argnums=0)
+  params, losses, stop = common.fit(args, sp, step_fn, params, tx.init(params), x_train, y_train)
   final = sp.apply(params, sp.masks(params, sp.final_plan()), 0.0)  # PGF: the exactly N:M weights
   accuracy = float(jnp.mean(jnp.argmax(nnx.merge(graphdef, final)(x_test), -1) == y_test))
   print(f'test accuracy of the N:M model: {accuracy:.4f}')
