@@ -1,6 +1,8 @@
 """Entry point: python -m pgf_sparsity.main --config=configs/X.py[:args] --workdir=DIR [--config.k=v]."""
+import logging as std_logging
 import os
 import sys
+import traceback
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # before anything loads TensorFlow's C++ runtime
 # TensorFlow only runs the input pipeline here (no matmuls or convolutions for oneDNN to speed up); its notice
@@ -72,9 +74,34 @@ def parse_flags(argv):
 
 def quiet_libraries() -> None:
   """Library INFO chatter (orbax, clu, absl) stays off unless asked for with --verbosity or
-  --alsologtostderr; warnings and errors still show."""
+  --alsologtostderr; warnings and errors still show. Orbax's writer threads log each failed write with its
+  traceback before the same error reaches the loop, which reports it in one line: those records are dropped."""
   if not FLAGS['verbosity'].present and not FLAGS.alsologtostderr:
     logging.set_verbosity(logging.WARNING)
+  logging.get_absl_logger().addFilter(_drop_orbax_tracebacks)
+  std_logging.getLogger('asyncio').addFilter(_drop_unretrieved)  # asyncio runs only orbax's writes here
+  sys.unraisablehook = _without_closed_loop_reports(sys.unraisablehook)
+
+
+def _drop_orbax_tracebacks(record) -> bool:
+  """False for a record carrying an exception raised inside orbax (its writer threads')."""
+  trace = record.exc_info[2] if record.exc_info else None
+  files = [record.pathname] + [frame.f_code.co_filename for frame, _ in traceback.walk_tb(trace)]
+  return not (record.exc_info and any(f'{os.sep}orbax{os.sep}' in f for f in files))
+
+
+def _drop_unretrieved(record) -> bool:
+  """False for asyncio's report of a write abandoned after the save had already failed."""
+  return 'exception was never retrieved' not in record.getMessage()
+
+
+def _without_closed_loop_reports(hook):
+  """After a failed save, orbax's writes still in flight complete into its closed event loop; Python reports
+  each as an unraisable 'Event loop is closed'. The failure itself is reported once, by the loop."""
+  def quiet(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError) and 'Event loop is closed' in str(unraisable.exc_value)):
+      hook(unraisable)
+  return quiet
 
 
 def main(argv):
@@ -93,6 +120,12 @@ def main(argv):
     _fail(f'error: {e}', 2)
   except (train.NonFiniteError, checkpoints.NoUsableCheckpointError) as e:
     _fail(f'error: {e}', 1)
+  except checkpoints.WriteFailedError as e:
+    # The run's own files are closed and its lock released by now; what is left are orbax's abandoned writes,
+    # which Python's shutdown would report one by one: exit without it.
+    sys.stderr.write(' '.join(f'error: {e}'.split()) + '\n')
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(1)  # pylint: disable=protected-access
 
 
 def _fail(message: str, code: int):

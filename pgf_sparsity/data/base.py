@@ -36,8 +36,9 @@ class DataSpec:
     if metric not in GENERATION_METRICS:
       raise ValueError(f'Unknown generation metric {self.generation_metric!r}; one of {GENERATION_METRICS}.')
 
-  def save(self, workdir: epath.PathLike) -> None:
-    (epath.Path(workdir) / 'run_info.json').write_text(json.dumps(dataclasses.asdict(self)))
+  def to_json(self) -> str:
+    """What DIR/run_info.json holds."""
+    return json.dumps(dataclasses.asdict(self))
 
   @classmethod
   def load(cls, workdir: epath.PathLike) -> 'DataSpec':

@@ -11,3 +11,15 @@ def absolute(path: epath.PathLike) -> epath.Path:
 
 def is_url(path: epath.PathLike) -> bool:
   return '://' in str(path)
+
+
+def write_atomically(path: epath.PathLike, text: str) -> None:
+  """Writes `text` beside `path` and renames it into place: a full disk leaves the old file whole."""
+  path = epath.Path(path)
+  staged = path.parent / (path.name + '.partial')
+  try:
+    staged.write_text(text)
+  except OSError:
+    staged.unlink(missing_ok=True)
+    raise
+  staged.replace(path)

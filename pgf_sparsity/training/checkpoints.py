@@ -6,6 +6,9 @@ never exposes a checkpoint whose write did not finish: it writes to a temporary 
 checksum is computed where the state lives, shard by shard, and only two words per array reach the host: no
 process ever gathers the state, however it is sharded.
 """
+import contextlib
+import os
+import shutil
 import signal
 import threading
 import zlib
@@ -19,9 +22,23 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from pgf_sparsity.formats import file_paths
+
 
 class NoUsableCheckpointError(RuntimeError):
   """Checkpoints exist but none of them can be read back intact."""
+
+
+class WriteFailedError(RuntimeError):
+  """A file of the run (a checkpoint, the metrics) could not be written: a full disk, a lost mount."""
+
+
+def reason(error: BaseException) -> str:
+  """The first line of the innermost cause (orbax wraps its writer threads' errors)."""
+  while error.__cause__ is not None or error.__context__ is not None:
+    error = error.__cause__ or error.__context__
+  text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+  return (text.splitlines() or [type(error).__name__])[0][:200]
 
 
 def _words(x: jax.Array) -> jax.Array:
@@ -58,6 +75,11 @@ def state_checksum(state: Any) -> str:
   return f'{zlib.crc32(layout.encode()):08x}' + sums.astype('>u4').tobytes().hex()
 
 
+def _bytes_under(directory: epath.Path) -> int:
+  return sum(os.path.getsize(os.path.join(root, name))
+             for root, _, names in os.walk(os.fspath(directory)) for name in names)
+
+
 class Checkpointer:
 
   def __init__(self, workdir: epath.PathLike, max_to_keep: int = 3):
@@ -66,6 +88,7 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'digest'),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    self._in_flight = None  # the step whose background write has not been waited for
 
   def all_steps(self):
     return sorted(self.manager.all_steps())
@@ -74,8 +97,54 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any) -> None:
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), digest=ocp.args.JsonSave({'checksum': state_checksum(state)})))
+    """Starts writing the checkpoint of `step` in the background, once the previous one is written; a write
+    that fails raises WriteFailedError naming its step, with nothing partial left behind."""
+    self.wait()
+    self._check_room(step, state)
+    with self._failing_as(step):
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), digest=ocp.args.JsonSave({'checksum': state_checksum(state)})))
+    self._in_flight = step
+
+  def _check_room(self, step: int, state: Any) -> None:
+    """On a local disk, refuses a save that cannot fit (the newest checkpoint's size, or the state's bytes for
+    the first) before orbax starts: its writer threads report a full disk only with a burst of tracebacks."""
+    if file_paths.is_url(self.directory) or jax.process_index() != 0:
+      return
+    newest = self.latest_step()
+    needed = (_bytes_under(self.directory / str(newest)) if newest is not None else
+              sum(x.nbytes for x in jax.tree.leaves(state)))
+    free = shutil.disk_usage(os.fspath(self.directory)).free
+    if free < needed * 1.05 + 2 ** 16:
+      raise WriteFailedError(f'could not write the checkpoint of step {step} to {self.directory} (No space left '
+                             f'on device: it needs about {needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free)')
+
+  @contextlib.contextmanager
+  def _failing_as(self, step: int):
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except  (orbax re-raises its writer threads' errors as is)
+      self._discard_partial()
+      self.manager.reload()
+      raise WriteFailedError(f'could not write the checkpoint of step {step} to {self.directory} ({reason(e)})'
+                             ) from e
+
+  def _discard_partial(self) -> None:
+    """Removes checkpoints whose write did not finish (orbax's temporary names), so that none is ever taken
+    for a checkpoint and the space they hold is free again."""
+    if jax.process_index() == 0 and self.directory.exists():
+      for partial in self.directory.glob('*.orbax-checkpoint-tmp*'):
+        partial.rmtree(missing_ok=True)
+
+  def abandon(self) -> None:
+    """After a failed write: ends the background work (whose error is the one being reported), removes what
+    was written in part, and closes; latest_step() still names the newest complete checkpoint."""
+    try:
+      self.close()
+    except WriteFailedError:
+      pass
+    self._discard_partial()
+    self.manager.reload()
 
   def restore(self, abstract_state: Any, step: int) -> Any:
     restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -119,11 +188,16 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Blocks until the background save in flight (if any) is written."""
-    self.manager.wait_until_finished()
+    step, self._in_flight = self._in_flight, None
+    if step is not None:
+      with self._failing_as(step):
+        self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.wait()
+    finally:
+      self.manager.close()
 
 
 class Preemption:

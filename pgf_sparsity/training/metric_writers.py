@@ -6,6 +6,9 @@ import jax
 import numpy as np
 from etils import epath
 
+from pgf_sparsity.formats import file_paths
+from pgf_sparsity.training.checkpoints import WriteFailedError
+
 
 class MetricsLogger:
   """write(step, split, scalars) goes to TensorBoard (as split/name) and to DIR/metrics.jsonl."""
@@ -19,14 +22,31 @@ class MetricsLogger:
     self.path = epath.Path(workdir) / 'metrics.jsonl'
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+    """Raises checkpoints' WriteFailedError, naming the file and the step, when the disk refuses the row."""
     scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
     self.writer.write_scalars(step, {f'{split}/{k}': v for k, v in scalars.items()})
     if self.is_lead:
-      with self.path.open('a') as f:
-        f.write(json.dumps({'step': int(step), 'split': split, **scalars}) + '\n')
+      row = json.dumps({'step': int(step), 'split': split, **scalars}) + '\n'
+      try:
+        with self.path.open('a') as f:
+          f.write(row)
+      except OSError as e:
+        _cut_partial_row(self.path)
+        raise WriteFailedError(f'could not append the {split} metrics of step {step} to {self.path} '
+                               f'({e.strerror or e})') from e
 
   def flush(self) -> None:
     self.writer.flush()
+
+
+def _cut_partial_row(path: epath.Path) -> None:
+  """Cuts a row that the disk took only in part, so that metrics.jsonl stays whole lines."""
+  try:
+    text = path.read_text()
+    if text and not text.endswith('\n'):
+      path.write_text(text[:text.rfind('\n') + 1])
+  except OSError:
+    pass
 
 
 def read_jsonl(workdir: epath.PathLike):
@@ -42,7 +62,8 @@ def truncate(workdir: epath.PathLike, step: int) -> None:
   continue without duplicates."""
   path = epath.Path(workdir) / 'metrics.jsonl'
   if jax.process_index() == 0 and path.exists():
-    path.write_text(''.join(json.dumps(r) + '\n' for r in read_jsonl(workdir) if r['step'] <= step))
+    kept = ''.join(json.dumps(r) + '\n' for r in read_jsonl(workdir) if r['step'] <= step)
+    file_paths.write_atomically(path, kept)  # a full disk must not cost the records kept
 
 
 def mean_of(step_metrics) -> dict:

@@ -11,6 +11,7 @@ from etils import epath
 
 from pgf_sparsity.analysis import diagnostics
 from pgf_sparsity.analysis import flops as flops_lib
+from pgf_sparsity.formats import file_paths
 from pgf_sparsity.sparsity import schedules
 from pgf_sparsity.training import console
 from pgf_sparsity.training import metric_writers as metrics_lib
@@ -96,7 +97,7 @@ class PeriodicWork:
     self.checkpointer.close()
     done = int(state.step)
     if done == self.exp.total_steps and jax.process_index() == 0:
-      (self.workdir / 'results.json').write_text(json.dumps(
+      file_paths.write_atomically(self.workdir / 'results.json', json.dumps(
           {'step': done, 'eval': self.last_eval, 'train_flops': self.flops.cumulative(done),
            'dense_train_flops': self.flops.dense_cumulative(done)}))
     return {'train': self.last_train, 'eval': self.last_eval, 'preempted': preempted}

@@ -6,6 +6,7 @@ frame) runs step by step on batches prepared ahead (prefetch.py), with logging, 
 N:M model and checkpoints at their intervals (periodic.py).
 """
 import contextlib
+import errno
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -16,6 +17,7 @@ from etils import epath
 
 from pgf_sparsity import config_lib
 from pgf_sparsity import data as data_lib
+from pgf_sparsity.formats import file_paths
 from pgf_sparsity.training import checkpoints
 from pgf_sparsity.training import console
 from pgf_sparsity.training import experiment
@@ -58,11 +60,32 @@ def _held(workdir: epath.Path):
 
 
 def _run(exp: experiment.Experiment, data, workdir: epath.Path, max_steps_this_run: Optional[int]):
-  """The loop: restore or initialise, then step, with periodic work, until the end or a preemption."""
+  """Restore or initialise, then the loop; a write the disk refuses ends the run naming what is kept."""
   compiled = steps.CompiledSteps(exp)
   checkpointer = checkpoints.Checkpointer(workdir, exp.config.keep_checkpoints)
-  state = _restore_or_initialise(exp, checkpointer, workdir)
-  _save_run_description(exp.config, data.spec, workdir)
+  try:
+    state = _restore_or_initialise(exp, checkpointer, workdir)
+    _save_run_description(exp.config, data.spec, workdir)
+    return _loop(exp, compiled, data, workdir, checkpointer, state, max_steps_this_run)
+  except (checkpoints.WriteFailedError, OSError) as e:
+    if isinstance(e, OSError) and e.errno not in _DISK_REFUSED:
+      raise
+    checkpointer.abandon()
+    newest = checkpointer.latest_step()
+    kept = f'the newest good checkpoint is step {newest}' if newest is not None else 'no checkpoint was kept'
+    raise checkpoints.WriteFailedError(f'{e if isinstance(e, checkpoints.WriteFailedError) else _what(e)}; '
+                                       f'{kept}. Free space (or restore the path) and rerun to resume.') from e
+
+
+_DISK_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
+
+
+def _what(error: OSError) -> str:
+  return f'could not write {error.filename or "a file of the run"} ({checkpoints.reason(error)})'
+
+
+def _loop(exp, compiled, data, workdir, checkpointer, state, max_steps_this_run):
+  """Steps from the state's step to the end (or this run's stop, or a preemption), with periodic work."""
   start = int(state.step)
   stop = exp.total_steps if max_steps_this_run is None else min(exp.total_steps, start + max_steps_this_run)
   work = periodic.PeriodicWork(exp, compiled, data, workdir, checkpointer, start, stop)
@@ -103,5 +126,5 @@ def _restore_or_initialise(exp: experiment.Experiment, checkpointer, workdir: ep
 def _save_run_description(config, spec: data_lib.DataSpec, workdir: epath.Path) -> None:
   """DIR/config.json (what resumption compares) and DIR/run_info.json (the data spec, for export)."""
   if jax.process_index() == 0:
-    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
-    spec.save(workdir)
+    file_paths.write_atomically(workdir / 'config.json', config.to_json_best_effort(indent=2))
+    file_paths.write_atomically(workdir / 'run_info.json', spec.to_json())

@@ -86,7 +86,10 @@ class WorkdirLock:
   def _start_heartbeat(self) -> None:
     def beat():
       while not self._stop.wait(HEARTBEAT_S):
-        self.path.write_text(self._record())
+        try:
+          self.path.write_text(self._record())
+        except OSError:  # a full disk: the run itself reports it; the pid still shows this holder alive
+          pass
     self._thread = threading.Thread(target=beat, name='pgf_sparsity workdir heartbeat', daemon=True)
     self._thread.start()
 
