@@ -31,6 +31,8 @@ def main(argv=None):
                     'sparse tensor cores (packed outputs only).')
   flags.DEFINE_string('verify', None, 'Load this model file and report it.')
   flags.DEFINE_string('evaluate', None, 'Evaluate this model file on its run\'s evaluation data.')
+  flags.DEFINE_enum('inference', 'auto', ['auto', 'sparse', 'dense'], 'With --evaluate: compute N:M layers from '
+                    'their packed form where faster (auto), wherever possible (sparse), or never (dense).')
 
   def run(argv):
     del argv
@@ -45,7 +47,7 @@ def main(argv=None):
         sys.stdout.write(f'{f.verify}: step {meta.get("step")}, {len(meta["layers"])} N:M kernels, '
                          f'{sum(v.size for v in leaves)} parameters, {nonzero} non-zero\n')
       elif f.evaluate:
-        sys.stdout.write(json.dumps(exporting.evaluate(f.evaluate)) + '\n')
+        sys.stdout.write(json.dumps(exporting.evaluate(f.evaluate, f.inference)) + '\n')
       elif f.workdir and f.output:
         report = exporting.export(f.workdir, f.output, packed=f.packed, dtype=f.dtype, overwrite=f.overwrite,
                         tensor_cores=f.tensor_cores)

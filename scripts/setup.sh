@@ -27,3 +27,6 @@ PY
 )
 [[ -z $missing ]] || { echo "setup: these do not import: $missing" >&2; exit 1; }
 bash scripts/get_data.sh
+# The N:M inference kernel (C++ through jax.ffi), compiled once per machine into ~/.cache/pgf_sparsity.
+.venv/bin/python -c "from pgf_sparsity.inference import kernel; kernel.build()" \
+  || { echo "setup: the N:M inference kernel did not build (is g++ installed?)" >&2; exit 1; }

@@ -168,7 +168,7 @@ def test_the_top_level_holds_at_most_six_modules_and_every_folder_a_role():
   top = sorted(n for n in os.listdir(PACKAGE) if n.endswith('.py'))
   assert len(top) <= 6, top
   folders = {n for n in os.listdir(PACKAGE) if os.path.isdir(os.path.join(PACKAGE, n)) and n != '__pycache__'}
-  assert folders == {'sparsity', 'models', 'data', 'tasks', 'training', 'formats', 'analysis'}
+  assert folders == {'sparsity', 'models', 'data', 'tasks', 'training', 'formats', 'analysis', 'inference'}
   for folder in folders:
     assert ast.get_docstring(ast.parse(open(os.path.join(PACKAGE, folder, '__init__.py')).read())), folder
 

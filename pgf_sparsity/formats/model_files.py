@@ -225,6 +225,38 @@ def tensor_core_kernels(path: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
           for p, layer in meta['layers'].items() if layer['encoding'] == 'nvidia_2_4'}
 
 
+def packed_kernels(path: str) -> Dict[str, nm_packing.PackedKernel]:
+  """The file's N:M kernels in packed form: as stored where the file is packed (.npz, packed .safetensors),
+  packed from the dense values otherwise; 2:4 kernels in the tensor-core form are repacked by position.
+
+  Args:
+    path: a file written by `write`.
+
+  Returns:
+    {Flax kernel path: PackedKernel}.
+  """
+  contents = None
+  if path.endswith('.npz'):
+    contents = _packed_npz_contents(path)
+  elif path.endswith('.safetensors'):
+    contents = _safetensors_contents(path)
+    contents = contents if contents[1].get('packed') else None
+  if contents is None:
+    flat, meta = read(path)
+    return {p: _pack_layer(p, flat[p], dict(layer, encoding='index')) for p, layer in meta['layers'].items()}
+  arrays, meta = contents
+  kernels = {}
+  for p, layer in meta['layers'].items():
+    if layer['encoding'] == 'nvidia_2_4':
+      dense = _unpacked(path, arrays, {'params': {p: meta['params'][p]}, 'layers': {p: layer}})[p]
+      kernels[p] = _pack_layer(p, dense, dict(layer, encoding='index'))
+    else:
+      kernels[p] = nm_packing.PackedKernel(arrays[f'values/{p}'], arrays[f'code/{p}'], layer['encoding'],
+                                           layer['n'], layer['m'], tuple(layer['axes']),
+                                           tuple(meta['params'][p]['shape']))
+  return kernels
+
+
 def _write_safetensors(path: str, flat: Flat, meta, packed: bool) -> None:
   from safetensors.numpy import save  # pylint: disable=g-import-not-at-top
   if packed:

@@ -106,14 +106,8 @@ def pack(kernel: np.ndarray, mask: np.ndarray, n: int, m: int, axes: Sequence[in
   return PackedKernel(values, code, encoding, n, m, axes, tuple(np.shape(kernel)))
 
 
-def unpack(packed: PackedKernel) -> np.ndarray:
-  """The dense kernel of a packed one.
-
-  Args:
-    packed: a PackedKernel, as `pack` made it or a file held it.
-
-  Returns:
-    The dense kernel, zero at pruned weights.
+def kept_positions(packed: PackedKernel) -> np.ndarray:
+  """The in-group position of every kept value, (G, N, B) ascending along N, checked against the values.
 
   Raises:
     ValueError: on positions or a bitmask that do not fit the values (a corrupted file).
@@ -126,16 +120,32 @@ def unpack(packed: PackedKernel) -> np.ndarray:
     order = unpack_bits(packed.code, index_bits(packed.m), packed.values.size).reshape(g, n, b)
     if (order >= packed.m).any() or (np.diff(order, axis=1) <= 0).any():
       raise ValueError('the index names positions outside their group, or one position twice')
-  elif packed.encoding == 'bitmask':
+    return order
+  if packed.encoding == 'bitmask':
     count = g * packed.m * b
     if packed.code.size != -(-count // 8):
       raise ValueError(f'a bitmask of {packed.code.size} bytes does not fit {count} weights')
     keep = np.unpackbits(packed.code, count=count, bitorder='little').reshape(g, packed.m, b).astype(bool)
     if not (keep.sum(axis=1) == n).all():
       raise ValueError(f'the bitmask is not exactly {n}:{packed.m}')
-    order = np.argsort(~keep, axis=1, kind='stable')[:, :n, :]
-  else:
-    raise ValueError(f'unknown encoding {packed.encoding!r}; one of {ENCODINGS}')
+    return np.argsort(~keep, axis=1, kind='stable')[:, :n, :]
+  raise ValueError(f'unknown encoding {packed.encoding!r}; one of {ENCODINGS}')
+
+
+def unpack(packed: PackedKernel) -> np.ndarray:
+  """The dense kernel of a packed one.
+
+  Args:
+    packed: a PackedKernel, as `pack` made it or a file held it.
+
+  Returns:
+    The dense kernel, zero at pruned weights.
+
+  Raises:
+    ValueError: on positions or a bitmask that do not fit the values (a corrupted file).
+  """
+  order = kept_positions(packed)
+  g, _, b = packed.values.shape
   dense = np.zeros((g, packed.m, b), packed.values.dtype)
   np.put_along_axis(dense, order, packed.values, axis=1)
   _, restore = to_groups(np.zeros(packed.shape, np.int8), packed.axes, packed.m)

@@ -107,18 +107,23 @@ def _eval_variables(exp: Experiment, params) -> Dict[str, Any]:
   return {'sparsity': exp.recipe.collection(exp.recipe.masks(params, plan), jnp.zeros((), jnp.float32))}
 
 
-def _eval_apply(exp: Experiment, params):
+def _eval_apply(exp: Experiment, params, packed=None, arrays=None):
+  """The model's apply for evaluation; with `packed` (packed_layers.PackedModel), N:M layers computed from
+  their packed form (`arrays`, its device arrays)."""
   sparsity = _eval_variables(exp, params)
-  return lambda p, *args, variables=None, **kwargs: exp.model.apply(
-      {'params': p, **sparsity, **(variables or {})}, *args, **kwargs)
+  if packed is None:
+    return lambda p, *args, variables=None, **kwargs: exp.model.apply(
+        {'params': p, **sparsity, **(variables or {})}, *args, **kwargs)
+  return lambda p, *args, variables=None, **kwargs: packed.apply(
+      exp.model, {'params': p, **sparsity, **(variables or {})}, arrays, *args, **kwargs)
 
 
-def eval_sums(exp: Experiment, params, batch):
-  return exp.task.eval_sums(_eval_apply(exp, params), params, batch)
+def eval_sums(exp: Experiment, params, batch, arrays=None, *, packed=None):
+  return exp.task.eval_sums(_eval_apply(exp, params, packed, arrays), params, batch)
 
 
-def decode(exp: Experiment, params, batch):
-  return exp.task.decode(_eval_apply(exp, params), params, batch)
+def decode(exp: Experiment, params, batch, arrays=None, *, packed=None):
+  return exp.task.decode(_eval_apply(exp, params, packed, arrays), params, batch)
 
 
 def all_processes(texts: List[str]) -> List[str]:
@@ -138,10 +143,14 @@ def all_processes(texts: List[str]) -> List[str]:
 
 
 class CompiledSteps:
-  """The jitted step functions of an Experiment, compiled on first use (one train step per plan)."""
+  """The jitted step functions of an Experiment, compiled on first use (one train step per plan).
 
-  def __init__(self, exp: Experiment):
+  With `packed` (packed_layers.PackedModel), evaluation and decoding compute its N:M layers from their
+  packed form (single-device inference, e.g. `export --evaluate`)."""
+
+  def __init__(self, exp: Experiment, packed=None):
     self.exp = exp
+    self.packed = packed
     self.cache = {}
 
   def _jit(self, fn, *args, on_params: bool = False, out=None, donate: bool = False):
@@ -155,6 +164,15 @@ class CompiledSteps:
                                 donate_argnums=(0,) if donate else ())
     return self.cache[key]
 
+  def _on_params(self, fn, out=None):
+    """fn(exp, params, batch) jitted; with `packed`, its arrays passed along as arguments (not constants)."""
+    if self.packed is None:
+      return self._jit(fn, on_params=True, out=out)
+    key = (fn.__name__, 'packed')
+    if key not in self.cache:
+      self.cache[key] = jax.jit(functools.partial(fn, self.exp, packed=self.packed))
+    return functools.partial(self.cache[key], arrays=self.packed.arrays)
+
   def train_step(self, plan: StepPlan):
     return self._jit(train_step, plan, out=(self.exp.state_sharding, self.exp.replicated), donate=True)
 
@@ -163,7 +181,7 @@ class CompiledSteps:
 
   def evaluate(self, params, data) -> Dict[str, float]:
     """Evaluation metrics of the exact N:M model on the data's evaluation batches."""
-    step = self._jit(eval_sums, on_params=True)
+    step = self._on_params(eval_sums)
     totals = {}
     for batch in data.eval_batches():
       for k, v in jax.device_get(step(params, self.exp.shard(batch))).items():
@@ -177,7 +195,7 @@ class CompiledSteps:
 
   def predict(self, params, data) -> List[np.ndarray]:
     """Decoded predictions (token ids) for every evaluation example of this process, in order."""
-    step = self._jit(decode, on_params=True, out=self.exp.batch_sharding)
+    step = self._on_params(decode, out=self.exp.batch_sharding)
     out = []
     for batch in data.eval_batches():
       predicted = step(params, self.exp.shard(batch))

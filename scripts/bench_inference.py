@@ -1,0 +1,193 @@
+"""Inference from the packed N:M form against dense, side by side in one process (interleaved rounds).
+
+  .venv/bin/python scripts/bench_inference.py                        # every block, batch and pattern
+  .venv/bin/python scripts/bench_inference.py --blocks=vit --layers=12 --batches=1 --json=rows.json
+  .venv/bin/python scripts/bench_inference.py --markdown=docs/inference.md   # the table docs/ and README show
+
+Blocks in sequence, float32, with random weights pruned N:M by magnitude: ViT-B/16's MLP (768 -> 3072 ->
+768, GELU) and T5-base's gated feed-forward (768 -> 2 x 2048 -> 768), each with its residual. Dense runs
+XLA's matmul on the dense kernels; sparse runs the N:M kernel (pgf_sparsity.inference) on the compact form.
+For each row: median ms per call, the paired speedup over dense (geometric mean over rounds of dense's time
+over this row's time in the same round, with its 95% interval), the path the automatic choice takes, and the
+bytes of weights read per call. `--json=FILE` writes one object per row (block, layers, batch, pattern,
+dtype, ms, speedup, low, high, auto, bytes).
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgf_sparsity.inference import kernel as kernel_lib
+from pgf_sparsity.inference import packed_layers
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_train_step import measure, paired_ratio  # noqa: E402  pylint: disable=g-import-not-at-top
+
+BLOCKS = {'vit': (768, 3072, False), 't5': (768, 2048, True)}  # (width, hidden, gated)
+
+
+def block_kernels(block: str, layers: int, seed: int = 0):
+  """Per layer, the block's kernels (in, out), float32, at a scale that keeps activations O(1)."""
+  width, hidden, gated = BLOCKS[block]
+  rng = np.random.default_rng(seed)
+  shapes = [(width, hidden)] * (2 if gated else 1) + [(hidden, width)]
+  return [[(rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32) for s in shapes] for _ in range(layers)]
+
+
+def pruned(kernel: np.ndarray, n: int, m: int) -> np.ndarray:
+  """The kernel with all but the N largest magnitudes of each group of M along `in` set to zero."""
+  groups = kernel.reshape(-1, m, kernel.shape[1])
+  keep = np.argsort(np.argsort(-np.abs(groups), axis=1, kind='stable'), axis=1, kind='stable') < n
+  return (groups * keep).reshape(kernel.shape)
+
+
+def forward(block: str, matmul):
+  """The blocks in sequence, each layer's product through `matmul(x, layer, index)`."""
+  gated = BLOCKS[block][2]
+
+  def run(x, weights):
+    for layer in weights:
+      hidden = jax.nn.gelu(matmul(x, layer[0]))
+      if gated:
+        hidden = hidden * matmul(x, layer[1])
+      x = x + matmul(hidden, layer[-1])
+    return x
+  return jax.jit(run)
+
+
+def cases(block: str, layers: int, batch: int, patterns):
+  """{name: (jitted forward, weights, bytes read, compact kernels)} for dense and each pattern."""
+  kernels = block_kernels(block, layers)
+  x = jnp.asarray(np.random.default_rng(1).standard_normal((batch, BLOCKS[block][0])).astype(np.float32))
+  out = {'dense': (forward(block, lambda h, w: h @ w), [[jnp.asarray(k) for k in layer] for layer in kernels],
+                   sum(k.nbytes for layer in kernels for k in layer), None)}
+  for pattern in patterns:
+    n, m = map(int, pattern.split(':'))
+    compact = [[packed_layers.from_dense(pruned(k, n, m), n, m) for k in layer] for layer in kernels]
+    sparse = forward(block, lambda h, arrays, m=m: kernel_lib.nm_matmul(h, *arrays, m))  # widths: whole blocks
+    weights = [[(jnp.asarray(c.values), jnp.asarray(c.positions)) for c in layer] for layer in compact]
+    out[pattern] = (sparse, weights, sum(c.bytes_read() for layer in compact for c in layer), compact[0][0])
+  return x, out
+
+
+def check_equal(x, built, patterns, block, layers) -> None:
+  """Each pattern's sparse forward against the dense forward on the same pruned weights."""
+  kernels = block_kernels(block, layers)
+  dense = forward(block, lambda h, w: h @ w)
+  for pattern in patterns:
+    n, m = map(int, pattern.split(':'))
+    want = dense(x, [[jnp.asarray(pruned(k, n, m)) for k in layer] for layer in kernels])
+    run, weights, _, _ = built[pattern]
+    np.testing.assert_allclose(np.asarray(run(x, weights)), np.asarray(want), rtol=2e-4, atol=2e-4)
+
+
+def bench(block, layers, batch, patterns, rounds, calls):
+  x, built = cases(block, layers, batch, patterns)
+  check_equal(x, built, patterns, block, layers)
+  runs = {}
+  for name, (run, weights, _, _) in built.items():
+    run(x, weights).block_until_ready()  # compiled before timing
+
+    def call(times, run=run, weights=weights):
+      for _ in range(times):
+        y = run(x, weights)
+      y.block_until_ready()
+    runs[name] = {'run': call, 'times': [], 'cpu_times': []}
+  measure(runs, rounds, calls)
+  rows = []
+  for name, (_, _, read, compact) in built.items():
+    speedup, high, low = (1.0, 1.0, 1.0) if name == 'dense' else (
+        1 / r for r in paired_ratio(runs[name]['times'], runs['dense']['times']))
+    auto = 'dense' if compact is None else packed_layers.choose(compact, batch)
+    rows.append(dict(block=block, layers=layers, batch=batch, pattern=name, dtype='float32',
+                     ms=float(np.median(runs[name]['times']) * 1e3), speedup=speedup, low=low, high=high,
+                     auto=auto, bytes=int(read)))
+  return rows
+
+
+def machine() -> str:
+  model = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
+               platform.processor())
+  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+  return f'{os.cpu_count()} cores, {model}, commit {commit}'
+
+
+def markdown(rows) -> str:
+  """Every row: the table of docs/inference.md."""
+  lines = [f'Measured by `scripts/bench_inference.py` on {rows[0]["machine"]}; float32; speedup: paired, over',
+           'dense, with its 95% interval; "auto": the path the automatic choice takes.', '',
+           '| block | layers | batch | pattern | ms | speedup (95% CI) | auto | MB read |',
+           '|---|---:|---:|---|---:|---|---|---:|']
+  for r in rows:
+    interval = '' if r['pattern'] == 'dense' else f' ({r["low"]:.2f}-{r["high"]:.2f})'
+    lines.append(f'| {r["block"]} | {r["layers"]} | {r["batch"]} | {r["pattern"]} | {r["ms"]:.2f} | '
+                 f'{r["speedup"]:.2f}x{interval} | {r["auto"]} | {r["bytes"] / 1e6:.1f} |')
+  return '\n'.join(lines) + '\n'
+
+
+def summary(rows) -> str:
+  """The README's table: the 12-block stacks, speedup over dense per pattern and batch."""
+  stacks = [r for r in rows if r['layers'] > 1]
+  patterns = sorted({r['pattern'] for r in stacks} - {'dense'}, key=lambda p: int(p.split(':')[1]))
+  names = {'vit': 'ViT-B/16 MLP', 't5': 'T5-base gated FF'}
+  lines = [f'| {stacks[0]["layers"]} blocks | batch | dense ms | ' + ' | '.join(patterns) + ' |',
+           '|---|---:|---:|' + '---:|' * len(patterns)]
+  for block, batch in sorted({(r['block'], r['batch']) for r in stacks}, key=lambda k: (k[0] != 'vit', k[1])):
+    cells = {r['pattern']: r for r in stacks if (r['block'], r['batch']) == (block, batch)}
+    speedups = [f'{cells[p]["speedup"]:.1f}x' + ('' if cells[p]['auto'] == 'sparse' else ' (dense)')
+                for p in patterns]
+    lines.append(f'| {names.get(block, block)} | {batch} | {cells["dense"]["ms"]:.1f} | ' + ' | '.join(speedups)
+                 + ' |')
+  return '\n'.join(lines) + f'\n\n{rows[0]["machine"]}; float32; "(dense)": the automatic choice computes densely there.\n'
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--blocks', default='vit,t5')
+  parser.add_argument('--layers', default='12,1', help='blocks in sequence; 1: a single block (fits in cache)')
+  parser.add_argument('--batches', default='1,8,64')
+  parser.add_argument('--patterns', default='2:4,1:8,1:32,1:64')
+  parser.add_argument('--rounds', type=int, default=10)
+  parser.add_argument('--calls', type=int, default=5, help='calls per round')
+  parser.add_argument('--json', default='', help='write the rows to this file')
+  parser.add_argument('--from_json', default='', help='measure nothing: the tables of the rows in this file')
+  parser.add_argument('--markdown', default='', help='write the full table to this file')
+  parser.add_argument('--summary', default='', help="write the README's table to this file")
+  args = parser.parse_args()
+  if args.from_json:
+    with open(args.from_json) as f:
+      rows = json.load(f)
+  else:
+    rows = measure_all(args)
+  table = markdown(rows)
+  sys.stdout.write(table)
+  for path, text in ((args.markdown, table), (args.summary, summary(rows))):
+    if path:
+      with open(path, 'w') as f:
+        f.write(text)
+
+
+def measure_all(args):
+  if not kernel_lib.available():
+    sys.exit(f'error: {kernel_lib.unavailable_reason()}')
+  rows, where = [], machine()
+  for block in args.blocks.split(','):
+    for layers in map(int, args.layers.split(',')):
+      for batch in map(int, args.batches.split(',')):
+        rows += [dict(r, machine=where) for r in bench(block, layers, batch, args.patterns.split(','), args.rounds,
+                                                       args.calls)]
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(rows, f, indent=1)
+  return rows
+
+
+if __name__ == '__main__':
+  main()
