@@ -1,16 +1,17 @@
 """Inference from the packed N:M form against dense, side by side in one process (interleaved rounds).
 
-  .venv/bin/python scripts/bench_inference.py                        # every block, batch and pattern
-  .venv/bin/python scripts/bench_inference.py --blocks=vit --layers=12 --batches=1 --json=rows.json
-  .venv/bin/python scripts/bench_inference.py --markdown=docs/inference.md   # the table docs/ and README show
+  .venv/bin/python scripts/bench_inference.py --json=results/inference/bench.json   # measure (~15 min, 2 cores)
+  .venv/bin/python scripts/bench_inference.py --from_json=results/inference/bench.json \
+      --markdown=results/inference/table.md --summary=results/inference/summary.md   # the tables, from the data
+  .venv/bin/python scripts/bench_inference.py --blocks=vit --layers=12 --batches=1 --patterns=1:8,1:32
 
-Blocks in sequence, float32, with random weights pruned N:M by magnitude: ViT-B/16's MLP (768 -> 3072 ->
-768, GELU) and T5-base's gated feed-forward (768 -> 2 x 2048 -> 768), each with its residual. Dense runs
-XLA's matmul on the dense kernels; sparse runs the N:M kernel (pgf_sparsity.inference) on the compact form.
-For each row: median ms per call, the paired speedup over dense (geometric mean over rounds of dense's time
-over this row's time in the same round, with its 95% interval), the path the automatic choice takes, and the
-bytes of weights read per call. `--json=FILE` writes one object per row (block, layers, batch, pattern,
-dtype, ms, speedup, low, high, auto, bytes).
+Blocks in sequence, float32, with random weights pruned N:M by magnitude: ViT-B/16's MLP (768 -> 3072 -> 768,
+GELU) and T5-base's gated feed-forward (768 -> 2 x 2048 -> 768), each with an RMS pre-norm and its residual.
+Dense runs XLA's matmul on the dense kernels; sparse runs the N:M kernel (pgf_sparsity.inference) on the
+compact form, checked equal to dense first. For each row: median ms per call, the paired speedup over dense
+(geometric mean over rounds of dense's time over this row's time in the same round, with its 95% interval),
+the path the automatic choice takes, and the bytes of weights read per call. `--json=FILE` writes one object
+per row (block, layers, batch, pattern, dtype, ms, speedup, low, high, auto, bytes, machine).
 """
 import argparse
 import json
@@ -53,9 +54,10 @@ def forward(block: str, matmul):
 
   def run(x, weights):
     for layer in weights:
-      hidden = jax.nn.gelu(matmul(x, layer[0]))
+      normed = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + 1e-6)  # pre-norm, as both models
+      hidden = jax.nn.gelu(matmul(normed, layer[0]))
       if gated:
-        hidden = hidden * matmul(x, layer[1])
+        hidden = hidden * matmul(normed, layer[1])
       x = x + matmul(hidden, layer[-1])
     return x
   return jax.jit(run)
