@@ -81,22 +81,26 @@ def train(recipe, extra):
   if masks is not None:
     variables['sparsity'] = sp.collection(masks, 0.0)
   accuracy = float((model.apply(variables, xte).argmax(-1) == yte).mean())
-  return accuracy, params, masks, sp
+  return accuracy, params, masks, sp, (model, variables, xte)
 
 
 @pytest.mark.parametrize('recipe', sorted(RECIPES))
 def test_recipe_trains_well_above_chance_and_ends_exactly_n_m(recipe):
-  accuracy, params, masks, sp = train(recipe, RECIPES[recipe])
+  accuracy, params, masks, sp, (model, evaluated, x) = train(recipe, RECIPES[recipe])
   assert accuracy > 0.75, f'{recipe}: accuracy {accuracy:.3f} (chance is 0.1)'
   if recipe == 'dense':
     assert masks is None
     return
   assert sorted(tree_paths.flatten(masks)) == ['hidden_0/kernel', 'hidden_1/kernel']
+  hardened = jax.tree.map(lambda w: w, params)
   for path, mask in tree_paths.flatten(masks).items():
-    kernel = params[path.split('/')[0]]['kernel']
-    hardened = kernel * mask
-    counts = np.asarray(nm.group_counts(hardened != 0, 4, 0))
+    hardened[path.split('/')[0]]['kernel'] = params[path.split('/')[0]]['kernel'] * mask
+    counts = np.asarray(nm.group_counts(hardened[path.split('/')[0]]['kernel'] != 0, 4, 0))
     assert (counts == 1).all(), path
+  # the evaluated model computes with exactly these 1:4 weights: a plain forward pass on them (no sparsity
+  # collection, zeros where pruned) gives its logits
+  np.testing.assert_allclose(np.asarray(model.apply({'params': hardened}, x)),
+                             np.asarray(model.apply(evaluated, x)), rtol=1e-5, atol=1e-5)
   summary = diagnostics.nm_summary(sp, params, masks, sp.plan(STEPS - 1))
   assert summary['sparsity'] == pytest.approx(0.75)
   assert summary['nm_exact'] == 1.0

@@ -12,8 +12,9 @@ from pgf_sparsity import models
 from pgf_sparsity.data import shakespeare
 from pgf_sparsity.data import span_corruption
 from pgf_sparsity.data import vocab as vocab_lib
+from pgf_sparsity.formats import exporting
+from pgf_sparsity.formats import model_files
 from pgf_sparsity.sparsity import nm
-from pgf_sparsity.sparsity import tree_paths
 from pgf_sparsity.training import metric_writers
 from pgf_sparsity.training import train
 
@@ -64,6 +65,22 @@ def test_vectorised_span_corruption_matches_the_token_by_token_definition(length
     np.testing.assert_array_equal(inputs, expected_inputs)
     np.testing.assert_array_equal(targets, expected_targets)
     assert (len(inputs), len(targets)) == span_corruption.corrupted_lengths(length, 0.3, 2.0)
+
+
+@pytest.mark.parametrize('rows,length', [(2, 7), (5, 64), (16, 568)])
+def test_span_corruption_of_a_batch_of_rows_matches_the_definition_row_by_row(rows, length):
+  """The multi-row path that C4 and Shakespeare batches take: each row against the token-by-token definition
+  on that row's own noise mask (span numbering restarts in every row)."""
+  vocab = vocab_lib.ByteVocabulary()
+  for seed in range(3):
+    tokens = np.random.RandomState(seed).randint(3, 259, (rows, length)).astype(np.int32)
+    inputs, targets = span_corruption.corrupt_rows(tokens, vocab, np.random.default_rng(seed), 0.3, 2.0)
+    masks = span_corruption.noise_masks(rows, length, np.random.default_rng(seed), 0.3, 2.0)
+    assert length < 64 or len({tuple(m) for m in masks}) == rows  # the rows' masks differ
+    for row in range(rows):
+      expected_inputs, expected_targets = _corrupt_token_by_token(tokens[row], vocab, masks[row])
+      np.testing.assert_array_equal(inputs[row], expected_inputs)
+      np.testing.assert_array_equal(targets[row], expected_targets)
 
 
 def test_span_lengths_are_uniform_over_compositions():
@@ -170,14 +187,16 @@ def test_every_recipe_improves_validation_loss_and_ends_exactly_n_m(recipe, tmp_
   assert evals[-1]['perplexity'] == pytest.approx(np.exp(evals[-1]['loss']), rel=1e-4)
   if recipe == 'dense':
     return
-  flat = tree_paths.flatten(jax.device_get(state.params))
+  del state
+  exporting.export(str(tmp_path), str(tmp_path / 'model.npz'))  # the shipped model: the final weights, N:M
+  flat, meta = model_files.read(str(tmp_path / 'model.npz'))
   ff = [p for p in flat if '/mlp/' in p]
   qkv_paths = [p for p in flat if p.endswith(('query/kernel', 'key/kernel', 'value/kernel'))]
   assert len(ff) == 6 and len(qkv_paths) == 9
   for paths, (n, m) in ((ff, (1, 4)), (qkv_paths, qkv)):
     for p in paths:
-      hardened = flat[p] * np.asarray(nm.nm_mask(flat[p], n, m))
-      assert (np.asarray(nm.group_counts(hardened != 0, m)) == n).all(), p
+      assert (meta['layers'][p]['n'], meta['layers'][p]['m']) == (n, m), p
+      assert (np.asarray(nm.group_counts(flat[p] != 0, m)) == n).all(), p  # counted on the file's weights
 
 
 def test_encoder_and_decoder_patterns_can_differ():
