@@ -106,10 +106,33 @@ def bench(block, layers, batch, patterns, rounds, calls):
   for name, (_, _, read, compact) in built.items():
     speedup, high, low = (1.0, 1.0, 1.0) if name == 'dense' else (
         1 / r for r in paired_ratio(runs[name]['times'], runs['dense']['times']))
-    auto = 'dense' if compact is None else packed_layers.choose(compact, batch)
+    auto = 'dense' if compact is None else packed_layers.automatic(compact.n, compact.m, batch)
     rows.append(dict(block=block, layers=layers, batch=batch, pattern=name, dtype='float32',
                      ms=float(np.median(runs[name]['times']) * 1e3), speedup=speedup, low=low, high=high,
                      auto=auto, bytes=int(read)))
+  return rows
+
+
+def bench_model_file(path: str, rounds: int):
+  """A whole exported model's evaluation (its run's evaluation set), dense against the packed form (auto)."""
+  from pgf_sparsity.formats import exporting  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.training import steps  # pylint: disable=g-import-not-at-top
+  exp, data, params = exporting.evaluation_inputs(path)
+  packed = packed_layers.from_file(path, 'auto')
+  compiled = {'dense': steps.CompiledSteps(exp), 'packed (auto)': steps.CompiledSteps(exp, packed)}
+  results = {name: c.evaluate(params, data) for name, c in compiled.items()}  # compiled, and checked equal
+  runs = {name: {'run': lambda times, c=c: [c.evaluate(params, data) for _ in range(times)], 'times': [],
+                 'cpu_times': []} for name, c in compiled.items()}
+  measure(runs, rounds, 1)
+  rows_per_call = exp.config.eval_batch_size  # at least: every token of the batch is a row
+  sparse_layers = sum(packed_layers.automatic(k.n, k.m, rows_per_call) == 'sparse' for k in packed.kernels.values())
+  rows = []
+  for name in compiled:
+    speedup, high, low = (1 / r for r in paired_ratio(runs[name]['times'], runs['dense']['times']))
+    rows.append(dict(block=os.path.basename(path), layers=len(packed.kernels), batch=exp.config.eval_batch_size,
+                     pattern=name, dtype='float32', ms=float(np.median(runs[name]['times']) * 1e3),
+                     speedup=speedup, low=low, high=high, auto=f'{sparse_layers} sparse layers',
+                     bytes=0, accuracy=results[name].get('accuracy')))
   return rows
 
 
@@ -135,8 +158,8 @@ def markdown(rows) -> str:
 
 
 def summary(rows) -> str:
-  """The README's table: the 12-block stacks, speedup over dense per pattern and batch."""
-  stacks = [r for r in rows if r['layers'] > 1]
+  """The README's table: the longest stacks (12 blocks), speedup over dense per pattern and batch."""
+  stacks = [r for r in rows if r['layers'] == max(r['layers'] for r in rows)]
   patterns = sorted({r['pattern'] for r in stacks} - {'dense'}, key=lambda p: int(p.split(':')[1]))
   names = {'vit': 'ViT-B/16 MLP', 't5': 'T5-base gated FF'}
   lines = [f'| {stacks[0]["layers"]} blocks | batch | dense ms | ' + ' | '.join(patterns) + ' |',
@@ -147,7 +170,8 @@ def summary(rows) -> str:
                 for p in patterns]
     lines.append(f'| {names.get(block, block)} | {batch} | {cells["dense"]["ms"]:.1f} | ' + ' | '.join(speedups)
                  + ' |')
-  return '\n'.join(lines) + f'\n\n{rows[0]["machine"]}; float32; "(dense)": the automatic choice computes densely there.\n'
+  note = '"(dense)": the automatic choice computes densely there'
+  return '\n'.join(lines) + f'\n\n{rows[0]["machine"]}; float32; {note}.\n'
 
 
 def main():
@@ -159,6 +183,7 @@ def main():
   parser.add_argument('--rounds', type=int, default=10)
   parser.add_argument('--calls', type=int, default=5, help='calls per round')
   parser.add_argument('--json', default='', help='write the rows to this file')
+  parser.add_argument('--model_file', default='', help='instead: an exported model\'s whole evaluation')
   parser.add_argument('--from_json', default='', help='measure nothing: the tables of the rows in this file')
   parser.add_argument('--markdown', default='', help='write the full table to this file')
   parser.add_argument('--summary', default='', help="write the README's table to this file")
@@ -166,14 +191,18 @@ def main():
   if args.from_json:
     with open(args.from_json) as f:
       rows = json.load(f)
+  elif args.model_file:
+    rows = [dict(r, machine=machine()) for r in bench_model_file(args.model_file, args.rounds)]
+    sys.stdout.write(json.dumps(rows, indent=1) + '\n')
+    return
   else:
     rows = measure_all(args)
   table = markdown(rows)
   sys.stdout.write(table)
-  for path, text in ((args.markdown, table), (args.summary, summary(rows))):
+  for path, render in ((args.markdown, markdown), (args.summary, summary)):
     if path:
       with open(path, 'w') as f:
-        f.write(text)
+        f.write(render(rows))
 
 
 def measure_all(args):

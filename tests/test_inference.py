@@ -1,6 +1,8 @@
 """N:M inference from the packed form: the kernel against dense-with-zeros for every pattern and layer kind,
 the automatic choice, a whole model and an exported run's evaluation through it, and the benchmark."""
 import json
+import os
+import platform
 import subprocess
 import sys
 
@@ -47,6 +49,33 @@ def test_the_kernel_equals_dense_with_zeros(n, m, rows):
   np.testing.assert_allclose(np.asarray(got), x @ kernel, rtol=1e-5, atol=1e-5)
 
 
+PORTABLE = r"""
+import sys
+import jax.numpy as jnp, numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_inference import PATTERNS, pruned
+from pgf_sparsity.inference import packed_layers
+for n, m in PATTERNS:
+  for rows in (1, 9):
+    rng = np.random.default_rng(m)
+    kernel = pruned(rng.standard_normal((4 * m, 24)).astype(np.float32), n, m)
+    x = rng.standard_normal((rows, 4 * m)).astype(np.float32)
+    c = packed_layers.from_dense(kernel, n, m)
+    got = packed_layers.matmul(jnp.asarray(x), c, (jnp.asarray(c.values), jnp.asarray(c.positions)))
+    np.testing.assert_allclose(np.asarray(got), x @ kernel, rtol=1e-5, atol=1e-5)
+"""
+
+
+@pytest.mark.skipif(platform.machine() != 'x86_64', reason='the portable build is chosen by an x86-64 -march')
+def test_the_portable_loops_without_avx512_equal_dense_too(tmp_path):
+  """The kernel's plain C++ path, built for x86-64-v3 (AVX2, no AVX-512) as on CPUs without AVX-512."""
+  env = dict(os.environ, PGF_SPARSITY_MARCH='x86-64-v3', PGF_SPARSITY_CACHE=str(tmp_path))
+  done = subprocess.run([sys.executable, '-c', PORTABLE, os.path.dirname(os.path.abspath(__file__))], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert len(list(tmp_path.glob('nm_matmul_*.so'))) == 1  # built anew, for that target
+
+
 @pytest.mark.parametrize('encoding', nm_packing.ENCODINGS)
 def test_the_compact_form_is_the_same_from_either_encoding(encoding):
   kernel = pruned(np.random.default_rng(0).standard_normal((64, 48)).astype(np.float32), 2, 8)
@@ -69,7 +98,8 @@ def test_kernels_without_a_compute_layout_are_refused():
 
 def test_the_automatic_choice_and_forced_paths():
   kernel = lambda n, m: packed_layers.from_dense(pruned(np.ones((8 * m, 16), np.float32), n, m), n, m)
-  assert packed_layers.choose(kernel(2, 4), 1) == 'dense'   # half the weights: dense is as fast or faster
+  assert packed_layers.choose(kernel(2, 4), 1) == 'sparse'  # one row: the bytes read decide
+  assert packed_layers.choose(kernel(2, 4), 8) == 'dense'   # half the weights and more rows: dense
   assert packed_layers.choose(kernel(1, 4), 512) == 'sparse'
   assert packed_layers.choose(kernel(1, 32), 1) == 'sparse'
   assert packed_layers.choose(kernel(1, 32), 1, 'dense') == 'dense'
@@ -154,3 +184,20 @@ def test_the_benchmark_writes_its_rows(tmp_path):
   for r in rows:
     assert {'block', 'layers', 'batch', 'pattern', 'dtype', 'ms', 'speedup'} <= set(r) and r['ms'] > 0
   assert rows[1]['bytes'] < rows[0]['bytes'] / 6  # 5 bytes per kept weight against 4 x 8
+
+
+def test_the_tables_regenerate_from_the_committed_rows(tmp_path):
+  """docs/inference.md's table and the README's are generated from results/inference/bench.json."""
+  done = subprocess.run([sys.executable, 'scripts/bench_inference.py', '--from_json=results/inference/bench.json',
+                         f'--markdown={tmp_path / "table.md"}', f'--summary={tmp_path / "summary.md"}'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  for name, page in (('table.md', 'docs/inference.md'), ('summary.md', 'README.md')):
+    with open(os.path.join(ROOT, 'results', 'inference', name)) as f:
+      assert (tmp_path / name).read_text() == f.read(), name
+    with open(os.path.join(ROOT, page)) as f:
+      assert (tmp_path / name).read_text() in f.read(), page
+  rows = json.loads(open(os.path.join(ROOT, 'results', 'inference', 'bench.json')).read())
+  vit = {r['pattern']: r for r in rows if (r['block'], r['layers'], r['batch']) == ('vit', 12, 1)}
+  assert vit['1:32']['speedup'] >= 5 and vit['1:8']['speedup'] >= 1.5  # the targets, on the recorded machine
+  assert all(r['speedup'] > 1 for r in rows if r['auto'] == 'sparse')  # the automatic choice never loses

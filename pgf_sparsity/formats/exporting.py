@@ -128,26 +128,33 @@ def load(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
   return tree_paths.nest(flat), meta
 
 
-def evaluate(path: str, inference: str = 'auto') -> Dict[str, float]:
-  """The evaluation of the run that made a model file, on the file's weights.
-
-  Args:
-    path: a file written by `export`; its metadata holds the run's config, which names the data.
-    inference: 'auto' computes N:M layers from their packed form where that is faster
-      (pgf_sparsity.inference.packed_layers.choose), 'sparse' everywhere it can, 'dense' never.
-
-  Returns:
-    The evaluation metrics, as the run computes them.
-  """
+def evaluation_inputs(path: str):
+  """(Experiment, data pipeline, parameters on its device) of the run that made a model file."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from pgf_sparsity.inference import packed_layers  # pylint: disable=g-import-not-at-top
-  from pgf_sparsity.training import experiment, steps  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.training import experiment  # pylint: disable=g-import-not-at-top
   flat, meta = model_files.read(path)
   exp, data = experiment.from_config(ml_collections.ConfigDict(meta['config']))
   abstract = tree_paths.flatten(exp.abstract_state().params)
   if set(abstract) != set(flat):
     raise ValueError(f'{path!r} does not hold the parameters of its config\'s model.')
   params = tree_paths.nest({p: jax.device_put(np.asarray(flat[p], abstract[p].dtype), exp.replicated) for p in flat})
+  return exp, data, params
+
+
+def evaluate(path: str, inference: str = 'auto') -> Dict[str, float]:
+  """The evaluation of the run that made a model file, on the file's weights.
+
+  Args:
+    path: a file written by `export`; its metadata holds the run's config, which names the data.
+    inference: 'auto' computes N:M layers from their packed form where that is faster
+      (pgf_sparsity.inference.packed_layers.automatic), 'sparse' everywhere it can, 'dense' never.
+
+  Returns:
+    The evaluation metrics, as the run computes them.
+  """
+  from pgf_sparsity.inference import packed_layers  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.training import steps  # pylint: disable=g-import-not-at-top
+  exp, data, params = evaluation_inputs(path)
   packed = None if inference == 'dense' else packed_layers.from_file(path, inference)
   return steps.CompiledSteps(exp, packed).evaluate(params, data)

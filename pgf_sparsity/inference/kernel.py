@@ -19,7 +19,13 @@ import numpy as np
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nm_matmul.cc')
 TARGET = 'pgf_sparsity_nm_matmul'
-FLAGS = ('-O3', '-march=native', '-fopenmp', '-shared', '-fPIC', '-std=c++17', '-w')
+FLAGS = ('-O3', '-fopenmp', '-shared', '-fPIC', '-std=c++17', '-w')
+
+
+def _flags():
+  """FLAGS plus the target: this machine's (AVX-512 where it has it), or $PGF_SPARSITY_MARCH (e.g. x86-64-v3
+  for the portable loops, as a test does)."""
+  return FLAGS + (f'-march={os.environ.get("PGF_SPARSITY_MARCH", "native")}',)
 
 
 class KernelUnavailableError(ValueError):
@@ -34,7 +40,7 @@ def cache_dir() -> str:
 
 def _library_path() -> str:
   with open(SOURCE, 'rb') as f:
-    key = hashlib.sha256(f.read() + ' '.join(FLAGS).encode() + jax.lib.__version__.encode()).hexdigest()[:16]
+    key = hashlib.sha256(f.read() + ' '.join(_flags()).encode() + jax.lib.__version__.encode()).hexdigest()[:16]
   return os.path.join(cache_dir(), f'nm_matmul_{key}.so')
 
 
@@ -47,7 +53,7 @@ def build() -> str:
   compiler = os.environ.get('CXX', 'g++')
   handle, staged = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(path))
   os.close(handle)
-  command = [compiler, *FLAGS, f'-I{jax.ffi.include_dir()}', SOURCE, '-o', staged]
+  command = [compiler, *_flags(), f'-I{jax.ffi.include_dir()}', SOURCE, '-o', staged]
   try:
     subprocess.run(command, check=True, capture_output=True, text=True)
   except FileNotFoundError:

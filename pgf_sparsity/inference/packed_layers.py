@@ -7,12 +7,13 @@ outputs as values (out/16, in/M, N, 16) and uint8 positions of the same shape, s
 each block's weights once, in order. `apply` runs a Flax model with every such layer computed that way
 where `choose` says the sparse path is faster, and densely elsewhere.
 
-The rule (`choose`): the sparse path where N/M is at most 1/4, dense otherwise (2:4) and wherever the
-kernel cannot be built; `path='sparse'` or `'dense'` forces either. It follows scripts/bench_inference.py:
-the kernel streams 5 bytes per kept weight (a float32 value, a byte of position) against dense's 4 per
-weight, so at small batch, where time is the bytes read, it wins from 1:4 down; at large batch, where dense
-runs at its arithmetic peak, each kept weight costs the kernel a permute besides the multiply-add, which at
-N/M <= 1/4 still leaves it ahead and at 2:4 does not (docs/inference.md has the measured table).
+The rule (`automatic`): the sparse path where N/M is at most 1/4, or where a call has a single row (2:4
+included); dense otherwise and wherever the kernel cannot be built; `path='sparse'` or `'dense'` forces
+either. It follows scripts/bench_inference.py: the kernel streams 5 bytes per kept weight (a float32 value, a
+byte of position) against dense's 4 per weight, so where time is the bytes read (a single row) it wins even
+at 2:4; with more rows dense approaches its arithmetic peak while each kept weight costs the kernel a permute
+beside its multiply-add, which at N/M <= 1/4 still leaves it ahead and at 2:4 does not (docs/inference.md
+has the measured table).
 """
 import dataclasses
 import math
@@ -84,16 +85,20 @@ def from_dense(kernel: np.ndarray, n: int, m: int, in_ndim: int = 1) -> CompactK
 MAX_AUTO_DENSITY = 0.25
 
 
+def automatic(n: int, m: int, rows: int) -> str:
+  """The rule: 'sparse' where N/M <= 1/4, or for a single row (2:4 included), else 'dense'."""
+  return 'sparse' if n / m <= MAX_AUTO_DENSITY or rows == 1 else 'dense'
+
+
 def choose(kernel: CompactKernel, rows: int, path: str = 'auto') -> str:
-  """'sparse' or 'dense' for a call of `rows` rows (see the module doc for the rule)."""
-  del rows  # the rule does not depend on them over the batches measured (1 to 512 rows)
+  """'sparse' or 'dense' for a call of `rows` rows: `automatic` where the kernel is available, or as forced."""
   if path not in PATHS:
     raise ValueError(f'unknown inference path {path!r}; one of {PATHS}')
   if path == 'sparse' and not kernel_lib.available():
     raise kernel_lib.KernelUnavailableError(kernel_lib.unavailable_reason())
   if path != 'auto':
     return path
-  return 'sparse' if kernel.n / kernel.m <= MAX_AUTO_DENSITY and kernel_lib.available() else 'dense'
+  return automatic(kernel.n, kernel.m, rows) if kernel_lib.available() else 'dense'
 
 
 def matmul(rows: jax.Array, kernel: CompactKernel, arrays) -> jax.Array:
