@@ -4,6 +4,8 @@
   .venv/bin/python scripts/bench_inference.py --from_json=results/inference/bench.json \
       --markdown=results/inference/table.md --summary=results/inference/summary.md   # the tables, from the data
   .venv/bin/python scripts/bench_inference.py --blocks=vit --layers=12 --batches=1 --patterns=1:8,1:32
+  .venv/bin/python scripts/bench_inference.py --model_file=model.npz --json=results/inference/main_job_model.json
+                                                  # an exported model's whole evaluation, dense vs packed
 
 Blocks in sequence, float32, with random weights pruned N:M by magnitude: ViT-B/16's MLP (768 -> 3072 -> 768,
 GELU) and T5-base's gated feed-forward (768 -> 2 x 2048 -> 768), each with an RMS pre-norm and its residual.
@@ -16,6 +18,9 @@ per row (block, layers, batch, pattern, dtype, ms, speedup, low, high, auto, byt
 import argparse
 import json
 import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # the evaluation's input pipeline (--model_file) uses TF
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 import platform
 import subprocess
 import sys
@@ -126,13 +131,16 @@ def bench_model_file(path: str, rounds: int):
   measure(runs, rounds, 1)
   rows_per_call = exp.config.eval_batch_size  # at least: every token of the batch is a row
   sparse_layers = sum(packed_layers.automatic(k.n, k.m, rows_per_call) == 'sparse' for k in packed.kernels.values())
+  read = {'dense': sum(4 * k.fan_in * k.fan_out for k in packed.kernels.values()),
+          'packed (auto)': sum(k.bytes_read() for k in packed.kernels.values())}  # the N:M kernels' bytes
   rows = []
   for name in compiled:
     speedup, high, low = (1 / r for r in paired_ratio(runs[name]['times'], runs['dense']['times']))
-    rows.append(dict(block=os.path.basename(path), layers=len(packed.kernels), batch=exp.config.eval_batch_size,
-                     pattern=name, dtype='float32', ms=float(np.median(runs[name]['times']) * 1e3),
-                     speedup=speedup, low=low, high=high, auto=f'{sparse_layers} sparse layers',
-                     bytes=0, accuracy=results[name].get('accuracy')))
+    rows.append(dict(block=f'{os.path.basename(path)}: whole evaluation', layers=len(packed.kernels),
+                     batch=exp.config.eval_batch_size, pattern=name, dtype='float32',
+                     ms=float(np.median(runs[name]['times']) * 1e3), speedup=speedup, low=low, high=high,
+                     auto=f'{sparse_layers} layers sparse', bytes=read[name],
+                     accuracy=results[name].get('accuracy')))
   return rows
 
 
@@ -193,8 +201,9 @@ def main():
       rows = json.load(f)
   elif args.model_file:
     rows = [dict(r, machine=machine()) for r in bench_model_file(args.model_file, args.rounds)]
-    sys.stdout.write(json.dumps(rows, indent=1) + '\n')
-    return
+    if args.json:
+      with open(args.json, 'w') as f:
+        json.dump(rows, f, indent=1)
   else:
     rows = measure_all(args)
   table = markdown(rows)

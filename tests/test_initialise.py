@@ -209,9 +209,13 @@ def _t5x_name(name):
   return (f'{layer}/scale', False) if module == 'layer_norm' else (f'{layer}/{_T5X_PROJECTION[parts[6]]}/kernel', True)
 
 
-def _write_t5x_checkpoint(model, directory):
-  """model's weights as T5X writes a checkpoint: msgpack, 2-D arrays in gzip'd zarr TensorStores beside it
-  (relative paths), 1-D arrays inline; an optimizer state that the reader must ignore."""
+def _write_t5x_checkpoint(model, directory, written_to='local'):
+  """model's weights laid out as T5X's own Checkpointer.save writes them (t5x/checkpoints.py): a msgpack
+  {'version': 3, 'optimizer': {'target': ..., 'state': ...}} in DIR/checkpoint; each partitioned array
+  (here every 2-D one) in a gzip'd zarr TensorStore named after its path with '.' for '/', its msgpack leaf
+  the JSON of that ts.Spec with the path relative to DIR; unpartitioned ones inline. Written to gs:// (then
+  copied to a disk), the spec holds the relative path at its top level and a gcs kvstore with T5X's dummy
+  bucket instead. The names follow transformers' convert_t5x_checkpoint_to_pytorch."""
   import tensorstore  # pylint: disable=g-import-not-at-top
   from flax import serialization, traverse_util  # pylint: disable=g-import-not-at-top
   target = {}
@@ -224,22 +228,26 @@ def _write_t5x_checkpoint(model, directory):
       target[tuple(path.split('/'))] = np.ascontiguousarray(array)
       continue
     relative = 'target.' + path.replace('/', '.')
-    spec = {'driver': 'zarr', 'dtype': 'float32', 'kvstore': {'driver': 'file', 'path': relative},
-            'metadata': {'compressor': {'id': 'gzip'}, 'shape': list(array.shape), 'chunks': list(array.shape)}}
-    store = tensorstore.open({**spec, 'kvstore': {'driver': 'file', 'path': str(directory / relative)}},
-                             create=True).result()
+    metadata = {'compressor': {'id': 'gzip'}, 'shape': list(array.shape), 'chunks': list(array.shape)}
+    spec = ({'driver': 'zarr', 'dtype': 'float32', 'kvstore': {'driver': 'file', 'path': relative},
+             'metadata': metadata} if written_to == 'local' else
+            {'driver': 'zarr', 'dtype': 'float32', 'kvstore': {'driver': 'gcs', 'bucket': 't5x-dummy-bucket'},
+             'path': relative, 'metadata': metadata})
+    store = tensorstore.open({'driver': 'zarr', 'dtype': 'float32', 'metadata': metadata,
+                              'kvstore': {'driver': 'file', 'path': str(directory / relative)}}, create=True).result()
     store.write(np.ascontiguousarray(array)).result()
-    target[tuple(path.split('/'))] = spec
+    target[tuple(path.split('/'))] = tensorstore.Spec(spec).to_json() if written_to == 'local' else spec
   state = {'version': 3, 'optimizer': {'target': traverse_util.unflatten_dict(target),
                                        'state': {'step': np.int32(1000), 'param_states': {'any': np.zeros(3)}}}}
   (directory / 'checkpoint').write_bytes(serialization.msgpack_serialize(state))
 
 
-def test_t5x_checkpoint_gives_transformers_logits(tmp_path):
+@pytest.mark.parametrize('written_to', ['local', 'gcs'])
+def test_t5x_checkpoint_gives_transformers_logits(tmp_path, written_to):
   model, torch = _hf_tiny_t5(tmp_path / 'hf')
   checkpoint = tmp_path / 'checkpoint_1000'
   checkpoint.mkdir()
-  _write_t5x_checkpoint(model, checkpoint)
+  _write_t5x_checkpoint(model, checkpoint, written_to)
   rng = np.random.default_rng(1)
   inputs, decoder = rng.integers(1, 64, (2, 9)), rng.integers(1, 64, (2, 5))
   with torch.no_grad():
