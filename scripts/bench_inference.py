@@ -6,6 +6,7 @@
   .venv/bin/python scripts/bench_inference.py --blocks=vit --layers=12 --batches=1 --patterns=1:8,1:32
   .venv/bin/python scripts/bench_inference.py --model_file=model.npz --json=results/inference/main_job_model.json
                                                   # an exported model's whole evaluation, dense vs packed
+  .venv/bin/python scripts/bench_inference.py --t5_decoding=1:32 --json=results/inference/t5_decoding.json
 
 Blocks in sequence, float32, with random weights pruned N:M by magnitude: ViT-B/16's MLP (768 -> 3072 -> 768,
 GELU) and T5-base's gated feed-forward (768 -> 2 x 2048 -> 768), each with an RMS pre-norm and its residual.
@@ -16,6 +17,7 @@ the path the automatic choice takes, and the bytes of weights read per call. `--
 per row (block, layers, batch, pattern, dtype, ms, speedup, low, high, auto, bytes, machine).
 """
 import argparse
+import functools
 import json
 import os
 
@@ -144,6 +146,60 @@ def bench_model_file(path: str, rounds: int):
   return rows
 
 
+T5_TARGETS = ('attention/query/kernel', 'attention/key/kernel', 'attention/value/kernel', 'attention/out/kernel',
+              'mlp/wi_0/kernel', 'mlp/wi_1/kernel', 'mlp/wo/kernel')
+
+
+def t5_decoding_cases(pattern: str, input_length: int, max_length: int):
+  """A T5-base-shaped random model pruned N:M in every attention projection and feed-forward layer: its
+  dense and packed greedy decoders (jitted), their arguments, and the compact kernels."""
+  from pgf_sparsity.models import t5  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.sparsity import tree_paths  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.tasks import decoding  # pylint: disable=g-import-not-at-top
+  n, m = map(int, pattern.split(':'))
+  model = t5.T5(vocab_size=32128, **t5.decode_variant('base'))
+  inputs = jnp.asarray(np.random.default_rng(2).integers(2, 32128, (1, input_length)), jnp.int32)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), inputs, inputs[:, :max_length])['params']
+  flat = {p: np.asarray(a) for p, a in tree_paths.flatten(jax.device_get(params)).items()}
+  kernels = {}
+  for path in [p for p in flat if p.endswith(T5_TARGETS)]:
+    flat[path] = pruned(flat[path], n, m)
+    kernels[path] = packed_layers.from_dense(flat[path], n, m)
+  params = tree_paths.nest({p: jnp.asarray(a) for p, a in flat.items()})
+  packed = packed_layers.PackedModel(kernels, 'auto')
+  cache = model.empty_cache(1, max_length)
+
+  def decoder(apply):
+    return jax.jit(lambda p, arrays, x: decoding.greedy(functools.partial(apply, arrays=arrays), p, x, max_length,
+                                                        cache))
+
+  dense = decoder(lambda p, *a, arrays, variables=None, **kw: model.apply({'params': p, **(variables or {})}, *a,
+                                                                          **kw))
+  sparse = decoder(lambda p, *a, arrays, variables=None, **kw: packed.apply(
+      model, {'params': p, **(variables or {})}, arrays, *a, **kw))
+  return {'dense': dense, pattern: sparse}, (params, packed.arrays, inputs), kernels
+
+
+def bench_t5_decoding(pattern: str, rounds: int, input_length: int = 64, max_length: int = 32):
+  """Greedy decoding tokens/s at batch 1, dense against the packed form, and whether the tokens agree."""
+  decoders, args, kernels = t5_decoding_cases(pattern, input_length, max_length)
+  tokens = {name: np.asarray(run(*args)) for name, run in decoders.items()}  # compiled, and compared
+  runs = {name: {'run': lambda times, run=run: [run(*args).block_until_ready() for _ in range(times)],
+                 'times': [], 'cpu_times': []} for name, run in decoders.items()}
+  measure(runs, rounds, 1)
+  read = {'dense': sum(4 * k.fan_in * k.fan_out for k in kernels.values()),
+          pattern: sum(k.bytes_read() for k in kernels.values())}
+  rows = []
+  for name in decoders:
+    speedup, high, low = (1 / r for r in paired_ratio(runs[name]['times'], runs['dense']['times']))
+    ms = float(np.median(runs[name]['times']) * 1e3)
+    rows.append(dict(block=f'T5-base greedy decoding, {max_length} tokens', layers=len(kernels), batch=1,
+                     pattern=name, dtype='float32', ms=ms, speedup=speedup, low=low, high=high, auto='sparse',
+                     bytes=read[name], tokens_per_s=max_length / ms * 1e3,
+                     same_tokens=bool((tokens[name] == tokens['dense']).all())))
+  return rows
+
+
 def machine() -> str:
   model = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
                platform.processor())
@@ -158,10 +214,14 @@ def markdown(rows) -> str:
            'dense, with its 95% interval; "auto": the path the automatic choice takes.', '',
            '| block | layers | batch | pattern | ms | speedup (95% CI) | auto | MB read |',
            '|---|---:|---:|---|---:|---|---|---:|']
+  decoding = all('tokens_per_s' in r for r in rows)
+  if decoding:  # a tokens/s column, and whether the packed decoder chose the dense one's tokens
+    lines[-2:] = [lines[-2] + ' tokens/s | same tokens |', lines[-1] + '---:|---|']
   for r in rows:
     interval = '' if r['pattern'] == 'dense' else f' ({r["low"]:.2f}-{r["high"]:.2f})'
+    extra = f' {r["tokens_per_s"]:.1f} | {"yes" if r["same_tokens"] else "no"} |' if decoding else ''
     lines.append(f'| {r["block"]} | {r["layers"]} | {r["batch"]} | {r["pattern"]} | {r["ms"]:.2f} | '
-                 f'{r["speedup"]:.2f}x{interval} | {r["auto"]} | {r["bytes"] / 1e6:.1f} |')
+                 f'{r["speedup"]:.2f}x{interval} | {r["auto"]} | {r["bytes"] / 1e6:.1f} |' + extra)
   return '\n'.join(lines) + '\n'
 
 
@@ -192,6 +252,8 @@ def main():
   parser.add_argument('--calls', type=int, default=5, help='calls per round')
   parser.add_argument('--json', default='', help='write the rows to this file')
   parser.add_argument('--model_file', default='', help='instead: an exported model\'s whole evaluation')
+  parser.add_argument('--t5_decoding', default='', help='instead: T5-base greedy decoding at batch 1 with this '
+                      'N:M in every attention projection and feed-forward layer, e.g. 1:32')
   parser.add_argument('--from_json', default='', help='measure nothing: the tables of the rows in this file')
   parser.add_argument('--markdown', default='', help='write the full table to this file')
   parser.add_argument('--summary', default='', help="write the README's table to this file")
@@ -199,8 +261,10 @@ def main():
   if args.from_json:
     with open(args.from_json) as f:
       rows = json.load(f)
-  elif args.model_file:
-    rows = [dict(r, machine=machine()) for r in bench_model_file(args.model_file, args.rounds)]
+  elif args.model_file or args.t5_decoding:
+    rows = (bench_model_file(args.model_file, args.rounds) if args.model_file else
+            bench_t5_decoding(args.t5_decoding, args.rounds))
+    rows = [dict(r, machine=machine()) for r in rows]
     if args.json:
       with open(args.json, 'w') as f:
         json.dump(rows, f, indent=1)
