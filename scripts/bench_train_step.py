@@ -45,7 +45,7 @@ MODELS = {
     # The main job's model (configs/fashion_mnist.py, size base) at its batch, on synthetic 28x28 RGB images
     # with the benchmark's 1000 classes (the head is 1% of the FLOPs).
     'fashion_mnist': dict(model=dict(name='vit', variant=None, width=96, depth=3, mlp_dim=384, num_heads=3,
-                                     patch_size=4, pool='gap', dtype='float32'), image_size=28, batch=128),
+                                     patch_size=7, pool='gap', dtype='float32'), image_size=28, batch=128),
     'vit_b16': dict(model=dict(name='vit', variant='B/16', pool='token', dtype='bfloat16'),
                     image_size=224, batch=256),
 }
