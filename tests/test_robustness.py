@@ -395,19 +395,18 @@ def test_a_full_disk_stops_with_one_line_keeps_the_good_checkpoints_and_resumes(
 
 @pytest.mark.slow
 def test_kill_9_at_random_points_of_checkpoint_saves_always_leaves_a_complete_checkpoint(tmp_path):
-  """KILLS kill -9s, each at a seeded random time into a process that saves back to back: most land inside
-  a save (between its 'begin' and 'end'); after every one, the newest checkpoint that restores is intact
-  (its checksum verified) and equal, bit for bit, to the state saved at its step."""
+  """12 kill -9s, each at a seeded random time into a process that saves back to back: most land inside a
+  save (between its 'begin' and 'end'); after every one, the newest checkpoint that restores is intact (its
+  checksum verified), equal bit for bit to the state saved at its step, and no older than the last save that
+  finished (a save reported written is never lost)."""
   from checkpoint_saver import state_at, jax_shapes  # pylint: disable=g-import-not-at-top
   kills, rng, workdir = 12, random.Random(1), str(tmp_path / 'saves')
-  inside_a_save, restored_steps = 0, []
+  inside_a_save, restored_steps, written = 0, [], 0
   for _ in range(kills):
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'checkpoint_saver.py'), workdir, '100000'],
                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines = [proc.stdout.readline()]  # the first save has begun: start-up and the restore are behind it
-    deadline = time.time() + rng.uniform(0.0, 1.0)
-    while time.time() < deadline:
-      lines.append(proc.stdout.readline())
+    time.sleep(rng.uniform(0.0, 1.0))  # not reading meanwhile: a read would time the kill to a printed line
     proc.kill()
     lines += proc.stdout.read().splitlines()  # what it printed before it died
     proc.wait()
@@ -415,9 +414,13 @@ def test_kill_9_at_random_points_of_checkpoint_saves_always_leaves_a_complete_ch
     ckpt = checkpoints.Checkpointer(workdir, max_to_keep=2)
     state, step = ckpt.restore_latest_good(jax_shapes(state_at(0)))
     ckpt.close()
-    assert step is not None
+    written = max([written] + [int(line.split()[1]) for line in lines if line.startswith('end')])
+    if step is None:  # killed before its first save was written: nothing to restore yet
+      assert written == 0
+      continue
+    assert step >= written, (step, written)
     for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(state_at(step))):
       np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     restored_steps.append(step)
   assert inside_a_save >= kills // 2, inside_a_save
-  assert restored_steps == sorted(restored_steps) and restored_steps[-1] > kills, restored_steps
+  assert restored_steps == sorted(restored_steps) and len(restored_steps) >= kills - 2, restored_steps
