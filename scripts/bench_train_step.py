@@ -64,7 +64,8 @@ def make_config(model: str, recipe: str, pattern: str, batch: int) -> ml_collect
   config.total_steps = 1_000_000
   config.num_epochs = None
   config.optimizer = dict(learning_rate=1e-3, warmup_steps=100, weight_decay=0.01, grad_clip_norm=1.0)
-  config_lib.set_loop_defaults(config, log_every=100, eval_every=100, checkpoint_every=100, keep_checkpoints=1)
+  config_lib.set_intervals(config, log_every=100, eval_every=100, checkpoint_every=100)
+  config.keep_checkpoints = 1
   config.loss = 'sigmoid'
   return config
 

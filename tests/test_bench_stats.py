@@ -57,3 +57,14 @@ def test_cpu_time_counts_work_and_leaves_out_waiting():
   assert min(wait['times']) >= 0.07 and max(wait['cpu_times']) < 0.05  # the sleep is in wall time only
   cpu_ratio, _, _ = bench_train_step.paired_ratio(wait['cpu_times'], work['cpu_times'])
   assert cpu_ratio < 1.5  # same work: 1 up to the interpreter's own overhead
+
+
+def test_the_benchmark_runs_the_main_jobs_model_end_to_end():
+  """The script itself, not only its statistics: a dense and a sparse case, one step per round."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  done = subprocess.run([sys.executable, 'scripts/bench_train_step.py', '--model=fashion_mnist',
+                         '--cases=dense,static:1:8', '--steps=1', '--rounds=2'], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  rows = [line for line in done.stdout.splitlines() if line.startswith(('| dense ', '| static:1:8 '))]
+  assert len(rows) == 2, done.stdout
