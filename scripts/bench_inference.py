@@ -176,7 +176,7 @@ def t5_decoding_cases(pattern: str, input_length: int, max_length: int):
   dense = decoder(lambda p, *a, arrays, variables=None, **kw: model.apply({'params': p, **(variables or {})}, *a,
                                                                           **kw))
   sparse = decoder(lambda p, *a, arrays, variables=None, **kw: packed.apply(
-      model, {'params': p, **(variables or {})}, arrays, *a, **kw))
+      model, {'params': p, **(variables or {})}, *a, arrays=arrays, **kw))
   return {'dense': dense, pattern: sparse}, (params, packed.arrays, inputs), kernels
 
 

@@ -151,7 +151,7 @@ def test_a_layer_contracting_two_axes_into_two_feature_axes(monkeypatch):
   kernels = {'kernel': packed_layers.from_dense(params['kernel'], 1, 8, in_ndim=2)}
   packed = packed_layers.PackedModel(kernels, 'sparse')
   calls = calls_to_the_kernel(monkeypatch)
-  got = packed.apply(layer, {'params': params}, packed.arrays, x)
+  got = packed.apply(layer, {'params': params}, x, arrays=packed.arrays)
   assert calls == [(15, 32)]
   np.testing.assert_allclose(np.asarray(got), np.asarray(layer.apply({'params': params}, x)), rtol=1e-5, atol=1e-5)
 

@@ -144,11 +144,11 @@ def _pack_layer(path: str, array: np.ndarray, layer):
     except ValueError as e:
       raise ModelFileError(f'{path} is not exactly 2:4: {e}.') from None
     return nm_packing.PackedKernel(values, metadata, 'nvidia_2_4', 2, 4, (0,), array.shape)
-  groups, restore = nm_packing.to_groups(array, tuple(layer['axes']), layer['m'])
-  rank = np.argsort(np.argsort(groups == 0, axis=1, kind='stable'), axis=1, kind='stable')
-  if ((groups != 0).sum(axis=1) > layer['n']).any():
-    raise ModelFileError(f'{path} is not exactly {layer["n"]}:{layer["m"]}: some groups have more non-zeros.')
-  return nm_packing.pack(array, restore(rank < layer['n']), layer['n'], layer['m'], layer['axes'], layer['encoding'])
+  try:
+    return nm_packing.pack_exact(array, layer['n'], layer['m'], layer['axes'], layer['encoding'])
+  except ValueError:
+    raise ModelFileError(f'{path} is not exactly {layer["n"]}:{layer["m"]}: some groups have more non-zeros.'
+                         ) from None
 
 
 def _unpacked(path: str, arrays: Dict[str, np.ndarray], meta) -> Flat:

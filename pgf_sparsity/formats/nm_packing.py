@@ -106,6 +106,20 @@ def pack(kernel: np.ndarray, mask: np.ndarray, n: int, m: int, axes: Sequence[in
   return PackedKernel(values, code, encoding, n, m, axes, tuple(np.shape(kernel)))
 
 
+def pack_exact(kernel: np.ndarray, n: int, m: int, axes: Sequence[int], encoding: str = '') -> PackedKernel:
+  """The packed form of a kernel that is exactly N:M as it stands: its non-zeros, plus, in groups with fewer
+  than N, the lowest-index zeros.
+
+  Raises:
+    ValueError: if a group has more than N non-zeros.
+  """
+  groups, restore = to_groups(np.asarray(kernel), tuple(axes), m)
+  if ((groups != 0).sum(axis=1) > n).any():
+    raise ValueError(f'not exactly {n}:{m}: some groups have more non-zeros')
+  rank = np.argsort(np.argsort(groups == 0, axis=1, kind='stable'), axis=1, kind='stable')
+  return pack(kernel, restore(rank < n), n, m, axes, encoding)
+
+
 def kept_positions(packed: PackedKernel) -> np.ndarray:
   """The in-group position of every kept value, (G, N, B) ascending along N, checked against the values.
 

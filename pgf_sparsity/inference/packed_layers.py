@@ -77,9 +77,7 @@ def compact(packed: nm_packing.PackedKernel) -> CompactKernel:
 def from_dense(kernel: np.ndarray, n: int, m: int, in_ndim: int = 1) -> CompactKernel:
   """The compact form of an exactly N:M kernel given dense (its non-zeros, plus in groups with fewer than N
   the lowest-index zeros)."""
-  groups, restore = nm_packing.to_groups(np.asarray(kernel), tuple(range(in_ndim)), m)
-  rank = np.argsort(np.argsort(groups == 0, axis=1, kind='stable'), axis=1, kind='stable')
-  return compact(nm_packing.pack(kernel, restore(rank < n), n, m, tuple(range(in_ndim)), 'index'))
+  return compact(nm_packing.pack_exact(kernel, n, m, tuple(range(in_ndim)), 'index'))
 
 
 MAX_AUTO_DENSITY = 0.25
@@ -90,12 +88,17 @@ def automatic(n: int, m: int, rows: int) -> str:
   return 'sparse' if n / m <= MAX_AUTO_DENSITY or rows == 1 else 'dense'
 
 
-def choose(kernel: CompactKernel, rows: int, path: str = 'auto') -> str:
-  """'sparse' or 'dense' for a call of `rows` rows: `automatic` where the kernel is available, or as forced."""
+def _check_path(path: str) -> None:
+  """A known path, and the kernel built where 'sparse' asks for it."""
   if path not in PATHS:
     raise ValueError(f'unknown inference path {path!r}; one of {PATHS}')
   if path == 'sparse' and not kernel_lib.available():
     raise kernel_lib.KernelUnavailableError(kernel_lib.unavailable_reason())
+
+
+def choose(kernel: CompactKernel, rows: int, path: str = 'auto') -> str:
+  """'sparse' or 'dense' for a call of `rows` rows: `automatic` where the kernel is available, or as forced."""
+  _check_path(path)
   if path != 'auto':
     return path
   return automatic(kernel.n, kernel.m, rows) if kernel_lib.available() else 'dense'
@@ -112,14 +115,11 @@ class PackedModel:
   the path to take ('auto', 'sparse' or 'dense'); `apply` is what evaluation calls in place of model.apply."""
 
   def __init__(self, kernels: Dict[str, CompactKernel], path: str = 'auto'):
-    if path not in PATHS:
-      raise ValueError(f'unknown inference path {path!r}; one of {PATHS}')
-    if path == 'sparse' and not kernel_lib.available():
-      raise kernel_lib.KernelUnavailableError(kernel_lib.unavailable_reason())
+    _check_path(path)
     self.kernels, self.path = kernels, path
     self.arrays = {p: (jnp.asarray(k.values), jnp.asarray(k.positions)) for p, k in kernels.items()}
 
-  def apply(self, model, variables, arrays, *args, **kwargs) -> Any:
+  def apply(self, model, variables, *args, arrays, **kwargs) -> Any:
     """model.apply(variables, *args, **kwargs) with every SparseDenseGeneral whose kernel is in `kernels`
     computed from `arrays` (this model's, passed through jit) where `choose` picks the sparse path."""
     import flax.linen as nn  # pylint: disable=g-import-not-at-top

@@ -111,11 +111,9 @@ def _eval_apply(exp: Experiment, params, packed=None, arrays=None):
   """The model's apply for evaluation; with `packed` (packed_layers.PackedModel), N:M layers computed from
   their packed form (`arrays`, its device arrays)."""
   sparsity = _eval_variables(exp, params)
-  if packed is None:
-    return lambda p, *args, variables=None, **kwargs: exp.model.apply(
-        {'params': p, **sparsity, **(variables or {})}, *args, **kwargs)
-  return lambda p, *args, variables=None, **kwargs: packed.apply(
-      exp.model, {'params': p, **sparsity, **(variables or {})}, arrays, *args, **kwargs)
+  apply = exp.model.apply if packed is None else functools.partial(packed.apply, exp.model, arrays=arrays)
+  return lambda p, *args, variables=None, **kwargs: apply({'params': p, **sparsity, **(variables or {})}, *args,
+                                                          **kwargs)
 
 
 def eval_sums(exp: Experiment, params, batch, arrays=None, *, packed=None):
