@@ -5,7 +5,7 @@ from pgf_sparsity.data.base import DataSpec, DecodingPipeline, Pipeline
 
 
 def _tensorflow_on_cpu() -> None:
-  """TensorFlow (tf.data, TensorBoard writers) keeps off the accelerators, which are JAX's. Imported here,
+  """TensorFlow (tf.data) keeps off the accelerators, which are JAX's. Imported here,
   after the config is validated, so that bad input is reported without TensorFlow's seconds of import."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
@@ -15,12 +15,14 @@ def _tensorflow_on_cpu() -> None:
 
 
 def build(config) -> Pipeline:
-  """The pipeline of `config.dataset` with the run's batch sizes and seed."""
-  _tensorflow_on_cpu()
+  """The pipeline of `config.dataset` with the run's batch sizes and seed (TensorFlow, for tf.data, is
+  imported for the tfds pipelines alone)."""
   dataset = config.dataset
   name = dataset.name
   args = (dataset, config.batch_size, config.eval_batch_size or config.batch_size, config.seed)
   # pylint: disable=g-import-not-at-top
+  if name in ('tfds', 'tfds_text'):
+    _tensorflow_on_cpu()
   if name == 'tfds':
     from pgf_sparsity.data import tfds_images
     return tfds_images.TfdsImages(*args)

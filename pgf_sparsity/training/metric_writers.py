@@ -1,5 +1,8 @@
-"""Metric output: clu writers (TensorBoard + log) and a JSON-lines file, one object per logged step."""
+"""Metric output: a TensorBoard event file and a JSON-lines file, one object per logged step."""
 import json
+import os
+import socket
+import time
 from typing import Mapping
 
 import jax
@@ -14,29 +17,58 @@ class MetricsLogger:
   """write(step, split, scalars) goes to TensorBoard (as split/name) and to DIR/metrics.jsonl."""
 
   def __init__(self, workdir: epath.PathLike):
-    # clu's writers import TensorFlow: imported here so that the rest of the package (steps, export)
-    # works where TensorFlow is not installed, e.g. accelerator images.
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top
     self.is_lead = jax.process_index() == 0
-    self.writer = metric_writers.create_default_writer(str(epath.Path(workdir)), just_logging=not self.is_lead)
+    self.tensorboard = TensorBoardScalars(epath.Path(workdir)) if self.is_lead else None
     self.path = epath.Path(workdir) / 'metrics.jsonl'
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
     """Raises checkpoints' WriteFailedError, naming the file and the step, when the disk refuses the row."""
     scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
-    self.writer.write_scalars(step, {f'{split}/{k}': v for k, v in scalars.items()})
-    if self.is_lead:
-      row = json.dumps({'step': int(step), 'split': split, **scalars}) + '\n'
-      try:
-        with self.path.open('a') as f:
-          f.write(row)
-      except OSError as e:
-        _cut_partial_row(self.path)
-        raise WriteFailedError(f'could not append the {split} metrics of step {step} to {self.path} '
-                               f'({e.strerror or e})') from e
+    if not self.is_lead:
+      return
+    row = json.dumps({'step': int(step), 'split': split, **scalars}) + '\n'
+    target = self.tensorboard.path
+    try:
+      self.tensorboard.write_scalars(step, {f'{split}/{k}': v for k, v in scalars.items()})
+      target = self.path
+      with self.path.open('a') as f:
+        f.write(row)
+    except OSError as e:
+      _cut_partial_row(self.path)
+      raise WriteFailedError(f'could not append the {split} metrics of step {step} to {target} '
+                             f'({e.strerror or e})') from e
 
-  def flush(self) -> None:
-    self.writer.flush()
+  def close(self) -> None:
+    if self.tensorboard is not None:
+      self.tensorboard.close()
+
+
+class TensorBoardScalars:
+  """Scalars in a TensorBoard event file (`events.out.tfevents.*`), written with TensorBoard's own record
+  writer and protocol buffers. clu's writers would import TensorFlow (seconds of every run's start-up) only to
+  write these records; runs on in-memory data need no TensorFlow at all."""
+
+  def __init__(self, logdir: epath.Path):
+    # pylint: disable=g-import-not-at-top
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer import record_writer
+    self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+    name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.v2'
+    self.path = logdir / name
+    self._file = self.path.open('wb')
+    self._records = record_writer.RecordWriter(self._file)
+    self._write(self._event(wall_time=time.time(), file_version='brain.Event:2'))
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    values = [self._summary.Value(tag=tag, simple_value=value) for tag, value in scalars.items()]
+    self._write(self._event(wall_time=time.time(), step=step, summary=self._summary(value=values)))
+
+  def _write(self, event) -> None:
+    self._records.write(event.SerializeToString())
+    self._file.flush()  # each logged step readable at once, as TensorBoard polls the file
+
+  def close(self) -> None:
+    self._file.close()
 
 
 def _cut_partial_row(path: epath.Path) -> None:

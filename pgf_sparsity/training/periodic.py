@@ -93,7 +93,7 @@ class PeriodicWork:
     if not self.last_eval:  # resumed a finished run, or stopped between evaluations
       self.checkpointer.wait()  # input pipelines and a background save should not overlap at the end
       self.last_eval = self.compiled.evaluate(state.params, self.data)
-    self.logger.flush()
+    self.logger.close()
     self.checkpointer.close()
     done = int(state.step)
     if done == self.exp.total_steps and jax.process_index() == 0:
