@@ -13,6 +13,12 @@ def load_config(name: str, arg: str = ''):
   return config_lib.from_file(os.path.join(ROOT, 'configs', f'{name}.py'), arg)
 
 
+def env_with_devices(count: int) -> dict:
+  """This process's environment (the suite's XLA flags included) for a CPU process with `count` devices."""
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
+  return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS='cpu')
+
+
 def softmax_ignores(path: str) -> bool:
   """Whether a parameter is the attention's key bias, which softmax ignores (it shifts all of a query's logits
   alike): its gradient is round-off, which Adam scales up to learning-rate-sized steps, so two runs that

@@ -8,7 +8,7 @@ import sys
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from helpers import ROOT
+from helpers import ROOT, env_with_devices
 from pgf_sparsity.training import sharding
 
 
@@ -76,7 +76,7 @@ json.dump({'error': error, 'step_error': step_error, 'specs': specs, 'mu_specs':
 
 def test_fsdp_step_equals_the_single_device_step_and_masks_need_no_communication(tmp_path):
   out = tmp_path / 'fsdp.json'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  env = env_with_devices(8)
   subprocess.run([sys.executable, '-c', FSDP_STEP, os.path.dirname(__file__), str(out)], check=True, env=env,
                  cwd=ROOT, capture_output=True)
   result = json.loads(out.read_text())
@@ -130,7 +130,7 @@ json.dump({'same': same, 'quarantined': os.listdir(root + '/run/checkpoints_unus
 
 
 def test_corrupt_sharded_checkpoint_falls_back_to_the_previous_one(tmp_path):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  env = env_with_devices(8)
   subprocess.run([sys.executable, '-c', SHARDED_CORRUPTION, os.path.dirname(__file__), str(tmp_path)], check=True,
                  env=env, cwd=ROOT, capture_output=True)
   result = json.loads((tmp_path / 'out.json').read_text())

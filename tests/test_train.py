@@ -16,7 +16,7 @@ from pgf_sparsity.training import steps as steps_lib
 from pgf_sparsity.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import ROOT, build_experiment, load_config  # noqa: E402
+from helpers import ROOT, build_experiment, env_with_devices, load_config  # noqa: E402
 
 RECIPES = ['dense', 'static', 'srste,flow=ste', 'mdgf_linear', 'mdgf_exponential', 'mdgf_exponential,flow=ste',
            'sdgf_stepwise', 'sdgf_geometric']
@@ -90,7 +90,7 @@ np.savez(sys.argv[2], *leaves, loss=np.asarray(m['loss']), devices=jax.device_co
 def test_eight_devices_match_one_device(tmp_path):
   outputs = {}
   for count in (1, 8):
-    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={count}', JAX_PLATFORMS='cpu')
+    env = env_with_devices(count)
     out = tmp_path / f'{count}.npz'
     subprocess.run([sys.executable, '-c', ONE_STEP, os.path.dirname(__file__), str(out)], check=True, env=env,
                    cwd=ROOT, capture_output=True)
@@ -201,3 +201,35 @@ def test_grad_norm_is_the_norm_of_the_flowed_gradient_the_optimizer_clips():
   assert norm(flowed) > 2 * norm(grads)
   _, step_metrics = jax.jit(functools.partial(steps_lib.train_step, exp, plan))(state, batch)
   np.testing.assert_allclose(float(step_metrics['grad_norm']), norm(flowed), rtol=1e-5)
+
+
+OFFLINE_RUN = r'''
+import sys
+sys.path.insert(0, sys.argv[1])
+from helpers import load_config
+from pgf_sparsity.training import train
+config = load_config('digits', 'steps=10')
+config.log_every_steps = config.eval_every_steps = 5
+train.train_and_evaluate(config, sys.argv[2])
+print(sorted(m for m in ('tensorflow', 'tensorflow_datasets') if m in sys.modules))
+'''
+
+
+def test_tensorboard_gets_every_logged_scalar_and_offline_data_needs_no_tensorflow(tmp_path):
+  """The event file holds each metrics.jsonl value under split/name at its step, as TensorBoard reads it; the
+  run, on in-memory data, never imported TensorFlow (seconds of start-up that such runs need not pay)."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  done = subprocess.run([sys.executable, '-c', OFFLINE_RUN, os.path.dirname(__file__), str(tmp_path)], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip().splitlines()[-1] == '[]'
+  events, = tmp_path.glob('events.out.tfevents.*')
+  accumulator = event_accumulator.EventAccumulator(str(events))
+  accumulator.Reload()
+  records = metric_writers.read_jsonl(str(tmp_path))
+  expected = {(f"{r['split']}/{k}", r['step']): v for r in records for k, v in r.items() if k not in ('step', 'split')}
+  assert {'train/loss', 'eval/accuracy'} <= set(accumulator.Tags()['scalars'])
+  written = {(tag, e.step): e.value for tag in accumulator.Tags()['scalars'] for e in accumulator.Scalars(tag)}
+  assert written.keys() == expected.keys()
+  for key, value in expected.items():
+    assert written[key] == pytest.approx(value, rel=1e-6), key
