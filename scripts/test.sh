@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q -rs -n "${PGF_TEST_WORKERS:-2}" --dist loadfile "$@" tests
+exec .venv/bin/python -m pytest -q -rs -n "${PGF_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@" tests
