@@ -37,7 +37,8 @@ def test_the_wheel_with_core_dependencies_alone_runs_the_nnx_example(tmp_path):
   venv = tmp_path / 'venv'
   _run([sys.executable, '-m', 'venv', str(venv)])
   python = str(venv / 'bin' / 'python')
-  _run([python, '-m', 'pip', 'install', '-q', '-c', os.path.join(ROOT, 'requirements', 'lock.txt'), str(wheel)])
+  _run([python, '-m', 'pip', 'install', '-q', '--no-compile', '-c', os.path.join(ROOT, 'requirements', 'lock.txt'),
+        str(wheel)])  # --no-compile: the example imports a fraction of what is installed
   installed = _run([python, '-m', 'pip', 'list', '--format=freeze'])
   for heavy in ('tensorflow', 'tensorflow-cpu', 'tensorflow-datasets', 'clu', 'grain', 'torch'):
     assert f'\n{heavy}==' not in '\n' + installed.lower(), heavy
