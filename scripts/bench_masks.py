@@ -21,6 +21,7 @@ PATTERNS = [(2, 4), (1, 8), (1, 32), (1, 128),                        # targets
             (64, 128), (32, 128), (16, 128), (8, 128), (2, 128), (8, 256), (8, 1024)]
 # Methods whose cost grows with the number of rounds are skipped where they are hopeless.
 MAX_ROUNDS = {'argmax': 16, 'extremes': 32}
+MAX_GROUP = {'rank': 16}  # M**2 comparisons per group
 
 
 def median_ms(fn, x, reps):
@@ -64,7 +65,7 @@ def main():
       continue
     cells = []
     for method in methods:
-      if method in MAX_ROUNDS and min(n, m - n) > MAX_ROUNDS[method]:
+      if min(n, m - n) > MAX_ROUNDS.get(method, m) or m > MAX_GROUP.get(method, m):
         cells.append('-')
         continue
       fn = jax.jit(lambda x, method=method: nm.nm_mask(x, n, m, method=method))

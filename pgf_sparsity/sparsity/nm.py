@@ -112,6 +112,18 @@ def _mask_by_extremes(key: jax.Array, n: int) -> jax.Array:
   return ~drop
 
 
+def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
+  """Each entry's rank in its group, from M comparisons with every other entry (ties: the lower index ranks
+  higher): one pass of M**2 comparisons, which beats N argmax rounds only in the smallest groups."""
+  m = key.shape[1]
+  idx = lax.broadcasted_iota(jnp.int32, key.shape, 1)
+  rank = jnp.zeros(key.shape, jnp.int32)
+  for j in range(m):
+    other = key[:, j:j + 1, :]
+    rank = rank + ((other > key) | ((other == key) & (j < idx))).astype(jnp.int32)
+  return rank < n
+
+
 def _mask_by_bisection(key: jax.Array, n: int) -> jax.Array:
   """Finds each group's N-th largest key bit by bit (31 counting passes), then splits ties by index."""
   m = key.shape[1]
@@ -138,6 +150,7 @@ def _mask_by_bisection(key: jax.Array, n: int) -> jax.Array:
 METHODS = {
     'argmax': _mask_by_argmax,
     'extremes': _mask_by_extremes,
+    'rank': _mask_by_rank,
     'bisection': _mask_by_bisection,
 }
 
@@ -145,17 +158,20 @@ METHODS = {
 def choose_method(n: int, m: int) -> str:
   """The fastest exact method for N:M on a CPU (scripts/bench_masks.py times them).
 
-  Argmax rounds cost one pass each, so they win for small groups; picking extremes takes min(N, M - N)
-  rounds; bisection costs a fixed number of passes, but counting over a short group axis vectorises badly,
-  so it pays only for large groups with many kept weights.
+  Argmax rounds cost one pass each, so they win for small groups keeping few weights; ranking by all M**2
+  comparisons wins for small groups that keep (and drop) at least two and a quarter of their weights, as
+  2:4 does; picking extremes takes min(N, M - N) rounds; bisection costs a fixed number of passes, but
+  counting over a short group axis vectorises badly, so it pays only for large groups with many kept weights.
 
   Args:
     n: weights kept per group.
     m: group size.
 
   Returns:
-    'argmax', 'extremes' or 'bisection', a key of METHODS.
+    'argmax', 'rank', 'extremes' or 'bisection', a key of METHODS.
   """
+  if m <= 16 and min(n, m - n) >= max(2, m // 4):
+    return 'rank'
   if m <= 16 and n <= m // 2:
     return 'argmax'
   return 'extremes' if min(n, m - n) <= 16 else 'bisection'
