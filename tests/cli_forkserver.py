@@ -60,11 +60,8 @@ def _start(args, out_path: str, err_path: str) -> int:
   os._exit(code)  # no interpreter shutdown: the parent's atexit handlers are not the child's
 
 
-def main(cases_path: str, results_path: str) -> None:
-  with open(cases_path) as f:
-    cases = json.load(f)
-  _preimport()
-  scratch = tempfile.mkdtemp(prefix='cli_forkserver_')
+def _run_all(cases, scratch: str) -> list:
+  """Every case, two children at a time; their outputs in order."""
   results, running, pending = [None] * len(cases), {}, list(range(len(cases)))
   while pending or running:
     while pending and len(running) < 2:
@@ -76,6 +73,15 @@ def main(cases_path: str, results_path: str) -> None:
     with open(out_path) as out, open(err_path) as err:
       results[index] = {'returncode': os.waitstatus_to_exitcode(status), 'stdout': out.read(),
                         'stderr': err.read(), 'seconds': time.time() - started}
+  return results
+
+
+def main(cases_path: str, results_path: str) -> None:
+  with open(cases_path) as f:
+    cases = json.load(f)
+  _preimport()
+  with tempfile.TemporaryDirectory(prefix='cli_forkserver_') as scratch:  # the children's stdout and stderr
+    results = _run_all(cases, scratch)
   with open(results_path, 'w') as f:
     json.dump(results, f)
 
