@@ -14,8 +14,10 @@ optimizer sees), and `raw_grad_*`, the straight-through gradient of the masked f
 Under the `decayed` flow with beta = 0 the flowed gradient is zero on pruned entries by construction, so a
 noise reduction is a property of training only where the raw gradient shows it too.
 """
+import functools
 from typing import Dict, Mapping, Optional
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,30 +25,44 @@ from pgf_sparsity.sparsity import BoundRecipe, StepPlan, nm
 from pgf_sparsity.sparsity import tree_paths
 
 
-def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_masks=None) -> Dict[str, float]:
-  """Floats: nm_exact (mean over kernels of the fraction of groups with exactly N non-zeros
-  after masking), sparsity, pattern_n/<target>, pattern_m/<target>, and mask_flip_rate_log when
-  `previous_masks` (the masks at the previous log step) are given."""
+def nm_statistics(recipe: BoundRecipe, plan: StepPlan, params, masks, previous_masks=None) -> Dict[str, jax.Array]:
+  """The arrays behind `nm_summary`, traceable: the loop computes them in one jitted program, so that a
+  sharded (or multi-process) state costs one program per log step, not one per operation and kernel."""
   flat, flat_masks = tree_paths.flatten(params), tree_paths.flatten(masks)
   previous = tree_paths.flatten(previous_masks) if previous_masks is not None else None
-  zeros = total = flips = 0
+  zeros = flips = jnp.zeros((), jnp.float32)  # exact int32 counts per kernel, summed in float32 (no overflow)
+  total = 0
   exact = []
   for path in recipe.sparse_paths:
     mask = flat_masks[path]
     hardened = jnp.where(mask, flat[path], jnp.zeros((), flat[path].dtype))
     n, m = recipe.pattern_of(path, plan)
     exact.append(jnp.mean(nm.group_counts(hardened != 0, m, recipe.kernels[path][1]) == n))
-    zeros += jnp.sum(hardened == 0)
+    zeros += jnp.sum(hardened == 0, dtype=jnp.int32).astype(jnp.float32)
     total += hardened.size
     if previous is not None:
       flips += nm.count_changed(mask, previous[path])
-  out = {'nm_exact': float(jnp.mean(jnp.stack(exact))), 'sparsity': float(zeros) / total}
+  out = {'nm_exact': jnp.mean(jnp.stack(exact)), 'sparsity': zeros / total}
+  if previous is not None:
+    out['mask_flip_rate_log'] = flips / total
+  return out
+
+
+def pattern_scalars(plan: StepPlan) -> Dict[str, float]:
+  """pattern_n/<target> and pattern_m/<target> of a step plan."""
+  out = {}
   for name, n, m in plan.patterns:
     out[f'pattern_n/{name}'] = float(n)
     out[f'pattern_m/{name}'] = float(m)
-  if previous is not None:
-    out['mask_flip_rate_log'] = float(flips) / total
   return out
+
+
+def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_masks=None) -> Dict[str, float]:
+  """Floats: nm_exact (mean over kernels of the fraction of groups with exactly N non-zeros
+  after masking), sparsity, pattern_n/<target>, pattern_m/<target>, and mask_flip_rate_log when
+  `previous_masks` (the masks at the previous log step) are given."""
+  statistics = jax.jit(functools.partial(nm_statistics, recipe, plan))(params, masks, previous_masks)
+  return {**{k: float(v) for k, v in jax.device_get(statistics).items()}, **pattern_scalars(plan)}
 
 
 def _stats(values: np.ndarray, prefix: str) -> Dict[str, float]:

@@ -6,7 +6,6 @@ import time
 from typing import Any, Dict
 
 import jax
-import jax.numpy as jnp
 from etils import epath
 
 from pgf_sparsity.analysis import diagnostics
@@ -67,8 +66,10 @@ class PeriodicWork:
     scalars['phase'] = PHASE_CODES[plan.phase]
     scalars['train_flops'] = self.flops.cumulative(done)
     if plan.sparse and self.exp.recipe.kernels:
-      scalars.update(diagnostics.nm_summary(self.exp.recipe, state.params, state.masks, plan, self.previous_masks))
-      self.previous_masks = jax.tree.map(jnp.copy, state.masks)  # the next step donates the state's buffers
+      statistics, self.previous_masks = self.compiled.nm_statistics(plan)(state.params, state.masks,
+                                                                          self.previous_masks)
+      scalars.update({k: float(v) for k, v in jax.device_get(statistics).items()})
+      scalars.update(diagnostics.pattern_scalars(plan))
     self.logger.write(done, 'train', scalars)
     console.train_line(done, self.exp.total_steps, scalars, plan)
     self.last_train, self.pending = scalars, []
