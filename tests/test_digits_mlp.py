@@ -101,6 +101,6 @@ def test_recipe_trains_well_above_chance_and_ends_exactly_n_m(recipe):
   # collection, zeros where pruned) gives its logits
   np.testing.assert_allclose(np.asarray(model.apply({'params': hardened}, x)),
                              np.asarray(model.apply(evaluated, x)), rtol=1e-5, atol=1e-5)
-  summary = diagnostics.nm_summary(sp, params, masks, sp.plan(STEPS - 1))
+  summary, _ = diagnostics.nm_summary(sp, params, masks, sp.plan(STEPS - 1))
   assert summary['sparsity'] == pytest.approx(0.75)
   assert summary['nm_exact'] == 1.0

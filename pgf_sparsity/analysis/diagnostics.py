@@ -15,7 +15,7 @@ Under the `decayed` flow with beta = 0 the flowed gradient is zero on pruned ent
 noise reduction is a property of training only where the raw gradient shows it too.
 """
 import functools
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -25,44 +25,44 @@ from pgf_sparsity.sparsity import BoundRecipe, StepPlan, nm
 from pgf_sparsity.sparsity import tree_paths
 
 
-def nm_statistics(recipe: BoundRecipe, plan: StepPlan, params, masks, previous_masks=None) -> Dict[str, jax.Array]:
-  """The arrays behind `nm_summary`, traceable: the loop computes them in one jitted program, so that a
-  sharded (or multi-process) state costs one program per log step, not one per operation and kernel."""
+@functools.partial(jax.jit, static_argnames=('n', 'm', 'axes'))
+def _kernel_statistics(weight, mask, previous, *, n: int, m: int, axes: Tuple[int, ...]):
+  """(fraction of exact groups, zeros after masking, entries changed since `previous` (0 without), a copy
+  of the mask): one program per kernel and log step, compiled once per shape and pattern."""
+  hardened = jnp.where(mask, weight, jnp.zeros((), weight.dtype))
+  exact = jnp.mean(nm.group_counts(hardened != 0, m, axes) == n)
+  zeros = jnp.sum(hardened == 0, dtype=jnp.int32)
+  flips = nm.count_changed(mask, previous) if previous is not None else jnp.zeros((), jnp.float32)
+  return exact, zeros, flips, jnp.copy(mask)
+
+
+def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_masks=None):
+  """The realised N:M of every sparse kernel, computed where the arrays live.
+
+  Returns:
+    (summary, masks copy): floats nm_exact (mean over kernels of the fraction of groups with exactly N
+    non-zeros after masking), sparsity, pattern_n/<target>, pattern_m/<target>, and mask_flip_rate_log when
+    `previous_masks` (what the previous log step's call returned) are given; and a copy of the sparse
+    kernels' masks by path, to pass as the next log step's `previous_masks` (a train step donates the
+    state's own buffers).
+  """
   flat, flat_masks = tree_paths.flatten(params), tree_paths.flatten(masks)
-  previous = tree_paths.flatten(previous_masks) if previous_masks is not None else None
-  zeros = flips = jnp.zeros((), jnp.float32)  # exact int32 counts per kernel, summed in float32 (no overflow)
-  total = 0
-  exact = []
+  previous = previous_masks if previous_masks is not None else {}
+  per_kernel, copies = [], {}
   for path in recipe.sparse_paths:
-    mask = flat_masks[path]
-    hardened = jnp.where(mask, flat[path], jnp.zeros((), flat[path].dtype))
     n, m = recipe.pattern_of(path, plan)
-    exact.append(jnp.mean(nm.group_counts(hardened != 0, m, recipe.kernels[path][1]) == n))
-    zeros += jnp.sum(hardened == 0, dtype=jnp.int32).astype(jnp.float32)
-    total += hardened.size
-    if previous is not None:
-      flips += nm.count_changed(mask, previous[path])
-  out = {'nm_exact': jnp.mean(jnp.stack(exact)), 'sparsity': zeros / total}
-  if previous is not None:
-    out['mask_flip_rate_log'] = flips / total
-  return out
-
-
-def pattern_scalars(plan: StepPlan) -> Dict[str, float]:
-  """pattern_n/<target> and pattern_m/<target> of a step plan."""
-  out = {}
+    *statistics, copies[path] = _kernel_statistics(flat[path], flat_masks[path], previous.get(path), n=n, m=m,
+                                                   axes=recipe.kernels[path][1])
+    per_kernel.append(statistics)
+  exact, zeros, flips = (np.asarray(column, np.float64) for column in zip(*jax.device_get(per_kernel)))
+  total = sum(flat[path].size for path in recipe.sparse_paths)
+  out = {'nm_exact': float(exact.mean()), 'sparsity': float(zeros.sum()) / total}
   for name, n, m in plan.patterns:
     out[f'pattern_n/{name}'] = float(n)
     out[f'pattern_m/{name}'] = float(m)
-  return out
-
-
-def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_masks=None) -> Dict[str, float]:
-  """Floats: nm_exact (mean over kernels of the fraction of groups with exactly N non-zeros
-  after masking), sparsity, pattern_n/<target>, pattern_m/<target>, and mask_flip_rate_log when
-  `previous_masks` (the masks at the previous log step) are given."""
-  statistics = jax.jit(functools.partial(nm_statistics, recipe, plan))(params, masks, previous_masks)
-  return {**{k: float(v) for k, v in jax.device_get(statistics).items()}, **pattern_scalars(plan)}
+  if previous_masks is not None:
+    out['mask_flip_rate_log'] = float(flips.sum()) / total
+  return out, copies
 
 
 def _stats(values: np.ndarray, prefix: str) -> Dict[str, float]:

@@ -66,10 +66,9 @@ class PeriodicWork:
     scalars['phase'] = PHASE_CODES[plan.phase]
     scalars['train_flops'] = self.flops.cumulative(done)
     if plan.sparse and self.exp.recipe.kernels:
-      statistics, self.previous_masks = self.compiled.nm_statistics(plan)(state.params, state.masks,
-                                                                          self.previous_masks)
-      scalars.update({k: float(v) for k, v in jax.device_get(statistics).items()})
-      scalars.update(diagnostics.pattern_scalars(plan))
+      summary, self.previous_masks = diagnostics.nm_summary(self.exp.recipe, state.params, state.masks, plan,
+                                                            self.previous_masks)
+      scalars.update(summary)
     self.logger.write(done, 'train', scalars)
     console.train_line(done, self.exp.total_steps, scalars, plan)
     self.last_train, self.pending = scalars, []

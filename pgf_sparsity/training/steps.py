@@ -16,7 +16,6 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from pgf_sparsity.analysis import diagnostics
 from pgf_sparsity.sparsity import nm
 from pgf_sparsity.sparsity import StepPlan
 from pgf_sparsity.sparsity import tree_paths
@@ -177,20 +176,6 @@ class CompiledSteps:
 
   def gradient_noise(self, plan: StepPlan):
     return self._jit(gradient_noise, plan)
-
-  def nm_statistics(self, plan: StepPlan):
-    """(params, masks, previous masks or None) -> (diagnostics.nm_statistics, a copy of the masks to pass as
-    the next log step's previous masks: the next train step donates the state's buffers)."""
-    key = ('nm_statistics', plan)
-    if key not in self.cache:
-      recipe = self.exp.recipe
-
-      def statistics_and_masks(params, masks, previous_masks):
-        return (diagnostics.nm_statistics(recipe, plan, params, masks, previous_masks),
-                jax.tree.map(jnp.copy, masks))
-
-      self.cache[key] = jax.jit(statistics_and_masks)
-    return self.cache[key]
 
   def evaluate(self, params, data) -> Dict[str, float]:
     """Evaluation metrics of the exact N:M model on the data's evaluation batches."""
