@@ -113,15 +113,18 @@ def _mask_by_extremes(key: jax.Array, n: int) -> jax.Array:
 
 
 def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
-  """Each entry's rank in its group, from M comparisons with every other entry (ties: the lower index ranks
-  higher): one pass of M**2 comparisons, which beats N argmax rounds only in the smallest groups."""
+  """Each entry's rank in its group, counted over its M comparisons with every entry (ties: the lower index
+  ranks higher): one pass of M**2 comparisons, which beats N argmax rounds only in the smallest groups.
+
+  The count is a reduction: XLA materialises it once, where an elementwise sum of comparisons would be
+  fused into each of the mask's consumers (the effective weights, the gradient flow, the flip count) and
+  computed again in every one, holding the weights' old values alive past the update (a copy per kernel)."""
   m = key.shape[1]
-  idx = lax.broadcasted_iota(jnp.int32, key.shape, 1)
-  rank = jnp.zeros(key.shape, jnp.int32)
-  for j in range(m):
-    other = key[:, j:j + 1, :]
-    rank = rank + ((other > key) | ((other == key) & (j < idx))).astype(jnp.int32)
-  return rank < n
+  mine, other = key[:, :, None, :], key[:, None, :, :]
+  idx = lax.broadcasted_iota(jnp.int32, (1, m, m, 1), 1)
+  other_idx = lax.broadcasted_iota(jnp.int32, (1, m, m, 1), 2)
+  beaten_by = (other > mine) | ((other == mine) & (other_idx < idx))
+  return beaten_by.sum(axis=2, dtype=jnp.int8 if m < 128 else jnp.int32) < n  # a byte per count where it fits
 
 
 def _mask_by_bisection(key: jax.Array, n: int) -> jax.Array:
