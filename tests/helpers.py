@@ -64,6 +64,9 @@ def mock_tfds(**kwargs):
   def exists(path):
     return os.fspath(path) in data_dirs or original_exists(path)
 
-  with mock.patch.object(test_utils, 'MockFs', DataDirOnly), mock.patch.object(path_cls, 'exists', exists):
+  # A builder of unprepared data asks GCS for its metadata (disabled in tfds: nothing is fetched) after making
+  # an empty temporary directory it never removes: one left in /tmp per builder, hundreds per test session.
+  no_bucket = mock.patch.object(tfds.core.DatasetInfo, 'initialize_from_bucket', lambda self: None)
+  with mock.patch.object(test_utils, 'MockFs', DataDirOnly), mock.patch.object(path_cls, 'exists', exists), no_bucket:
     with tfds.testing.mock_data(**kwargs):
       yield
