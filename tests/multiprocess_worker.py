@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={int(sys.argv[3])}'
+os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={int(sys.argv[3])}"
 os.environ['JAX_PLATFORMS'] = 'cpu'
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
