@@ -23,8 +23,6 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # the evaluation's input pipeline (--model_file) uses TF
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
-import platform
-import subprocess
 import sys
 
 import jax
@@ -35,6 +33,7 @@ from pgf_sparsity.inference import kernel as kernel_lib
 from pgf_sparsity.inference import packed_layers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402  pylint: disable=g-import-not-at-top
 from bench_train_step import measure, paired_ratio  # noqa: E402  pylint: disable=g-import-not-at-top
 
 BLOCKS = {'vit': (768, 3072, False), 't5': (768, 2048, True)}  # (width, hidden, gated)
@@ -200,14 +199,6 @@ def bench_t5_decoding(pattern: str, rounds: int, input_length: int = 64, max_len
   return rows
 
 
-def machine() -> str:
-  model = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
-               platform.processor())
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-  return f'{os.cpu_count()} cores, {model}, commit {commit}'
-
-
 def markdown(rows) -> str:
   """Every row: the table of docs/inference.md."""
   lines = [f'Measured by `scripts/bench_inference.py` on {rows[0]["machine"]}; float32; speedup: paired, over',
@@ -264,7 +255,7 @@ def main():
   elif args.model_file or args.t5_decoding:
     rows = (bench_model_file(args.model_file, args.rounds) if args.model_file else
             bench_t5_decoding(args.t5_decoding, args.rounds))
-    rows = [dict(r, machine=machine()) for r in rows]
+    rows = [dict(r, machine=machine.describe()) for r in rows]
     if args.json:
       with open(args.json, 'w') as f:
         json.dump(rows, f, indent=1)
@@ -281,7 +272,7 @@ def main():
 def measure_all(args):
   if not kernel_lib.available():
     sys.exit(f'error: {kernel_lib.unavailable_reason()}')
-  rows, where = [], machine()
+  rows, where = [], machine.describe()
   for block in args.blocks.split(','):
     for layers in map(int, args.layers.split(',')):
       for batch in map(int, args.batches.split(',')):

@@ -1,10 +1,15 @@
 """Train-step time of sparse recipes over dense, measured side by side in one run (interleaved rounds).
 
-  .venv/bin/python scripts/bench_train_step.py                  # the CPU benchmark model (issue #3)
+  .venv/bin/python scripts/bench_train_step.py                  # the CPU benchmark model
   .venv/bin/python scripts/bench_train_step.py --model=vit_b16  # ViT-B/16 bf16 at 224 px (for a GPU)
   .venv/bin/python scripts/bench_train_step.py --model=fashion_mnist --cases=dense,mdgf_exponential:1:8,torch
                                                   # the README main job's model and recipe, and PyTorch's step
   .venv/bin/python scripts/bench_train_step.py --cases=dense,torch   # against the same model in PyTorch
+  .venv/bin/python scripts/bench_train_step.py --from_json=results/train_step/bench.json \
+      --markdown=results/train_step/table.md --summary=results/train_step/summary.md  # the tables, from the data
+
+The committed measurement (`results/train_step/bench.json`, written with --json) is every recipe at 2:4, 1:8,
+1:32 and 1:128 against dense; docs/benchmarks.md and the README show the tables generated from it.
 
 Masks are recomputed at every step (mask_update_every = 1), FF layers sparse. Prints a markdown table with
 ms per step (median over rounds), the ratio to dense, the paired ratio (geometric mean over rounds of each
@@ -20,8 +25,10 @@ work, not latency (a change in how well the step uses the cores shows in wall ti
 for torch, whose OpenMP threads spin while they wait.
 """
 import argparse
+import json
 import os
 import sys
+import textwrap
 import time
 
 import jax
@@ -36,7 +43,8 @@ from pgf_sparsity.training import experiment
 from pgf_sparsity.training import host_memory
 from pgf_sparsity.training import steps
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_vit, the PyTorch twin
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_vit, the PyTorch twin; machine
+import machine  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 MODELS = {
     # The CPU benchmark model: ViT width 384, depth 4, 6 heads, MLP 1536, 64x64 images, patch 8, batch 32.
@@ -154,40 +162,86 @@ def main():
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--flops', action='store_true')
   parser.add_argument('--peak_tflops', type=float, default=989.0, help='H100/H200 dense bf16 peak')
+  parser.add_argument('--json', default='', help='write the measurements to this file')
+  parser.add_argument('--from_json', default='', help='measure nothing: the tables of the measurements in this file')
+  parser.add_argument('--markdown', default='', help='write the full table to this file')
+  parser.add_argument('--summary', default='', help="write the README's sentence to this file")
   parser.add_argument('--host_memory', default='auto', choices=('auto', 'keep', 'default'),
                       help='keep: freed host memory stays mapped (pgf_sparsity/host_memory.py); default: glibc as '
                            'is; auto: keep on the CPU, as pgf_sparsity.main does')
   args = parser.parse_args()
-  if args.host_memory == 'keep':  # before JAX starts its backend; applies to the PyTorch twin as well
-    host_memory.keep_freed_memory()
-  elif args.host_memory == 'auto':
-    host_memory.keep_freed_memory_on_cpu()
+  if args.from_json:
+    with open(args.from_json) as f:
+      result = json.load(f)
+  else:
+    if args.host_memory == 'keep':  # before JAX starts its backend; applies to the PyTorch twin as well
+      host_memory.keep_freed_memory()
+    elif args.host_memory == 'auto':
+      host_memory.keep_freed_memory_on_cpu()
+    result = measure_all(args)
+    if args.json:
+      with open(args.json, 'w') as f:
+        json.dump(result, f, indent=1)
+  sys.stdout.write(markdown(result))
+  for path, render in ((args.markdown, markdown), (args.summary, summary)):
+    if path:
+      with open(path, 'w') as f:
+        f.write(render(result))
 
+
+def measure_all(args) -> dict:
+  """Measures every case; the result's rows, one per case, against the first case."""
   runs = {case: dict(run=(torch_runner if case == 'torch' else jax_runner)(args, case), times=[], cpu_times=[])
           for case in args.cases.split(',')}
   measure(runs, args.rounds, args.steps)
   first = next(iter(runs))
-  dense_ms = 1e3 * float(np.median(runs[first]['times']))
-  dense_min_ms = 1e3 * min(runs[first]['times'])
   config = make_config(args.model, 'dense', '', args.batch)
-  batch = config.batch_size
   flops = model_flops_per_step(config) if args.flops else None
-  print(f'{args.model}: batch {batch}, {jax.devices()[0].device_kind} x{jax.device_count()}, '
-        f'{args.rounds} rounds x {args.steps} steps, masks refreshed every step\n')
-  header = (f'| case | ms/step | ratio to {first} | paired ratio (95% CI) | fastest round: ms/step | ratio '
-            '| CPU time: paired ratio (95% CI) | images/s |' + (' MFU |' if flops else ''))
-  print(header)
-  print('|---' * (header.count('|') - 1) + '|')
+  rows = []
   for case, entry in runs.items():
-    ms, min_ms = 1e3 * float(np.median(entry['times'])), 1e3 * min(entry['times'])
-    ratio, low, high = paired_ratio(entry['times'], runs[first]['times'])
-    cpu = '-' if 'torch' in (case, first) else '{:.3f} ({:.3f}-{:.3f})'.format(
-        *paired_ratio(entry['cpu_times'], runs[first]['cpu_times']))
-    row = (f'| {case} | {ms:.2f} | {ms / dense_ms:.3f} | {ratio:.3f} ({low:.3f}-{high:.3f}) | {min_ms:.2f} | '
-           f'{min_ms / dense_min_ms:.3f} | {cpu} | {batch / ms * 1e3:.0f} |')
+    ms = 1e3 * float(np.median(entry['times']))
+    row = dict(case=case, ms=ms, fastest_ms=1e3 * min(entry['times']), images_per_s=config.batch_size / ms * 1e3)
+    row['paired'] = paired_ratio(entry['times'], runs[first]['times'])
+    if 'torch' not in (case, first):
+      row['cpu_paired'] = paired_ratio(entry['cpu_times'], runs[first]['cpu_times'])
     if flops:
-      row += f' {flops / (ms * 1e-3) / (args.peak_tflops * 1e12):.3f} |'
-    print(row, flush=True)
+      row['mfu'] = flops / (ms * 1e-3) / (args.peak_tflops * 1e12)
+    rows.append(row)
+  return dict(model=args.model, batch=config.batch_size, device=f'{jax.devices()[0].device_kind} x{jax.device_count()}',
+              rounds=args.rounds, steps=args.steps, machine=machine.describe(), rows=rows)
+
+
+def _ratio(value) -> str:
+  return '{:.3f} ({:.3f}-{:.3f})'.format(*value) if value else '-'
+
+
+def markdown(result: dict) -> str:
+  """The full table: every case's step time and its ratios to the first case."""
+  rows, first = result['rows'], result['rows'][0]
+  mfu = 'mfu' in first
+  lines = [f"{result['model']}: batch {result['batch']}, {result['device']}, {result['rounds']} rounds x "
+           f"{result['steps']} steps, masks refreshed every step; {result['machine']}.", '',
+           f"| case | ms/step | ratio to {first['case']} | paired ratio (95% CI) | fastest round: ms/step | ratio "
+           '| CPU time: paired ratio (95% CI) | images/s |' + (' MFU |' if mfu else '')]
+  lines.append('|---' * (lines[-1].count('|') - 1) + '|')
+  for row in rows:
+    line = (f"| {row['case']} | {row['ms']:.2f} | {row['ms'] / first['ms']:.3f} | {_ratio(row['paired'])} | "
+            f"{row['fastest_ms']:.2f} | {row['fastest_ms'] / first['fastest_ms']:.3f} | "
+            f"{_ratio(row.get('cpu_paired'))} | {row['images_per_s']:.0f} |")
+    lines.append(line + (f" {row['mfu']:.3f} |" if mfu else ''))
+  return '\n'.join(lines) + '\n'
+
+
+def summary(result: dict) -> str:
+  """A paragraph for the README: the range of the sparse cases' CPU-time ratios to the first case."""
+  first = result['rows'][0]['case']
+  rows = sorted((row for row in result['rows'][1:] if row.get('cpu_paired')), key=lambda row: row['cpu_paired'][0])
+  recipes = sorted({row['case'].split(':')[0] for row in rows})
+  patterns = sorted({row['case'].split(':', 1)[1] for row in rows}, key=lambda p: int(p.split(':')[1]))
+  text = (f"A sparse train step costs {rows[0]['cpu_paired'][0]:.3f}x to {rows[-1]['cpu_paired'][0]:.3f}x a {first} "
+          f"one by CPU time ({len(recipes)} recipes at {', '.join(patterns)}, paired over {result['rounds']} rounds; "
+          f"most: {rows[-1]['case']}; [benchmarks](docs/benchmarks.md); {result['machine']}).")
+  return textwrap.fill(text, width=116) + '\n'
 
 
 if __name__ == '__main__':

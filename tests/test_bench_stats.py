@@ -68,3 +68,29 @@ def test_the_benchmark_runs_the_main_jobs_model_end_to_end():
   assert done.returncode == 0, done.stderr[-2000:]
   rows = [line for line in done.stdout.splitlines() if line.startswith(('| dense ', '| static:1:8 '))]
   assert len(rows) == 2, done.stdout
+
+
+def test_the_train_step_tables_regenerate_from_the_committed_measurement(tmp_path):
+  """docs/benchmarks.md's table and the README's paragraph are generated from results/train_step/bench.json,
+  which measures every recipe at 2:4, 1:8, 1:32 and 1:128 against dense, on a named machine and commit."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  committed = os.path.join(ROOT, 'results', 'train_step')
+  done = subprocess.run([sys.executable, 'scripts/bench_train_step.py', f'--from_json={committed}/bench.json',
+                         f'--markdown={tmp_path / "table.md"}', f'--summary={tmp_path / "summary.md"}'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  for name, page in (('table.md', 'docs/benchmarks.md'), ('summary.md', 'README.md')):
+    with open(os.path.join(committed, name)) as f:
+      assert (tmp_path / name).read_text() == f.read(), name
+    with open(os.path.join(ROOT, page)) as f:
+      assert (tmp_path / name).read_text() in f.read(), page
+  with open(os.path.join(committed, 'bench.json')) as f:
+    result = json.load(f)
+  assert result['rows'][0]['case'] == 'dense' and ', commit ' in result['machine'] and result['rounds'] >= 20
+  measured = {row['case'] for row in result['rows'][1:] if len(row['cpu_paired']) == 3}
+  for recipe in ('static', 'srste', 'mdgf_linear', 'mdgf_exponential', 'sdgf_stepwise', 'sdgf_geometric'):
+    # SDGF-geometric reaches 1:32 through 8:256 (1:128 through 8:1024), whose groups do not divide the
+    # benchmark model's 384-wide kernels
+    for pattern in ('2:4', '1:8') + (() if recipe == 'sdgf_geometric' else ('1:32', '1:128')):
+      assert f'{recipe}:{pattern}' in measured, (recipe, pattern)
