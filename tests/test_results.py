@@ -28,3 +28,25 @@ def test_study_v2_tables_and_findings_regenerate_from_the_committed_data(tmp_pat
     assert (out / 'findings.md').read_text() in f.read()  # the study's page quotes the findings verbatim
   with open(os.path.join(ROOT, 'README.md')) as f:
     assert (out / 'summary.md').read_text() in f.read()  # and the front page the summary
+
+
+def test_the_readme_first_hour_figures_regenerate_from_the_committed_data(tmp_path):
+  """The README's timings of setup, the main job and the test command come from results/first_hour.csv
+  (scripts/first_hour.py), and its 'about N minutes' agree with the latest of them."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import math  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  done = subprocess.run([sys.executable, 'scripts/first_hour.py', f'--summary={tmp_path / "first_hour.md"}'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  with open(os.path.join(ROOT, 'results', 'first_hour.md')) as f:
+    assert (tmp_path / 'first_hour.md').read_text() == f.read()
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    readme = f.read()
+  assert (tmp_path / 'first_hour.md').read_text() in readme
+  with open(os.path.join(ROOT, 'results', 'first_hour.csv'), newline='') as f:
+    latest = {(row['cpu'], row['what']): float(row['seconds']) for row in csv.DictReader(f)}
+  for what, stated in (('main_job', r'about (\d+) minutes after setup'), ('test_command', r'about (\d+) minutes, setup')):
+    minutes = [seconds / 60 for (_, kind), seconds in latest.items() if kind == what]
+    assert math.floor(min(minutes)) <= int(re.search(stated, readme).group(1)) <= math.ceil(max(minutes)), what
