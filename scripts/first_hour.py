@@ -42,25 +42,25 @@ def _clean_clone(directory: str) -> str:
   return clone
 
 
-def measure(what: str) -> dict:
-  """Runs one of the README's commands and returns its row."""
+def measure(what: str):
+  """Runs one of the README's commands; returns its row and the command's output."""
   row = dict(what=what, test_seconds='', tests='', accuracy='', cpu=f'{os.cpu_count()} cores, {machine.cpu_model()}',
              commit=machine.commit())
   with tempfile.TemporaryDirectory() as directory:
     if what == 'main_job':
       workdir = os.path.join(directory, 'fashion_mnist')
-      row['seconds'], _ = _timed(MAIN_JOB + [f'--workdir={workdir}'], ROOT)
+      row['seconds'], output = _timed(MAIN_JOB + [f'--workdir={workdir}'], ROOT)
       with open(os.path.join(workdir, 'metrics.jsonl')) as f:
         evals = [r for r in map(json.loads, f) if r['split'] == 'eval']
       row['accuracy'] = f"{100 * evals[-1]['accuracy']:.2f}"
     elif what == 'setup':
-      row['seconds'], _ = _timed(['bash', 'scripts/setup.sh'], _clean_clone(directory))
+      row['seconds'], output = _timed(['bash', 'scripts/setup.sh'], _clean_clone(directory))
     else:
       row['seconds'], output = _timed(['bash', '.ci/run'], _clean_clone(directory), dict(os.environ, CI='true'))
       passed = re.findall(r'(\d+) passed.* in ([\d.]+)s', output)[-1]
       row['tests'], row['test_seconds'] = int(passed[0]), f'{float(passed[1]):.0f}'
   row['seconds'] = f"{row['seconds']:.0f}"
-  return row
+  return row, output
 
 
 def minutes(seconds) -> str:
@@ -96,7 +96,8 @@ def main():
   parser.add_argument('--summary', default='', help="write the README's paragraph to this file")
   args = parser.parse_args()
   if args.measure:
-    row = measure(args.measure)
+    row, output = measure(args.measure)
+    sys.stdout.write(''.join(output.splitlines(keepends=True)[-40:]))
     with open(CSV, 'a', newline='') as f:
       csv.DictWriter(f, FIELDS).writerow(row)
     print(row)
