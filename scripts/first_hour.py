@@ -86,7 +86,8 @@ def summary(rows) -> str:
   for (cpu, what), row in latest.items():
     parts.setdefault(cpu, []).append(f"{_figure(row)}, commit {row['commit']}")
   sentences = [f"{cpu}: {'; '.join(texts)}." for cpu, texts in parts.items()]
-  text = 'Measured with nothing else running (`results/first_hour.csv`, by `scripts/first_hour.py`). ' + ' '.join(sentences)
+  text = ('Measured with nothing else running (`results/first_hour.csv`, by `scripts/first_hour.py`). '
+          + ' '.join(sentences))
   return textwrap.fill(text, width=116) + '\n'
 
 
