@@ -44,7 +44,7 @@ def _clean_clone(directory: str) -> str:
 
 def measure(what: str):
   """Runs one of the README's commands; returns its row and the command's output."""
-  row = dict(what=what, test_seconds='', tests='', accuracy='', cpu=f'{os.cpu_count()} cores, {machine.cpu_model()}',
+  row = dict(what=what, test_seconds='', tests='', accuracy='', cpu=machine.hardware(),
              commit=machine.commit())
   with tempfile.TemporaryDirectory() as directory:
     if what == 'main_job':

@@ -22,6 +22,11 @@ def commit() -> str:
   return done.stdout.strip() or 'unknown'
 
 
+def hardware() -> str:
+  """'2 cores, Intel Xeon'."""
+  return f'{os.cpu_count()} cores, {cpu_model()}'
+
+
 def describe() -> str:
   """'2 cores, Intel Xeon, commit 1a2b3c4'."""
-  return f'{os.cpu_count()} cores, {cpu_model()}, commit {commit()}'
+  return f'{hardware()}, commit {commit()}'

@@ -1,6 +1,8 @@
-"""The benchmark's measurement: interleaved rounds in a random order each round, wall and CPU time, and the
-paired ratio with its interval."""
+"""The benchmark's measurement: interleaved rounds in a random order each round, wall and CPU time, the
+paired ratio with its interval, and the tables generated from the committed measurement."""
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -61,7 +63,6 @@ def test_cpu_time_counts_work_and_leaves_out_waiting():
 
 def test_the_benchmark_runs_the_main_jobs_model_end_to_end():
   """The script itself, not only its statistics: a dense and a sparse case, one step per round."""
-  import subprocess  # pylint: disable=g-import-not-at-top
   done = subprocess.run([sys.executable, 'scripts/bench_train_step.py', '--model=fashion_mnist',
                          '--cases=dense,static:1:8', '--steps=1', '--rounds=2'], cwd=ROOT, capture_output=True,
                         text=True, timeout=600)
@@ -73,8 +74,6 @@ def test_the_benchmark_runs_the_main_jobs_model_end_to_end():
 def test_the_train_step_tables_regenerate_from_the_committed_measurement(tmp_path):
   """docs/benchmarks.md's table and the README's paragraph are generated from results/train_step/bench.json,
   which measures every recipe at 2:4, 1:8, 1:32 and 1:128 against dense, on a named machine and commit."""
-  import json  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
   committed = os.path.join(ROOT, 'results', 'train_step')
   done = subprocess.run([sys.executable, 'scripts/bench_train_step.py', f'--from_json={committed}/bench.json',
                          f'--markdown={tmp_path / "table.md"}', f'--summary={tmp_path / "summary.md"}'], cwd=ROOT,

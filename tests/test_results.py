@@ -1,9 +1,13 @@
-"""The committed study is data: its tables, findings and summary, quoted in docs/study.md and the README, are
-regenerated from the committed CSVs and run traces (scripts/run_study_v2.sh tables) and must match what is
-committed."""
+"""Results are data: the study's tables, findings and summary, quoted in docs/study.md and the README, are
+regenerated from the committed CSVs and run traces (scripts/run_study_v2.sh tables), and the README's timings
+from results/first_hour.csv, and must match what is committed."""
+import csv
+import math
 import os
+import re
 import shutil
 import subprocess
+import sys
 
 from helpers import ROOT
 
@@ -33,10 +37,6 @@ def test_study_v2_tables_and_findings_regenerate_from_the_committed_data(tmp_pat
 def test_the_readme_first_hour_figures_regenerate_from_the_committed_data(tmp_path):
   """The README's timings of setup, the main job and the test command come from results/first_hour.csv
   (scripts/first_hour.py), and the commands' stated 'N to M minutes' span every recorded run."""
-  import csv  # pylint: disable=g-import-not-at-top
-  import math  # pylint: disable=g-import-not-at-top
-  import re  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   done = subprocess.run([sys.executable, 'scripts/first_hour.py', f'--summary={tmp_path / "first_hour.md"}'],
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr[-2000:]
