@@ -1,9 +1,9 @@
 """One process of a run on loopback, for test_multiprocess.py (not a test itself).
 
-  python tests/multiprocess_worker.py PROCESS_ID NUM_PROCESSES DEVICES PORT WORKDIR OUT_PREFIX [sigterm]
+  PGF_TEST_STEPS=S python tests/multiprocess_worker.py ID NUM_PROCESSES DEVICES PORT WORKDIR OUT_PREFIX [sigterm]
 
-Trains the digits config with FSDP over all devices, each process on its own share of every batch, in the
-shared WORKDIR; writes OUT_PREFIX.PROCESS_ID.json (the step it stopped at, whether it was preempted) and,
+Trains the digits config for S steps with FSDP over all devices, each process on its own share of every batch,
+in the shared WORKDIR; writes OUT_PREFIX.PROCESS_ID.json (the step it stopped at, whether it was preempted) and,
 from process 0, OUT_PREFIX.npz (the final parameters, gathered). With `sigterm`, this process sends itself
 SIGTERM once the run has logged its first metrics.
 """
@@ -21,7 +21,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-STEPS = int(os.environ.get('PGF_TEST_STEPS', 300))
+STEPS = int(os.environ['PGF_TEST_STEPS'])
 
 
 def _sigterm_after_first_log(workdir: str) -> None:
@@ -43,7 +43,7 @@ def main(argv):
   from pgf_sparsity.sparsity import tree_paths
   config = load_config('digits', f'recipe=mdgf_exponential,steps={STEPS}')
   config.mesh = {'data': 1, 'fsdp': -1}  # every parameter sharded across both processes
-  config.log_every_steps, config.checkpoint_every_steps, config.eval_every_steps = 10, 100, STEPS
+  config.log_every_steps, config.checkpoint_every_steps, config.eval_every_steps = 10, 20, STEPS
   if 'sigterm' in argv[7:]:
     _sigterm_after_first_log(workdir)
   state, results = train.train_and_evaluate(config, workdir)
