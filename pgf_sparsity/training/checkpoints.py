@@ -49,6 +49,7 @@ def _words(x: jax.Array) -> jax.Array:
   return (x.astype(narrow) if x.dtype == jnp.bool_ else jax.lax.bitcast_convert_type(x, narrow)).astype(jnp.uint32)
 
 
+@jax.jit
 def _array_checksum(x: jax.Array) -> jax.Array:
   """Two position-dependent sums of the words, mod 2^32: any change of one word changes the second (its
   weight is odd), and the mixed first one catches what cancels in a linear sum. Built from iotas of the
@@ -62,16 +63,13 @@ def _array_checksum(x: jax.Array) -> jax.Array:
   return jnp.stack([jnp.sum(mixed, dtype=jnp.uint32), jnp.sum(words * (2 * index + 1), dtype=jnp.uint32)])
 
 
-@jax.jit
-def _checksums(state: Any) -> jax.Array:
-  leaves = jax.tree.leaves(state)
-  return jnp.stack([_array_checksum(x) for x in leaves]) if leaves else jnp.zeros((0, 2), jnp.uint32)
-
-
 def state_checksum(state: Any) -> str:
   """Hex digest of every array's dtype, shape and bits."""
   layout = ';'.join(f'{x.dtype}{tuple(x.shape)}' for x in jax.tree.leaves(state))
-  sums = np.asarray(jax.device_get(_checksums(state)))
+  # One small program per array (compiled once per shape, dtype and sharding, shared by every state that has
+  # it) rather than one over the whole tree, which took seconds to compile for each new model's state. Each is
+  # fetched before the next starts: programs over arrays sharded across processes must not overlap.
+  sums = np.asarray([np.asarray(_array_checksum(x)) for x in jax.tree.leaves(state)], np.uint32)
   return f'{zlib.crc32(layout.encode()):08x}' + sums.astype('>u4').tobytes().hex()
 
 
