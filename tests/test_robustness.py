@@ -1,5 +1,6 @@
 """Preemption, kill -9 at random points, corrupt checkpoints, non-finite values, incompatible resumes,
 and a catalogue of malformed invocations (training and export)."""
+import errno
 import json
 import os
 import random
@@ -392,6 +393,44 @@ def test_a_full_disk_stops_with_one_line_keeps_the_good_checkpoints_and_resumes(
   assert [(r['step'], r['split']) for r in records] == [
       (10, 'train'), (20, 'train'), (20, 'eval'), (30, 'train'), (40, 'train'), (40, 'eval')]
   assert json.loads((out / 'w' / 'results.json').read_text())['step'] == 40
+
+
+class FullDisk:
+  """A file on a full disk: a write keeps its first `taken` characters, then it and any flush fail."""
+
+  def __init__(self, file, taken: int):
+    self.file, self.taken = file, taken
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.file.close()
+
+  def write(self, data):
+    self.file.write(data[:self.taken])
+    self.file.flush()
+    self.flush()
+
+  def flush(self):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+
+def test_a_refused_metrics_row_names_its_file_and_step_and_leaves_whole_lines(tmp_path, monkeypatch):
+  logger = metric_writers.MetricsLogger(str(tmp_path))
+  logger.write(1, 'train', {'loss': 1.0})
+  path_cls, real_open = type(logger.path), type(logger.path).open
+  monkeypatch.setattr(path_cls, 'open', lambda path, mode='r', **kw: (
+      FullDisk(real_open(path, mode, **kw), taken=12) if mode == 'a' else real_open(path, mode, **kw)))
+  with pytest.raises(checkpoints.WriteFailedError,
+                     match=r'could not append the eval metrics of step 2 to \S*metrics.jsonl \(No space left'):
+    logger.write(2, 'eval', {'loss': 0.5})
+  monkeypatch.undo()
+  assert [(r['step'], r['split']) for r in metric_writers.read_jsonl(str(tmp_path))] == [(1, 'train')]
+  logger.tensorboard._file = FullDisk(None, taken=0)  # pylint: disable=protected-access  (the event's flush fails)
+  with pytest.raises(checkpoints.WriteFailedError, match=r'step 3 to \S*events.out.tfevents\S* \(No space left'):
+    logger.write(3, 'train', {'loss': 0.25})
+  assert [r['step'] for r in metric_writers.read_jsonl(str(tmp_path))] == [1]
 
 
 @pytest.mark.slow

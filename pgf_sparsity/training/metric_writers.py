@@ -1,4 +1,5 @@
 """Metric output: a TensorBoard event file and a JSON-lines file, one object per logged step."""
+import contextlib
 import json
 import os
 import socket
@@ -27,16 +28,21 @@ class MetricsLogger:
     if not self.is_lead:
       return
     row = json.dumps({'step': int(step), 'split': split, **scalars}) + '\n'
-    target = self.tensorboard.path
-    try:
+    with self._naming(self.tensorboard.path, f'the {split} metrics of step {step}'):
       self.tensorboard.write_scalars(step, {f'{split}/{k}': v for k, v in scalars.items()})
-      target = self.path
+    with self._naming(self.path, f'the {split} metrics of step {step}'):
       with self.path.open('a') as f:
         f.write(row)
+
+  @contextlib.contextmanager
+  def _naming(self, target: epath.Path, what: str):
+    """An OSError within, as WriteFailedError naming `what` and the file; metrics.jsonl is first cut back to
+    whole lines (a full disk may have taken a row in part)."""
+    try:
+      yield
     except OSError as e:
       _cut_partial_row(self.path)
-      raise WriteFailedError(f'could not append the {split} metrics of step {step} to {target} '
-                             f'({e.strerror or e})') from e
+      raise WriteFailedError(f'could not append {what} to {target} ({e.strerror or e})') from e
 
   def close(self) -> None:
     if self.tensorboard is not None:
