@@ -1,9 +1,10 @@
 """One process of a run on loopback, for test_multiprocess.py (not a test itself).
 
-  PGF_TEST_STEPS=S python tests/multiprocess_worker.py ID NUM_PROCESSES DEVICES PORT WORKDIR OUT_PREFIX [sigterm]
+  python tests/multiprocess_worker.py PROCESS_ID NUM_PROCESSES STEPS PORT WORKDIR OUT_PREFIX [sigterm]
 
-Trains the digits config for S steps with FSDP over all devices, each process on its own share of every batch,
-in the shared WORKDIR; writes OUT_PREFIX.PROCESS_ID.json (the step it stopped at, whether it was preempted) and,
+Run with the environment of `helpers.env_with_devices` (this process's CPU devices). Trains the digits
+config for STEPS steps with FSDP over all devices, each process on its own share of every batch, in the
+shared WORKDIR; writes OUT_PREFIX.PROCESS_ID.json (the step it stopped at, whether it was preempted) and,
 from process 0, OUT_PREFIX.npz (the final parameters, gathered). With `sigterm`, this process sends itself
 SIGTERM once the run has logged its first metrics.
 """
@@ -14,14 +15,10 @@ import sys
 import threading
 import time
 
-os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={int(sys.argv[3])}"
-os.environ['JAX_PLATFORMS'] = 'cpu'
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-STEPS = int(os.environ['PGF_TEST_STEPS'])
 
 
 def _sigterm_after_first_log(workdir: str) -> None:
@@ -33,7 +30,8 @@ def _sigterm_after_first_log(workdir: str) -> None:
 
 
 def main(argv):
-  process_id, num_processes, port, workdir, out = int(argv[1]), int(argv[2]), int(argv[4]), argv[5], argv[6]
+  process_id, num_processes, steps_to_run, port = map(int, argv[1:5])
+  workdir, out = argv[5], argv[6]
   if num_processes > 1:
     jax.distributed.initialize(f'localhost:{port}', num_processes, process_id)
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -41,9 +39,9 @@ def main(argv):
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   from pgf_sparsity.training import steps, train  # pylint: disable=g-import-not-at-top
   from pgf_sparsity.sparsity import tree_paths
-  config = load_config('digits', f'recipe=mdgf_exponential,steps={STEPS}')
+  config = load_config('digits', f'recipe=mdgf_exponential,steps={steps_to_run}')
   config.mesh = {'data': 1, 'fsdp': -1}  # every parameter sharded across both processes
-  config.log_every_steps, config.checkpoint_every_steps, config.eval_every_steps = 10, 20, STEPS
+  config.log_every_steps, config.checkpoint_every_steps, config.eval_every_steps = 10, 20, steps_to_run
   if 'sigterm' in argv[7:]:
     _sigterm_after_first_log(workdir)
   state, results = train.train_and_evaluate(config, workdir)

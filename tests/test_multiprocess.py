@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from helpers import ROOT, softmax_ignores
+from helpers import ROOT, env_with_devices, softmax_ignores
 
 STEPS = 60  # three phases, a stop by SIGTERM, periodic saves before and after it
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'multiprocess_worker.py')
@@ -22,9 +22,9 @@ def _free_port() -> int:
 
 def _launch(num_processes: int, devices: int, workdir, out, *, sigterm_process=None):
   port = _free_port()
-  # The suite's XLA flags: compiling is most of a launch's time.
-  env = dict(os.environ, PYTHONPATH=ROOT, PGF_TEST_STEPS=str(STEPS))
-  procs = [subprocess.Popen([sys.executable, WORKER, str(i), str(num_processes), str(devices), str(port),
+  # The suite's XLA flags (compiling is most of a launch's time) and `devices` CPU devices per process.
+  env = dict(env_with_devices(devices), PYTHONPATH=ROOT)
+  procs = [subprocess.Popen([sys.executable, WORKER, str(i), str(num_processes), str(STEPS), str(port),
                              str(workdir), str(out)] + (['sigterm'] if i == sigterm_process else []),
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(num_processes)]

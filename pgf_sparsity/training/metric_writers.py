@@ -28,9 +28,10 @@ class MetricsLogger:
     if not self.is_lead:
       return
     row = json.dumps({'step': int(step), 'split': split, **scalars}) + '\n'
-    with self._naming(self.tensorboard.path, f'the {split} metrics of step {step}'):
+    what = f'the {split} metrics of step {step}'
+    with self._naming(self.tensorboard.path, what):
       self.tensorboard.write_scalars(step, {f'{split}/{k}': v for k, v in scalars.items()})
-    with self._naming(self.path, f'the {split} metrics of step {step}'):
+    with self._naming(self.path, what):
       with self.path.open('a') as f:
         f.write(row)
 
