@@ -19,6 +19,19 @@ def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
     offline.fashion_mnist('train', data_dir=str(tmp_path))
 
 
+def test_digits_are_sklearns_digits_read_without_importing_sklearn():
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  reference = load_digits()
+  pixels, target = offline._sklearn_digits()  # pylint: disable=protected-access
+  np.testing.assert_array_equal(pixels, reference.images)
+  np.testing.assert_array_equal(target, reference.target)
+  (train_x, train_y), (test_x, test_y) = offline.digits('train'), offline.digits('test')
+  assert train_x.shape == (1400, 8, 8, 1) and test_x.shape == (397, 8, 8, 1) and train_x.dtype == np.uint8
+  assert train_x.max() == 255 and sorted(np.concatenate([train_y, test_y])) == sorted(reference.target)
+  with pytest.raises(ValueError, match="'train' or 'test'"):
+    offline.digits('validation')
+
+
 def test_batches_are_a_pure_function_of_the_step_and_cover_each_epoch_once():
   x = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1)
   y = np.arange(50, dtype=np.int32)

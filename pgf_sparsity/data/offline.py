@@ -1,5 +1,6 @@
 """Offline image datasets that ship with packages: Fashion-MNIST (Debian) and sklearn digits."""
 import gzip
+import importlib.util
 import os
 from typing import Tuple
 
@@ -42,12 +43,21 @@ def fashion_mnist(split: str, data_dir: str = '') -> Tuple[np.ndarray, np.ndarra
   return images, labels
 
 
+def _sklearn_digits() -> Tuple[np.ndarray, np.ndarray]:
+  """What sklearn's `load_digits()` gives as (images, target), read from the file scikit-learn ships, without
+  importing sklearn: its import, for one file, would be a large part of a short run's start-up."""
+  spec = importlib.util.find_spec('sklearn')
+  if spec is None or spec.origin is None:
+    raise FileNotFoundError('The digits dataset ships with scikit-learn; install it (pip install scikit-learn).')
+  table = np.loadtxt(os.path.join(os.path.dirname(spec.origin), 'datasets', 'data', 'digits.csv.gz'), delimiter=',')
+  return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+
+
 def digits(split: str) -> Tuple[np.ndarray, np.ndarray]:
   """sklearn's 8x8 digits as uint8 (n, 8, 8, 1) images; a fixed 1400/397 train/test split."""
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-  data = load_digits()
-  images = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-  labels = data.target.astype(np.int32)
+  pixels, target = _sklearn_digits()
+  images = np.round(pixels * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  labels = target.astype(np.int32)
   perm = np.random.RandomState(0).permutation(len(images))
   images, labels = images[perm], labels[perm]
   if split == 'train':
