@@ -23,7 +23,6 @@ import re
 
 import jax
 import numpy as np
-import scipy.ndimage
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -75,6 +74,7 @@ def resample_pos_embedding(source: np.ndarray, tokens: int) -> np.ndarray:
                      'class-token rows differ')
   grid = source[0, extra:].reshape(grid_old, grid_old, -1)
   zoom = grid_new / grid_old
+  import scipy.ndimage  # pylint: disable=g-import-not-at-top  (only for this, which few runs need)
   grid = scipy.ndimage.zoom(grid, (zoom, zoom, 1), order=1)
   return np.concatenate([source[0, :extra], grid.reshape(grid_new ** 2, -1)])[None]
 
