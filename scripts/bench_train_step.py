@@ -34,7 +34,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
-import scipy.stats
+import scipy.special
 
 from pgf_sparsity import config_lib
 from pgf_sparsity.analysis import flops
@@ -148,7 +148,8 @@ def paired_ratio(times, reference_times):
   logs = np.log(np.asarray(times) / np.asarray(reference_times))
   if len(logs) < 2:
     return float(np.exp(logs.mean())), float('nan'), float('nan')
-  half = scipy.stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+  # the t distribution's 97.5% quantile (scipy.stats.t.ppf, whose import is slower)
+  half = scipy.special.stdtrit(len(logs) - 1, 0.975) * logs.std(ddof=1) / np.sqrt(len(logs))
   return tuple(float(np.exp(v)) for v in (logs.mean(), logs.mean() - half, logs.mean() + half))
 
 

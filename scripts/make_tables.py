@@ -24,7 +24,7 @@ import os
 import sys
 
 import numpy as np
-import scipy.stats
+import scipy.special
 
 FLOWLESS = {'dense', 'srste'}  # recipes whose gradient flow is fixed
 
@@ -168,7 +168,8 @@ def findings(rows, metric: str = 'accuracy', steps: int = 0) -> str:
         diffs = scale * paired(main, treatment, baseline, pattern, sign)
         if len(diffs) < 2:
           continue
-        half = scipy.stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs))
+        # the t distribution's 97.5% quantile (scipy.stats.t.ppf, whose import is slower)
+        half = scipy.special.stdtrit(len(diffs) - 1, 0.975) * diffs.std(ddof=1) / np.sqrt(len(diffs))
         low, high = diffs.mean() - half, diffs.mean() + half
         verdict = 'better' if low > 0 else 'worse' if high < 0 else 'no difference'
         verdicts[verdict] += 1
