@@ -35,11 +35,13 @@ def test_the_wheel_with_core_dependencies_alone_runs_the_nnx_example(tmp_path):
         ROOT])
   wheel, = (tmp_path / 'dist').glob('pgf_sparsity-*.whl')
   venv = tmp_path / 'venv'
-  _run([sys.executable, '-m', 'venv', str(venv)])
+  _run([sys.executable, '-m', 'venv', '--without-pip', str(venv)])  # this pip installs into it (--python)
   python = str(venv / 'bin' / 'python')
-  _run([python, '-m', 'pip', 'install', '-q', '--no-compile', '-c', os.path.join(ROOT, 'requirements', 'lock.txt'),
-        str(wheel)])  # --no-compile: the example imports a fraction of what is installed
-  installed = _run([python, '-m', 'pip', 'list', '--format=freeze'])
+  pip = [sys.executable, '-m', 'pip', '--python', python]
+  _run(pip + ['install', '-q', '--no-compile', '-c', os.path.join(ROOT, 'requirements', 'lock.txt'),
+              str(wheel)])  # --no-compile: the example imports a fraction of what is installed
+  installed = _run(pip + ['list', '--format=freeze'])
+  assert all(f'\n{core}==' in '\n' + installed.lower() for core in ('jax', 'flax', 'optax')), installed
   for heavy in ('tensorflow', 'tensorflow-cpu', 'tensorflow-datasets', 'clu', 'grain', 'torch'):
     assert f'\n{heavy}==' not in '\n' + installed.lower(), heavy
   from sklearn import datasets  # pylint: disable=g-import-not-at-top  (the data, written for the fresh venv)
