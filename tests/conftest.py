@@ -4,6 +4,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Tests compile far more than they run: XLA's slower-to-compile optimisations cost more than they save here
@@ -33,6 +35,14 @@ def pytest_sessionfinish(session, exitstatus):
     reporter.write_line(f'CI: {len(skipped)} skipped test(s) count as failures: '
                         + ', '.join(report.nodeid for report in skipped), red=True)
     session.exitstatus = 1
+
+
+@pytest.fixture
+def shared_compiled_steps():
+  """The test's training runs of one experiment compile their steps once (helpers.runs_share_compiled_steps)."""
+  from helpers import runs_share_compiled_steps  # pylint: disable=g-import-not-at-top
+  with runs_share_compiled_steps():
+    yield
 
 
 # scripts/test.sh gives each of its two pytest workers whole files, in collection order: the longest files go

@@ -1,4 +1,5 @@
-"""Loading config files by path, as main.py does; tfds mock data that leaves the file system alone."""
+"""Loading config files by path, as main.py does; tfds mock data that leaves the file system alone; runs that
+share their compiled steps."""
 import contextlib
 import os
 from unittest import mock
@@ -70,3 +71,23 @@ def mock_tfds(**kwargs):
   with mock.patch.object(test_utils, 'MockFs', DataDirOnly), mock.patch.object(path_cls, 'exists', exists), no_bucket:
     with tfds.testing.mock_data(**kwargs):
       yield
+
+
+@contextlib.contextmanager
+def runs_share_compiled_steps():
+  """Within the block, training runs of the same experiment (equal completed config, data spec and devices)
+  share their jitted steps: a run, its stop and its resumption compile once, as one uninterrupted process
+  would. For tests of what a resumption restores and continues, not of compiling (each first run compiles)."""
+  from pgf_sparsity.training import steps  # pylint: disable=g-import-not-at-top
+  shared = {}
+  original_init = steps.CompiledSteps.__init__
+
+  def init(self, exp, packed=None):
+    original_init(self, exp, packed)
+    if packed is None:
+      devices = tuple(device.id for device in exp.mesh.devices.flat)
+      key = (exp.config.to_json_best_effort(sort_keys=True), repr(exp.spec), devices, exp.mesh.axis_names)
+      self.cache = shared.setdefault(key, self.cache)
+
+  with mock.patch.object(steps.CompiledSteps, '__init__', init):
+    yield

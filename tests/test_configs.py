@@ -47,6 +47,7 @@ def test_runlocal_is_short(name):
   assert config.eval_every_steps <= 30 and config.log_every_steps <= 10
 
 
+@pytest.mark.usefixtures('shared_compiled_steps')
 @pytest.mark.parametrize('name', ['t5_c4', 't5_glue'])
 def test_a_text_run_on_tfds_stopped_and_resumed_is_bit_identical_step_by_step(name, tmp_path):
   """C4's span corruption of packed documents and GLUE's text-to-text pairs, through the training loop: a

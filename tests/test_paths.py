@@ -3,6 +3,7 @@ none through the local filesystem by the URL's string."""
 import os
 
 import numpy as np
+import pytest
 from etils import epath
 from etils.epath import gpath
 
@@ -29,6 +30,7 @@ class _BucketOnDisk(gpath.PosixGPath):
 epath.register_path_cls(SCHEME)(_BucketOnDisk)
 
 
+@pytest.mark.usefixtures('shared_compiled_steps')
 def test_run_resume_and_export_write_only_inside_a_url_workdir(tmp_path, monkeypatch):
   _BucketOnDisk.root = str(tmp_path / 'remote')
   (tmp_path / 'cwd').mkdir()

@@ -97,6 +97,7 @@ def test_sigterm_and_kill_9_at_random_points_resume_bit_identical(uninterrupted,
   assert train_steps == list(range(25, 601, 25))  # metrics continue: no gaps, no duplicates
 
 
+@pytest.mark.usefixtures('shared_compiled_steps')
 def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(uninterrupted, tmp_path):
   reference, _ = uninterrupted
   workdir = str(tmp_path / 'corrupt')
@@ -115,6 +116,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(uninterrupted, t
   assert_same_params(jax.device_get(state.params), reference)
 
 
+@pytest.mark.usefixtures('shared_compiled_steps')
 def test_non_finite_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   """Three good checkpoints, then a learning rate that diverges: the run stops at the non-finite step without
   saving, the newest good checkpoint (15) is kept and finite, and a resume with a sane config continues from it."""
@@ -190,6 +192,7 @@ def test_a_lock_from_another_host_is_stale_only_when_its_heartbeat_stopped(tmp_p
   assert not lock.exists()
 
 
+@pytest.mark.usefixtures('shared_compiled_steps')
 def test_incompatible_resume_is_refused_unless_forced(tmp_path):
   """A run stopped at step 5 of 20: another pattern is refused (nothing written); another logging interval
   is not (it runs to step 10); --force_resume continues from step 10 with the new pattern, keeping the

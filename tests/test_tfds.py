@@ -131,6 +131,7 @@ def test_paper_config_matches_the_spec():
   assert load_config('vit_i1k', 'batch=1024').optimizer.learning_rate == pytest.approx(5e-4)
 
 
+@pytest.mark.usefixtures('shared_compiled_steps')
 def test_preempted_run_on_tfds_resumes_bit_identical(mock_imagenet, tmp_path):
   config = load_config('vit_i1k', 'runlocal')
   # A save every step, each finishing in the background while the pipeline reads: with tfds's own mock

@@ -16,7 +16,7 @@ from pgf_sparsity.training import steps as steps_lib
 from pgf_sparsity.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import ROOT, build_experiment, env_with_devices, load_config  # noqa: E402
+from helpers import ROOT, build_experiment, env_with_devices, load_config, runs_share_compiled_steps  # noqa: E402
 
 RECIPES = ['dense', 'static', 'srste,flow=ste', 'mdgf_linear', 'mdgf_exponential', 'mdgf_exponential,flow=ste',
            'sdgf_stepwise', 'sdgf_geometric']
@@ -50,6 +50,7 @@ def test_every_recipe_trains_a_vit_and_ends_exactly_n_m(recipe, tmp_path):
     assert (np.asarray(nm.group_counts(hardened != 0, 4)) == 1).all()
 
 
+@pytest.mark.usefixtures('shared_compiled_steps')
 def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
   config = load_config('digits', 'recipe=sdgf_stepwise,steps=120')
   config.checkpoint_every_steps = 40
@@ -156,6 +157,14 @@ def test_compiles_once_per_plan_mdgf_once_sdgf_once_per_frame():
     assert len({exp.recipe.plan(s) for s in range(12)}) == expected_plans
     compilations = sum(f._cache_size() for f in compiled.cache.values())  # pylint: disable=protected-access
     assert compilations == expected_plans, recipe
+
+
+def test_runs_share_compiled_steps_only_within_the_block_and_only_for_the_same_experiment():
+  compiled = lambda arg: steps_lib.CompiledSteps(build_experiment(load_config('digits', arg))[0])
+  with runs_share_compiled_steps():
+    first, again, other = compiled('steps=10'), compiled('steps=10'), compiled('steps=12')
+  assert first.cache is again.cache and first.cache is not other.cache
+  assert compiled('steps=10').cache is not first.cache
 
 
 def test_mask_update_every_refreshes_on_schedule_and_at_frame_starts():
