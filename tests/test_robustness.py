@@ -57,21 +57,34 @@ def uninterrupted(tmp_path_factory):
   return jax.device_get(state.params), workdir
 
 
+def newest_checkpoint(workdir) -> int:
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  return max([0] + ([int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []))
+
+
 def wait_for_checkpoint_after(workdir, step, timeout=120):
   deadline = time.time() + timeout
   while time.time() < deadline:
-    ckpt_dir = os.path.join(workdir, 'checkpoints')
-    steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
-    if steps and max(steps) > step:
-      return max(steps)
+    if newest_checkpoint(workdir) > step:
+      return newest_checkpoint(workdir)
     time.sleep(0.05)
   raise TimeoutError('no new checkpoint')
+
+
+def kill_9_at_random(proc, workdir, rng, most_steps=100):
+  """kill -9 at a seeded random time (0-9 s) from the process's start, or as soon as its run has checkpointed
+  `most_steps` past where it resumed: on any machine it dies before it finishes the run."""
+  deadline, cap = time.time() + rng.uniform(0.0, 9.0), newest_checkpoint(workdir) + most_steps
+  while time.time() < deadline and newest_checkpoint(workdir) < cap and proc.poll() is None:
+    time.sleep(0.01)
+  proc.kill()
 
 
 @pytest.mark.slow
 def test_sigterm_and_kill_9_at_random_points_resume_bit_identical(uninterrupted, tmp_path):
   """A SIGTERM after a checkpoint, then kill -9s at seeded random times from each process's start, so that
-  they land in start-up, the restore, steps and saves alike; the run then finishes bit-identical."""
+  they land in start-up, the restore, steps and saves alike (each before its run could finish); the run then
+  finishes bit-identical."""
   reference, _ = uninterrupted
   workdir = str(tmp_path / 'interrupted')
   proc = subprocess.Popen(main_cmd(workdir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
@@ -84,8 +97,7 @@ def test_sigterm_and_kill_9_at_random_points_resume_bit_identical(uninterrupted,
   for _ in range(4):
     proc = subprocess.Popen(main_cmd(workdir), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
-    time.sleep(rng.uniform(0.0, 9.0))
-    proc.kill()
+    kill_9_at_random(proc, workdir, rng)
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
   finish = subprocess.run(main_cmd(workdir), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
