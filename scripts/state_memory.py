@@ -27,21 +27,22 @@ def _spec_for(config):
   return DataSpec('seq2seq', {'inputs': (inputs,), 'targets': (targets,)}, 32128, 1000)
 
 
-def per_device_bytes(config, mesh) -> dict:
-  """{'params'|'masks'|'opt_state'|'total': the largest per-device bytes over the devices}."""
-  import jax  # pylint: disable=g-import-not-at-top
+def build_experiment(config):
+  """The config's Experiment (its state's shapes do not depend on the mesh)."""
   from pgf_sparsity.training import experiment, validation  # pylint: disable=g-import-not-at-top
-  config.mesh = mesh
-  recipe = validation.check_config(config)
-  exp = experiment.build(config, _spec_for(config), recipe)
-  abstract = exp.abstract_state()
-  out = {}
-  for part in ('params', 'masks', 'opt_state'):
-    out[part] = sum(
-        math.prod(leaf.sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
-        for leaf in jax.tree.leaves(getattr(abstract, part)))
+  return experiment.build(config, _spec_for(config), validation.check_config(config))
+
+
+def per_device_bytes(exp, mesh) -> dict:
+  """{'params'|'masks'|'opt_state'|'total': the largest per-device bytes over the devices} on the mesh
+  (config.mesh form) that the run would use."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.training import experiment, sharding  # pylint: disable=g-import-not-at-top
+  shardings = experiment.state_shardings(sharding.make_mesh(mesh), exp.state_shapes, exp.recipe)
+  per_leaf = jax.tree.map(lambda leaf, where: math.prod(where.shard_shape(leaf.shape)) * leaf.dtype.itemsize,
+                          exp.state_shapes, shardings)
+  out = {part: sum(jax.tree.leaves(getattr(per_leaf, part))) for part in ('params', 'masks', 'opt_state')}
   out['total'] = sum(out.values())
-  out['full_state'] = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract))
   return out
 
 
@@ -58,9 +59,10 @@ def main():
   print('| config | mesh | params GiB/device | masks GiB/device | optimizer GiB/device | state GiB/device |')
   print('|---|---|---|---|---|---|')
   for config_arg in args.config or DEFAULT_CONFIGS:
+    path, _, arg = config_arg.partition(':')
+    exp = build_experiment(config_lib.from_file(path, arg))
     for mesh in ({'data': -1, 'fsdp': 1}, {'data': 1, 'fsdp': -1}):
-      path, _, arg = config_arg.partition(':')
-      sizes = per_device_bytes(config_lib.from_file(path, arg), mesh)
+      sizes = per_device_bytes(exp, mesh)
       label = 'data parallel' if mesh['fsdp'] == 1 else f'FSDP over {args.devices}'
       print(f'| {config_arg} | {label} | {sizes["params"] / gib:.3f} | {sizes["masks"] / gib:.3f} | '
             f'{sizes["opt_state"] / gib:.3f} | {sizes["total"] / gib:.3f} |')

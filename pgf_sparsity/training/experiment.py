@@ -58,18 +58,13 @@ class Experiment:
     return NamedSharding(self.mesh, sharding.batch_spec())
 
   @functools.cached_property
-  def _state_shapes(self) -> TrainState:
+  def state_shapes(self) -> TrainState:
+    """The train state's shapes and dtypes, unsharded (nothing allocated)."""
     return jax.eval_shape(self.init_state, jax.random.PRNGKey(0))
 
   @functools.cached_property
   def state_sharding(self) -> TrainState:
-    """The train state's NamedShardings: parameters, masks and optimizer state as sharding.py says."""
-    shapes = self._state_shapes
-    grouped = {path: axes for path, (_, axes) in self.recipe.kernels.items()}
-    specs = sharding.param_specs(shapes.params, self.mesh.shape['fsdp'], grouped)
-    like = functools.partial(sharding.like_params, self.mesh, abstract_params=shapes.params, specs=specs)
-    return TrainState(step=self.replicated, params=like(shapes.params), opt_state=like(shapes.opt_state),
-                      masks=like(shapes.masks), rng=self.replicated, nonfinite_step=self.replicated)
+    return state_shardings(self.mesh, self.state_shapes, self.recipe)
 
   def init_state(self, rng) -> TrainState:
     init_rng, state_rng = jax.random.split(rng)
@@ -83,11 +78,21 @@ class Experiment:
 
   def abstract_state(self) -> TrainState:
     return jax.tree.map(lambda s, where: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=where),
-                        self._state_shapes, self.state_sharding)
+                        self.state_shapes, self.state_sharding)
 
   def shard(self, batch):
     """A host-local batch as one global array per key, split over every device of the mesh."""
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
+
+
+def state_shardings(mesh: Mesh, shapes: TrainState, recipe: BoundRecipe) -> TrainState:
+  """The train state's NamedShardings on `mesh`: parameters, masks and optimizer state as sharding.py says."""
+  replicated = NamedSharding(mesh, P())
+  grouped = {path: axes for path, (_, axes) in recipe.kernels.items()}
+  specs = sharding.param_specs(shapes.params, mesh.shape['fsdp'], grouped)
+  like = functools.partial(sharding.like_params, mesh, abstract_params=shapes.params, specs=specs)
+  return TrainState(step=replicated, params=like(shapes.params), opt_state=like(shapes.opt_state),
+                    masks=like(shapes.masks), rng=replicated, nonfinite_step=replicated)
 
 
 def total_steps_of(config, spec: DataSpec) -> int:
