@@ -121,7 +121,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(uninterrupted, t
   with open(biggest, 'r+b') as f:
     size = os.path.getsize(biggest)
     f.seek(size // 2)
-    f.write(os.urandom(min(64, size - size // 2)))
+    f.write(random.Random(0).randbytes(min(64, size - size // 2)))  # seeded: the same damage every run
   state, _ = train.train_and_evaluate(config, workdir)
   assert int(state.step) == 600
   assert os.path.isdir(os.path.join(workdir, 'checkpoints_unusable', '100'))

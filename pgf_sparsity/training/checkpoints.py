@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import threading
 import zlib
 from typing import Any, Optional, Tuple
@@ -71,6 +72,31 @@ def state_checksum(state: Any) -> str:
   # fetched before the next starts: programs over arrays sharded across processes must not overlap.
   sums = np.asarray([np.asarray(_array_checksum(x)) for x in jax.tree.leaves(state)], np.uint32)
   return f'{zlib.crc32(layout.encode()):08x}' + sums.astype('>u4').tobytes().hex()
+
+
+def _is_an_abandoned_read(unraisable) -> bool:
+  error = unraisable.exc_value
+  while error is not None:
+    if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _quiet_abandoned_reads() -> None:
+  """After a restore fails, its other reads still finish, each reporting to orbax's event loop, closed by then:
+  Python would print every refusal as an ignored exception (hundreds of tracebacks for one bad file). From the
+  first failed restore on, those refusals alone are dropped; any other ignored exception is printed as before."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_abandoned_reads', False):
+    return
+
+  def hook(unraisable):
+    if not _is_an_abandoned_read(unraisable):
+      previous(unraisable)
+
+  hook.drops_abandoned_reads = True
+  sys.unraisablehook = hook
 
 
 def _bytes_under(directory: epath.Path) -> int:
@@ -159,6 +185,7 @@ class Checkpointer:
       try:
         state = self.restore(abstract_state, step)
       except Exception as e:  # pylint: disable=broad-except  (any read failure means: try the previous one)
+        _quiet_abandoned_reads()
         logging.warning('Checkpoint at step %d in %s is unusable (%s: %s); falling back to the previous one.',
                         step, self.directory, type(e).__name__, (str(e).splitlines() or [''])[0][:200])
         unusable.append(step)
