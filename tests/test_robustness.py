@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import numpy as np
@@ -126,6 +127,24 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(uninterrupted, t
   assert int(state.step) == 600
   assert os.path.isdir(os.path.join(workdir, 'checkpoints_unusable', '100'))
   assert_same_params(jax.device_get(state.params), reference)
+
+
+def test_after_a_failed_restore_only_closed_event_loop_refusals_go_unprinted(monkeypatch):
+  """What orbax's abandoned reads raise (sharded case: test_sharding's corrupt checkpoint) is dropped, alone or as
+  the cause of another error; every other ignored exception still reaches the previous hook."""
+  printed = []
+  monkeypatch.setattr(sys, 'unraisablehook', printed.append)
+  checkpoints._quiet_abandoned_reads()  # pylint: disable=protected-access
+  checkpoints._quiet_abandoned_reads()  # pylint: disable=protected-access  (installed once)
+  closed = RuntimeError('Event loop is closed')
+  chained = GeneratorExit()
+  chained.__cause__ = closed
+  cyclic = ValueError('a cycle')
+  cyclic.__context__ = cyclic
+  for error in (closed, chained, RuntimeError('something else'), cyclic):
+    sys.unraisablehook(types.SimpleNamespace(exc_type=type(error), exc_value=error, exc_traceback=None,
+                                             err_msg=None, object=None))
+  assert [str(u.exc_value) for u in printed] == ['something else', 'a cycle']
 
 
 @pytest.mark.usefixtures('shared_compiled_steps')

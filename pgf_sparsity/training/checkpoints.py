@@ -75,10 +75,12 @@ def state_checksum(state: Any) -> str:
 
 
 def _is_an_abandoned_read(unraisable) -> bool:
-  error = unraisable.exc_value
-  while error is not None:
+  """Whether the ignored exception is, or was raised from, a refusal of a closed event loop."""
+  error, seen = unraisable.exc_value, set()
+  while error is not None and id(error) not in seen:
     if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
       return True
+    seen.add(id(error))
     error = error.__cause__ or error.__context__
   return False
 
