@@ -194,6 +194,25 @@ def test_bad_files_are_refused_with_one_clear_error(tmp_path):
     model_files.write(str(tmp_path / 'dense.npz'), dense, meta)
 
 
+def test_a_damaged_orbax_directory_is_refused_in_one_line_with_no_traceback(tmp_path):
+  """A failed orbax read leaves its other reads to finish against a closed event loop; their refusals
+  (hundreds of tracebacks, through sys.unraisablehook) must not follow the one-line error."""
+  flat, sparse = model_parameters(np.float32)
+  directory = tmp_path / 'model_dir'
+  model_files.write(str(directory), flat, model_files.describe(flat, sparse))
+  data_files = [os.path.join(d, n) for d, _, names in os.walk(directory) for n in names if os.path.basename(d) == 'd']
+  assert data_files
+  for path in data_files:
+    with open(path, 'r+b') as f:
+      f.seek(os.path.getsize(path) // 2)
+      f.write(bytes(range(64)))
+  done = subprocess.run([sys.executable, '-m', 'pgf_sparsity.export', f'--verify={directory}/'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2, done.stderr[-3000:]
+  lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+  assert len(lines) == 1 and 'is not a readable pgf_sparsity model directory' in lines[0], lines[:20]
+
+
 @pytest.fixture(scope='module')
 def trained_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))

@@ -134,8 +134,8 @@ def test_after_a_failed_restore_only_closed_event_loop_refusals_go_unprinted(mon
   the cause of another error; every other ignored exception still reaches the previous hook."""
   printed = []
   monkeypatch.setattr(sys, 'unraisablehook', printed.append)
-  checkpoints._quiet_abandoned_reads()  # pylint: disable=protected-access
-  checkpoints._quiet_abandoned_reads()  # pylint: disable=protected-access  (installed once)
+  checkpoints.quiet_abandoned_reads()
+  checkpoints.quiet_abandoned_reads()  # installed once
   closed = RuntimeError('Event loop is closed')
   chained = GeneratorExit()
   chained.__cause__ = closed

@@ -85,10 +85,10 @@ def _is_an_abandoned_read(unraisable) -> bool:
   return False
 
 
-def _quiet_abandoned_reads() -> None:
-  """After a restore fails, its other reads still finish, each reporting to orbax's event loop, closed by then:
-  Python would print every refusal as an ignored exception (hundreds of tracebacks for one bad file). From the
-  first failed restore on, those refusals alone are dropped; any other ignored exception is printed as before."""
+def quiet_abandoned_reads() -> None:
+  """Call before an orbax read. If one of its reads fails, the others still finish, each reporting to orbax's
+  event loop, closed by then: Python would print every refusal as an ignored exception (hundreds of tracebacks
+  for one bad file). From the first call on those refusals alone are dropped; other ignored exceptions print."""
   previous = sys.unraisablehook
   if getattr(previous, 'drops_abandoned_reads', False):
     return
@@ -173,6 +173,7 @@ class Checkpointer:
     self.manager.reload()
 
   def restore(self, abstract_state: Any, step: int) -> Any:
+    quiet_abandoned_reads()
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), digest=ocp.args.JsonRestore()))
     if restored['digest'].get('checksum') != state_checksum(restored['state']):
@@ -187,7 +188,6 @@ class Checkpointer:
       try:
         state = self.restore(abstract_state, step)
       except Exception as e:  # pylint: disable=broad-except  (any read failure means: try the previous one)
-        _quiet_abandoned_reads()
         logging.warning('Checkpoint at step %d in %s is unusable (%s: %s); falling back to the previous one.',
                         step, self.directory, type(e).__name__, (str(e).splitlines() or [''])[0][:200])
         unusable.append(step)
