@@ -29,6 +29,7 @@ from etils import epath
 from pgf_sparsity.formats import converters
 from pgf_sparsity.formats import file_paths
 from pgf_sparsity.sparsity import tree_paths
+from pgf_sparsity.training import checkpoints
 
 FORMATS = ('workdir',) + tuple(converters.FORMATS)
 MASKS = ('reset', 'keep')
@@ -59,6 +60,7 @@ def _from_workdir(workdir: str) -> Tuple[Dict[str, np.ndarray], Dict[str, np.nda
     step = manager.latest_step()
     if step is None:
       raise FileNotFoundError(f'config.init.path {workdir!r} holds no checkpoint.')
+    checkpoints.quiet_abandoned_reads()
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
   masks = {p: np.asarray(m) for p, m in tree_paths.flatten(state.get('masks') or {}).items()}
   return {p: np.asarray(a) for p, a in tree_paths.flatten(state['params']).items()}, masks
