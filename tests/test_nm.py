@@ -56,6 +56,18 @@ def test_all_methods_exact_under_jit_on_ties(method, n, m):
   np.testing.assert_array_equal(np.asarray(got), reference_mask(w, n, m, 0))
 
 
+@pytest.mark.parametrize('method', sorted(nm.METHODS))
+@pytest.mark.parametrize('n,m', [(2, 4), (8, 16), (16, 32), (32, 64)])
+def test_all_methods_exact_at_the_largest_magnitudes(method, n, m):
+  # Infinities and the largest finite floats, tied and not: the top of the key range (rank adds one to a key
+  # to break ties by index).
+  big = np.array([np.inf, -np.inf, np.finfo(np.float32).max, -np.finfo(np.float32).max,
+                  np.nextafter(np.finfo(np.float32).max, 0), 1.0, 0.0, -0.0], np.float32)
+  w = np.random.default_rng(m).choice(big, size=(2 * m, 3))
+  got = jax.jit(lambda x: nm_mask(x, n, m, method=method))(jnp.asarray(w))
+  np.testing.assert_array_equal(np.asarray(got), reference_mask(w, n, m, 0))
+
+
 def test_tie_break_lower_index_wins():
   w = jnp.array([[1.0], [-1.0], [1.0], [0.5]])
   np.testing.assert_array_equal(nm_mask(w, 2, 4)[:, 0], [True, True, False, False])

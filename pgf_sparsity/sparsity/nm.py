@@ -113,18 +113,20 @@ def _mask_by_extremes(key: jax.Array, n: int) -> jax.Array:
 
 
 def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
-  """Each entry's rank in its group, counted over its M comparisons with every entry (ties: the lower index
-  ranks higher): one pass of M**2 comparisons, which beats N argmax rounds only in the smallest groups.
-
-  The count is a reduction: XLA materialises it once, where an elementwise sum of comparisons would be
-  fused into each of the mask's consumers (the effective weights, the gradient flow, the flip count) and
-  computed again in every one, holding the weights' old values alive past the update (a copy per kernel)."""
+  """Each entry's rank in its group: how many of the group's M members beat it (are larger, or equal and
+  earlier), counted in M elementwise passes that XLA fuses into one loop over the kernel. Its cost grows with
+  M, not N: it wins for groups of up to 64 that keep (and drop) a good part of their weights, as 2:4 and the
+  SDGF frames 8:16, 16:32 and 32:64 do. XLA computes the fused count once, not in each of the mask's
+  consumers (the effective weights, the gradient flow, the flip count): it does not duplicate a loop that
+  costly."""
   m = key.shape[1]
-  mine, other = key[:, :, None, :], key[:, None, :, :]
-  idx = lax.broadcasted_iota(jnp.int32, (1, m, m, 1), 1)
-  other_idx = lax.broadcasted_iota(jnp.int32, (1, m, m, 1), 2)
-  beaten_by = (other > mine) | ((other == mine) & (other_idx < idx))
-  return beaten_by.sum(axis=2, dtype=jnp.int8 if m < 128 else jnp.int32) < n  # a byte per count where it fits
+  index = lax.broadcasted_iota(jnp.uint32, (1, m, 1), 1)  # each entry's index i in its group
+  key = key.astype(jnp.uint32)  # keys are at most 2**31 - 1: adding one cannot overflow
+  beaten_by = jnp.zeros(key.shape, jnp.int32)
+  for j in range(m):
+    # Member j beats entry i when key_j > key_i, or key_j == key_i and j < i: key_j + [j < i] > key_i.
+    beaten_by += (key[:, j:j + 1, :] + (index > j).astype(jnp.uint32) > key).astype(jnp.int32)
+  return beaten_by < n
 
 
 def _mask_by_bisection(key: jax.Array, n: int) -> jax.Array:
@@ -161,10 +163,11 @@ METHODS = {
 def choose_method(n: int, m: int) -> str:
   """The fastest exact method for N:M on a CPU (scripts/bench_masks.py times them).
 
-  Argmax rounds cost one pass each, so they win for small groups keeping few weights; ranking by all M**2
-  comparisons wins for small groups that keep (and drop) at least two and a quarter of their weights, as
-  2:4 does; picking extremes takes min(N, M - N) rounds; bisection costs a fixed number of passes, but
-  counting over a short group axis vectorises badly, so it pays only for large groups with many kept weights.
+  Argmax rounds cost one pass each, so they win for small groups keeping a quarter or less; ranking costs
+  M fused comparisons per weight whatever N is, so it wins for groups of up to 64 whose rounds (the fewer of
+  the kept and the dropped) number at least a quarter of the group, as 2:4, 8:16 and 16:32; picking extremes
+  takes min(N, M - N) rounds; bisection costs a fixed number of passes, so it pays only for large groups
+  with many kept and many dropped weights.
 
   Args:
     n: weights kept per group.
@@ -173,11 +176,12 @@ def choose_method(n: int, m: int) -> str:
   Returns:
     'argmax', 'rank', 'extremes' or 'bisection', a key of METHODS.
   """
-  if m <= 16 and min(n, m - n) >= max(2, m // 4):
-    return 'rank'
-  if m <= 16 and n <= m // 2:
+  rounds = min(n, m - n)
+  if m <= 16 and n <= m // 4:
     return 'argmax'
-  return 'extremes' if min(n, m - n) <= 16 else 'bisection'
+  if m <= 64 and 4 * rounds >= m:
+    return 'rank'
+  return 'extremes' if rounds <= 16 else 'bisection'
 
 
 def nm_mask(w: jax.Array, n: int, m: int, axis: Axes = 0, method: str = 'auto') -> jax.Array:
