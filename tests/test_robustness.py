@@ -129,9 +129,9 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(uninterrupted, t
   assert_same_params(jax.device_get(state.params), reference)
 
 
-def test_after_a_failed_restore_only_closed_event_loop_refusals_go_unprinted(monkeypatch):
-  """What orbax's abandoned reads raise (sharded case: test_sharding's corrupt checkpoint) is dropped, alone or as
-  the cause of another error; every other ignored exception still reaches the previous hook."""
+def test_quieting_abandoned_reads_drops_only_closed_event_loop_refusals(monkeypatch):
+  """What orbax's abandoned reads raise (test_sharding's corrupt checkpoint, test_export's damaged directory) is
+  dropped, alone or as the cause of another error; every other ignored exception still reaches the previous hook."""
   printed = []
   monkeypatch.setattr(sys, 'unraisablehook', printed.append)
   checkpoints.quiet_abandoned_reads()
