@@ -115,6 +115,25 @@ def test_invalid_input_raises_clear_error(n, m, shape, axis, message):
     nm_mask(jnp.ones(shape), n, m, axis=axis)
 
 
+@pytest.mark.parametrize('n,m', [(8, 16), (16, 32)])
+def test_rank_counts_once_however_many_consumers_the_mask_has(n, m):
+  # In a train step the mask feeds the effective weights, the gradient flow, the stored mask and the flip
+  # count; the M passes of the rank count must run once, not once per consumer.
+  def compares(fn):
+    w = jnp.ones((4 * m, 48))
+    return jax.jit(fn).lower(w, w).compile().as_text().count(' compare(')
+
+  def mask_alone(w, g):
+    del g
+    return nm_mask(w, n, m, method='rank')
+
+  def three_consumers(w, g):
+    mask = nm_mask(w, n, m, method='rank')
+    return jnp.where(mask, w, 0.5 * w), jnp.where(mask, g, 0.5 * g), mask
+
+  assert compares(three_consumers) <= compares(mask_alone) + 3
+
+
 def test_unknown_method():
   with pytest.raises(ValueError, match='Unknown mask method'):
     nm_mask(jnp.ones((4, 1)), 1, 4, method='sort')

@@ -10,6 +10,7 @@ from typing import Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from pgf_sparsity.sparsity.grouping import to_groups
@@ -116,9 +117,7 @@ def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
   """Each entry's rank in its group: how many of the group's M members beat it (are larger, or equal and
   earlier), counted in M elementwise passes that XLA fuses into one loop over the kernel. Its cost grows with
   M, not N: it wins for groups of up to 64 that keep (and drop) a good part of their weights, as 2:4 and the
-  SDGF frames 8:16, 16:32 and 32:64 do. XLA computes the fused count once, not in each of the mask's
-  consumers (the effective weights, the gradient flow, the flip count): it does not duplicate a loop that
-  costly."""
+  SDGF frames 8:16, 16:32 and 32:64 do."""
   m = key.shape[1]
   index = lax.broadcasted_iota(jnp.uint32, (1, m, 1), 1)  # each entry's index i in its group
   key = key.astype(jnp.uint32)  # keys are at most 2**31 - 1: adding one cannot overflow
@@ -126,7 +125,14 @@ def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
   for j in range(m):
     # Member j beats entry i when key_j > key_i, or key_j == key_i and j < i: key_j + [j < i] > key_i.
     beaten_by += (key[:, j:j + 1, :] + (index > j).astype(jnp.uint32) > key).astype(jnp.int32)
-  return beaten_by < n
+  if m < 8:  # a count of four passes costs less to redo in each consumer than to store
+    return beaten_by < n
+  # Each of the M passes is cheap, so XLA would fuse the whole count into every consumer of the mask (in a train
+  # step the effective weights, the gradient flow, the stored mask and the flip count: 4x the work). A square
+  # root is an operation it counts as costly and computes once, so the consumers read the stored result. The
+  # threshold sqrt(N - 1/2) lies far from sqrt(k) for every integer k, so the comparison stays exact even
+  # where sqrt is approximate.
+  return jnp.sqrt(beaten_by.astype(jnp.float32)) < np.float32(np.sqrt(n - 0.5))
 
 
 def _mask_by_bisection(key: jax.Array, n: int) -> jax.Array:
