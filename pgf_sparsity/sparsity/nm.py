@@ -125,7 +125,7 @@ def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
   for j in range(m):
     # Member j beats entry i when key_j > key_i, or key_j == key_i and j < i: key_j + [j < i] > key_i.
     beaten_by += (key[:, j:j + 1, :] + (index > j).astype(jnp.uint32) > key).astype(jnp.int32)
-  if m < 8:  # a count of four passes costs less to redo in each consumer than to store
+  if m < 8:  # groups of 4 or fewer: so few passes cost less to redo in each consumer than to store
     return beaten_by < n
   # Each of the M passes is cheap, so XLA would fuse the whole count into every consumer of the mask (in a train
   # step the effective weights, the gradient flow, the stored mask and the flip count: 4x the work). A square
