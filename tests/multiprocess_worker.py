@@ -41,7 +41,7 @@ def main(argv):
   from pgf_sparsity.sparsity import tree_paths
   config = load_config('digits', f'recipe=mdgf_exponential,steps={steps_to_run}')
   config.mesh = {'data': 1, 'fsdp': -1}  # every parameter sharded across both processes
-  config.log_every_steps, config.checkpoint_every_steps, config.eval_every_steps = 10, 20, steps_to_run
+  config.log_every_steps, config.checkpoint_every_steps, config.eval_every_steps = 5, 10, steps_to_run
   if 'sigterm' in argv[7:]:
     _sigterm_after_first_log(workdir)
   state, results = train.train_and_evaluate(config, workdir)

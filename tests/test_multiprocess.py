@@ -10,7 +10,7 @@ import numpy as np
 
 from helpers import ROOT, env_with_devices, softmax_ignores
 
-STEPS = 60  # three phases, a stop by SIGTERM, periodic saves before and after it
+STEPS = 30  # three phases, a stop by SIGTERM, periodic saves before and after it
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'multiprocess_worker.py')
 
 
@@ -58,7 +58,7 @@ def test_two_processes_fsdp_sigterm_on_one_resume_equals_one_process(tmp_path):
   for key in reference.files:
     if softmax_ignores(key):
       continue
-    scale = np.abs(reference[key]).max()  # measured: within 4e-6 of the scale (stopped at 21)
+    scale = np.abs(reference[key]).max()  # measured: within 3e-6 of the scale (stopped at 11, 13)
     assert np.abs(resumed[key] - reference[key]).max() <= 1e-5 * scale, key
   # Metrics come from process 0 alone: one record per logged step, none repeated by the resumption.
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
