@@ -1,7 +1,10 @@
 """Preemption, kill -9 at random points, corrupt checkpoints, non-finite values, incompatible resumes,
 and a catalogue of malformed invocations (training and export)."""
+import asyncio
 import errno
+import gc
 import json
+import logging
 import os
 import random
 import signal
@@ -145,6 +148,30 @@ def test_quieting_abandoned_reads_drops_only_closed_event_loop_refusals(monkeypa
     sys.unraisablehook(types.SimpleNamespace(exc_type=type(error), exc_value=error, exc_traceback=None,
                                              err_msg=None, object=None))
   assert [str(u.exc_value) for u in printed] == ['something else', 'a cycle']
+
+
+def test_quieting_abandoned_reads_drops_only_unawaited_orbax_task_errors(caplog):
+  """A read task of orbax's whose failure nobody awaits once the restore has failed: asyncio logs it (with its
+  traceback) when it collects the task, unless it is orbax's; another task's unawaited error is still logged."""
+  def failing_task(filename):
+    namespace = {}
+    exec(compile('async def read():\n  raise ValueError("DATA_LOSS: a damaged chunk")\n', filename, 'exec'), namespace)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(namespace['read']())
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    assert task.done() and isinstance(task._exception, ValueError)  # pylint: disable=protected-access
+    del task
+    gc.collect()
+
+  checkpoints.quiet_abandoned_reads()
+  checkpoints.quiet_abandoned_reads()  # installed once
+  assert sum(type(f).__name__ == '_DropAbandonedOrbaxTasks' for f in logging.getLogger('asyncio').filters) == 1
+  with caplog.at_level(logging.ERROR, logger='asyncio'):
+    failing_task(os.path.join(os.sep, 'venv', 'site-packages', 'orbax', 'checkpoint', 'serialization.py'))
+    assert not caplog.records
+    failing_task(os.path.join(os.sep, 'venv', 'site-packages', 'other', 'reader.py'))
+  assert [r.getMessage().splitlines()[0] for r in caplog.records] == ['Task exception was never retrieved']
 
 
 @pytest.mark.usefixtures('shared_compiled_steps')

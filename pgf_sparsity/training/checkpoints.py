@@ -7,11 +7,13 @@ checksum is computed where the state lives, shard by shard, and only two words p
 process ever gathers the state, however it is sharded.
 """
 import contextlib
+import logging as std_logging
 import os
 import shutil
 import signal
 import sys
 import threading
+import traceback
 import zlib
 from typing import Any, Optional, Tuple
 
@@ -85,10 +87,34 @@ def _is_an_abandoned_read(unraisable) -> bool:
   return False
 
 
+# What asyncio logs for a task whose error nobody awaited: '<Task|Future|...> exception was never retrieved', and
+# for one still failing when asyncio.run() shuts its loop down.
+_UNAWAITED_ERROR_MESSAGES = ('exception was never retrieved', 'unhandled exception during asyncio.run() shutdown')
+
+
+def _is_an_abandoned_orbax_task(record: std_logging.LogRecord) -> bool:
+  """Whether asyncio reports the error of an orbax task that nobody awaited (its traceback passes through orbax)."""
+  first_line = str(record.msg).split('\n', 1)[0]
+  if not first_line.endswith(_UNAWAITED_ERROR_MESSAGES) or not record.exc_info:
+    return False
+  return any(f'{os.sep}orbax{os.sep}' in frame.filename for frame in traceback.extract_tb(record.exc_info[2]))
+
+
+class _DropAbandonedOrbaxTasks(std_logging.Filter):
+
+  def filter(self, record):
+    return not _is_an_abandoned_orbax_task(record)
+
+
 def quiet_abandoned_reads() -> None:
   """Call before an orbax read. If one of its reads fails, the others still finish, each reporting to orbax's
   event loop, closed by then: Python would print every refusal as an ignored exception (hundreds of tracebacks
-  for one bad file). From the first call on those refusals alone are dropped; other ignored exceptions print."""
+  for one bad file), and asyncio, when it collects a read task whose failure nobody awaited any more, logs that
+  failure with its traceback. From the first call on those two reports alone are dropped (the failure itself is
+  the restore's error); other ignored exceptions and asyncio's other errors print."""
+  asyncio_logger = std_logging.getLogger('asyncio')
+  if not any(isinstance(f, _DropAbandonedOrbaxTasks) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_DropAbandonedOrbaxTasks())
   previous = sys.unraisablehook
   if getattr(previous, 'drops_abandoned_reads', False):
     return
