@@ -115,10 +115,10 @@ def test_invalid_input_raises_clear_error(n, m, shape, axis, message):
     nm_mask(jnp.ones(shape), n, m, axis=axis)
 
 
-@pytest.mark.parametrize('n,m', [(8, 16), (16, 32)])
+@pytest.mark.parametrize('n,m', [(2, 4), (8, 16), (16, 32), (32, 64)])
 def test_rank_counts_once_however_many_consumers_the_mask_has(n, m):
   # In a train step the mask feeds the effective weights, the gradient flow, the stored mask and the flip
-  # count; the M passes of the rank count must run once, not once per consumer.
+  # count; the M passes of the rank count must run once, not once per consumer (nor read the weights again).
   def compares(fn):
     w = jnp.ones((4 * m, 48))
     return jax.jit(fn).lower(w, w).compile().as_text().count(' compare(')

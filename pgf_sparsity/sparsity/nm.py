@@ -113,6 +113,23 @@ def _mask_by_extremes(key: jax.Array, n: int) -> jax.Array:
   return ~drop
 
 
+def _stored_once(keep: jax.Array) -> jax.Array:
+  """The mask `keep` (groups, M, columns), computed once: its bits are packed by a reduce into 32-bit words
+  (one per 32 members of a group) and read back from them.
+
+  A mask made of elementwise operations only is one that XLA fuses into every consumer, recomputing it from the
+  weights in each (in a train step the effective weights, the gradient flow, the stored mask and the flip count:
+  4x the work, 4x the reads of the weights, and a copy of the weights that the optimizer overwrites in place). A
+  reduce's output is stored, so the consumers read its words (a byte per 8 weights for M >= 32) and decode bits.
+  """
+  groups, m, columns = keep.shape
+  width = min(m, 32)
+  shifts = lax.broadcasted_iota(jnp.uint32, (1, 1, width, 1), 2)
+  bits = keep.reshape(groups, m // width, width, columns).astype(jnp.uint32) << shifts
+  words = bits.sum(axis=2, keepdims=True, dtype=jnp.uint32)  # distinct bits: the sum is their OR
+  return ((words >> shifts) & 1).astype(bool).reshape(keep.shape)
+
+
 def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
   """Each entry's rank in its group: how many of the group's M members beat it (are larger, or equal and
   earlier), counted in M elementwise passes that XLA fuses into one loop over the kernel. Its cost grows with
@@ -125,14 +142,7 @@ def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
   for j in range(m):
     # Member j beats entry i when key_j > key_i, or key_j == key_i and j < i: key_j + [j < i] > key_i.
     beaten_by += (key[:, j:j + 1, :] + (index > j).astype(jnp.uint32) > key).astype(jnp.int32)
-  if m < 8:  # groups of 4 or fewer: so few passes cost less to redo in each consumer than to store
-    return beaten_by < n
-  # Each of the M passes is cheap, so XLA would fuse the whole count into every consumer of the mask (in a train
-  # step the effective weights, the gradient flow, the stored mask and the flip count: 4x the work). A square
-  # root is an operation it counts as costly and computes once, so the consumers read the stored result. The
-  # threshold sqrt(N - 1/2) lies far from sqrt(k) for every integer k, so the comparison stays exact even
-  # where sqrt is approximate.
-  return jnp.sqrt(beaten_by.astype(jnp.float32)) < np.float32(np.sqrt(n - 0.5))
+  return _stored_once(beaten_by < n)
 
 
 def _mask_by_bisection(key: jax.Array, n: int) -> jax.Array:
