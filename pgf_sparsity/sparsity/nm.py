@@ -10,7 +10,6 @@ from typing import Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from pgf_sparsity.sparsity.grouping import to_groups
