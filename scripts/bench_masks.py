@@ -65,7 +65,8 @@ def main():
       continue
     cells = []
     for method in methods:
-      if min(n, m - n) > MAX_ROUNDS.get(method, m) or m > MAX_GROUP.get(method, m):
+      if (min(n, m - n) > MAX_ROUNDS.get(method, m) or m > MAX_GROUP.get(method, m)
+          or method == 'network' and (m > nm.MAX_NETWORK_GROUP or nm.network_size(n, m) > nm.MAX_NETWORK_SIZE)):
         cells.append('-')
         continue
       fn = jax.jit(lambda x, method=method: nm.nm_mask(x, n, m, method=method))

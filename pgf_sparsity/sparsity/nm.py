@@ -112,21 +112,37 @@ def _mask_by_extremes(key: jax.Array, n: int) -> jax.Array:
   return ~drop
 
 
+def _word_width(m: int) -> int:
+  """Members per packed word: the largest divisor of M up to 32."""
+  return max(d for d in range(1, min(m, 32) + 1) if m % d == 0)
+
+
+def _packed(keep: jax.Array) -> jax.Array:
+  """The flags (groups, M, columns) packed by a reduce into 32-bit words, `_word_width(M)` members each."""
+  groups, m, columns = keep.shape
+  width = _word_width(m)
+  shifts = lax.broadcasted_iota(jnp.uint32, (1, 1, width, 1), 2)
+  bits = keep.reshape(groups, m // width, width, columns).astype(jnp.uint32) << shifts
+  return bits.sum(axis=2, dtype=jnp.uint32)  # distinct bits: the sum is their OR
+
+
+def _unpacked(words: jax.Array, m: int) -> jax.Array:
+  groups, _, columns = words.shape
+  width = _word_width(m)
+  shifts = lax.broadcasted_iota(jnp.uint32, (1, 1, width, 1), 2)
+  return ((words[:, :, None, :] >> shifts) & 1).astype(bool).reshape(groups, m, columns)
+
+
 def _stored_once(keep: jax.Array) -> jax.Array:
   """The mask `keep` (groups, M, columns), computed once: its bits are packed by a reduce into 32-bit words
-  (one per 32 members of a group) and read back from them.
+  (of up to 32 members of a group) and read back from them.
 
   A mask made of elementwise operations only is one that XLA fuses into every consumer, recomputing it from the
   weights in each (in a train step the effective weights, the gradient flow, the stored mask and the flip count:
   4x the work, 4x the reads of the weights, and a copy of the weights that the optimizer overwrites in place). A
   reduce's output is stored, so the consumers read its words (a byte per 8 weights for M >= 32) and decode bits.
   """
-  groups, m, columns = keep.shape
-  width = min(m, 32)
-  shifts = lax.broadcasted_iota(jnp.uint32, (1, 1, width, 1), 2)
-  bits = keep.reshape(groups, m // width, width, columns).astype(jnp.uint32) << shifts
-  words = bits.sum(axis=2, keepdims=True, dtype=jnp.uint32)  # distinct bits: the sum is their OR
-  return ((words >> shifts) & 1).astype(bool).reshape(keep.shape)
+  return _unpacked(_packed(keep), keep.shape[1])
 
 
 def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
@@ -142,6 +158,34 @@ def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
     # Member j beats entry i when key_j > key_i, or key_j == key_i and j < i: key_j + [j < i] > key_i.
     beaten_by += (key[:, j:j + 1, :] + (index > j).astype(jnp.uint32) > key).astype(jnp.int32)
   return _stored_once(beaten_by < n)
+
+
+def _mask_by_network(key: jax.Array, n: int) -> jax.Array:
+  """The N-th largest key of each group from a selection network, then every member at or above it (for groups
+  of up to MAX_NETWORK_GROUP and networks of up to MAX_NETWORK_SIZE: larger ones take long to compile).
+
+  Each member in turn goes through a sorted list of the K largest keys so far (K = N, or the M - N + 1 smallest
+  when more are kept than dropped), one max and one min per list entry, in the one fused loop that packs the
+  kept flags: where picking extremes takes 2 passes over the kernel per round. The members at or above the N-th
+  largest are exactly the N kept unless keys tie at that value (rare in float weights, but zeros or copied
+  weights tie): those kernels are masked again by picking extremes, which splits ties by index.
+  """
+  groups, m, columns = key.shape
+  keep_side = n <= m - n
+  size = n if keep_side else m - n + 1
+  fill = jnp.int32(-1 if keep_side else _INT32_MAX)  # keys are >= 0: the list starts below (above) every key
+  listed = [jnp.full((groups, columns), fill) for _ in range(size)]
+  for j in range(m):
+    x = key[:, j, :]
+    for r in range(size):
+      if keep_side:
+        listed[r], x = jnp.maximum(listed[r], x), jnp.minimum(listed[r], x)
+      else:
+        listed[r], x = jnp.minimum(listed[r], x), jnp.maximum(listed[r], x)
+  kept = _packed(key >= listed[-1][:, None, :])
+  exact = jnp.all(lax.population_count(kept).astype(jnp.int32).sum(axis=1) == n)
+  kept = lax.cond(exact, lambda k: kept, lambda k: _packed(_mask_by_extremes(k, n)), key)
+  return _unpacked(kept, m)
 
 
 def _mask_by_bisection(key: jax.Array, n: int) -> jax.Array:
@@ -172,28 +216,46 @@ METHODS = {
     'extremes': _mask_by_extremes,
     'rank': _mask_by_rank,
     'bisection': _mask_by_bisection,
+    'network': _mask_by_network,
 }
+
+
+def network_size(n: int, m: int) -> int:
+  """Compare-exchanges in the selection network of N:M: its list's length times the group size."""
+  return min(n, m - n + 1) * m
+
+
+# Larger networks take long to compile (32:64 12 s; groups of 256 exhaust XLA's memory): never chosen.
+MAX_NETWORK_GROUP = 128
+MAX_NETWORK_SIZE = 1024
 
 
 def choose_method(n: int, m: int) -> str:
   """The fastest exact method for N:M on a CPU (scripts/bench_masks.py times them).
 
-  Argmax rounds cost one pass each, so they win for small groups keeping a quarter or less; ranking costs
-  M fused comparisons per weight whatever N is, so it wins for groups of up to 64 whose rounds (the fewer of
-  the kept and the dropped) number at least a quarter of the group, as 2:4, 8:16 and 16:32; picking extremes
-  takes min(N, M - N) rounds; bisection costs a fixed number of passes, so it pays only for large groups
-  with many kept and many dropped weights.
+  Argmax rounds cost one pass each, so they win for groups of up to 16 keeping one or two; ranking costs M
+  fused comparisons per weight, so it wins for groups of up to 8; one round of picking an extreme (1:32,
+  31:32, 1:128) costs two passes; the selection network costs one pass of 2 min(N, M - N + 1) operations per
+  weight plus a packing pass, so it wins for every other group of up to 128 whose network compiles quickly
+  (4:16, 16:32, 4:32, 8:64, 8:128); beyond, ranking still wins for groups of up to 64 with many rounds (32:64),
+  picking extremes takes min(N, M - N) rounds and bisection a fixed number of passes.
 
   Args:
     n: weights kept per group.
     m: group size.
 
   Returns:
-    'argmax', 'rank', 'extremes' or 'bisection', a key of METHODS.
+    A key of METHODS.
   """
   rounds = min(n, m - n)
-  if m <= 16 and n <= m // 4:
+  if m <= 16 and n <= min(2, m // 4):
     return 'argmax'
+  if m <= 8:
+    return 'rank'
+  if rounds <= 1:
+    return 'extremes'
+  if m <= MAX_NETWORK_GROUP and network_size(n, m) <= MAX_NETWORK_SIZE:
+    return 'network'
   if m <= 64 and 4 * rounds >= m:
     return 'rank'
   return 'extremes' if rounds <= 16 else 'bisection'
