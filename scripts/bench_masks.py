@@ -66,7 +66,7 @@ def main():
     cells = []
     for method in methods:
       if (min(n, m - n) > MAX_ROUNDS.get(method, m) or m > MAX_GROUP.get(method, m)
-          or method == 'network' and (m > nm.MAX_NETWORK_GROUP or nm.network_size(n, m) > nm.MAX_NETWORK_SIZE)):
+          or method == 'network' and not nm.network_compiles_quickly(n, m)):
         cells.append('-')
         continue
       fn = jax.jit(lambda x, method=method: nm.nm_mask(x, n, m, method=method))

@@ -37,15 +37,11 @@ def kernels(draw):
   return w, n, m, axis
 
 
-def network_compiles_quickly(n, m):
-  return m <= nm.MAX_NETWORK_GROUP and nm.network_size(n, m) <= nm.MAX_NETWORK_SIZE
-
-
 @settings(max_examples=60, deadline=None)
 @given(kernels(), st.sampled_from(['auto'] + sorted(nm.METHODS)))
 def test_matches_reference_exactly(case, method):
   w, n, m, axis = case
-  assume(method != 'network' or network_compiles_quickly(n, m))
+  assume(method != 'network' or nm.network_compiles_quickly(n, m))
   got = np.asarray(nm_mask(jnp.asarray(w), n, m, axis=axis, method=method))
   np.testing.assert_array_equal(got, reference_mask(w, n, m, axis))
   counts = np.asarray(nm.group_counts(jnp.asarray(got), m, axis))
@@ -56,7 +52,7 @@ def method_cases(patterns):
   """(method, n, m) for every method and pattern, but selection networks too large to compile quickly (which
   `choose_method` never picks)."""
   return [(method, n, m) for method in sorted(nm.METHODS) for n, m in patterns
-          if method != 'network' or network_compiles_quickly(n, m)]
+          if method != 'network' or nm.network_compiles_quickly(n, m)]
 
 
 @pytest.mark.parametrize('method,n,m', method_cases([(2, 4), (1, 8), (4, 8), (16, 32), (4, 32), (8, 64), (1, 128),

@@ -148,8 +148,8 @@ def _stored_once(keep: jax.Array) -> jax.Array:
 def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
   """Each entry's rank in its group: how many of the group's M members beat it (are larger, or equal and
   earlier), counted in M elementwise passes that XLA fuses into one loop over the kernel. Its cost grows with
-  M, not N: it wins for groups of up to 64 that keep (and drop) a good part of their weights, as 2:4 and the
-  SDGF frames 8:16, 16:32 and 32:64 do."""
+  M, not N: it wins for groups of up to 8 (2:4, 4:8), and for groups of up to 64 that keep and drop many
+  weights where the selection network compiles slowly (32:64)."""
   m = key.shape[1]
   index = lax.broadcasted_iota(jnp.uint32, (1, m, 1), 1)  # each entry's index i in its group
   key = key.astype(jnp.uint32)  # keys are at most 2**31 - 1: adding one cannot overflow
@@ -161,8 +161,8 @@ def _mask_by_rank(key: jax.Array, n: int) -> jax.Array:
 
 
 def _mask_by_network(key: jax.Array, n: int) -> jax.Array:
-  """The N-th largest key of each group from a selection network, then every member at or above it (for groups
-  of up to MAX_NETWORK_GROUP and networks of up to MAX_NETWORK_SIZE: larger ones take long to compile).
+  """The N-th largest key of each group from a selection network, then every member at or above it (where
+  `network_compiles_quickly`: larger networks take long to compile).
 
   Each member in turn goes through a sorted list of the K largest keys so far (K = N, or the M - N + 1 smallest
   when more are kept than dropped), one max and one min per list entry, in the one fused loop that packs the
@@ -220,14 +220,11 @@ METHODS = {
 }
 
 
-def network_size(n: int, m: int) -> int:
-  """Compare-exchanges in the selection network of N:M: its list's length times the group size."""
-  return min(n, m - n + 1) * m
-
-
-# Larger networks take long to compile (32:64 12 s; groups of 256 exhaust XLA's memory): never chosen.
-MAX_NETWORK_GROUP = 128
-MAX_NETWORK_SIZE = 1024
+def network_compiles_quickly(n: int, m: int) -> bool:
+  """Whether the selection network of N:M compiles in about a second: groups of up to 128, and its list's length
+  times M at most 1,024 compare-exchanges (32:64 takes 12 s; groups of 256 exhaust XLA's memory). `choose_method`
+  picks no other network."""
+  return m <= 128 and min(n, m - n + 1) * m <= 1024
 
 
 def choose_method(n: int, m: int) -> str:
@@ -254,7 +251,7 @@ def choose_method(n: int, m: int) -> str:
     return 'rank'
   if rounds <= 1:
     return 'extremes'
-  if m <= MAX_NETWORK_GROUP and network_size(n, m) <= MAX_NETWORK_SIZE:
+  if network_compiles_quickly(n, m):
     return 'network'
   if m <= 64 and 4 * rounds >= m:
     return 'rank'
