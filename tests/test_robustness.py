@@ -120,12 +120,17 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(uninterrupted, t
   config = run_config()
   train.train_and_evaluate(config, workdir, max_steps_this_run=100)
   state_dir = os.path.join(workdir, 'checkpoints', '100', 'state')
-  files = [os.path.join(d, f) for d, _, fs in os.walk(state_dir) for f in fs]
-  biggest = max(files, key=os.path.getsize)
-  with open(biggest, 'r+b') as f:
-    size = os.path.getsize(biggest)
-    f.seek(size // 2)
-    f.write(random.Random(0).randbytes(min(64, size - size // 2)))  # seeded: the same damage every run
+  # Damage at seven places in every data file: 64 bytes in the middle of the biggest file once left the
+  # checkpoint readable and intact (the file's layout varies from run to run; not every byte of it is read back).
+  data_files = [os.path.join(d, f) for d, _, fs in os.walk(state_dir) if os.path.basename(d) == 'd' for f in fs]
+  assert data_files
+  damage = random.Random(0).randbytes(64)  # seeded: the same damage every run
+  for path in data_files:
+    size = os.path.getsize(path)
+    with open(path, 'r+b') as f:
+      for eighth in range(1, 8):
+        f.seek(size * eighth // 8)
+        f.write(damage[:max(0, size - size * eighth // 8)])
   state, _ = train.train_and_evaluate(config, workdir)
   assert int(state.step) == 600
   assert os.path.isdir(os.path.join(workdir, 'checkpoints_unusable', '100'))
