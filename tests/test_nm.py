@@ -141,6 +141,25 @@ def test_rank_counts_once_however_many_consumers_the_mask_has(n, m):
   assert compares(three_consumers) <= compares(mask_alone) + 3
 
 
+def test_kernels_of_one_shape_and_pattern_trace_their_mask_once(monkeypatch):
+  # A Transformer's query, key and value kernels (and its layers' feed-forward kernels) share shapes: a step
+  # traces and lowers each distinct mask once, not once per kernel. XLA inlines the calls, so the compiled
+  # program is that of the inlined masks.
+  traced = []
+  network = nm.METHODS['network']
+  monkeypatch.setitem(nm.METHODS, 'network', lambda key, n: traced.append(key.shape) or network(key, n))
+
+  def step(q, k, v, wide):
+    return [nm_mask(w, 8, 32) for w in (q, k, v, wide)]
+
+  q = jnp.asarray(np.random.default_rng(0).normal(size=(96, 13)), jnp.float32)  # shapes no other test uses
+  wide = jnp.asarray(np.random.default_rng(1).normal(size=(96, 17)), jnp.float32)
+  masks = jax.jit(step)(q, -q, 2 * q, wide)
+  assert sorted(traced) == [(3, 32, 13), (3, 32, 17)]
+  for w, mask in zip((q, -q, 2 * q, wide), masks):
+    np.testing.assert_array_equal(np.asarray(mask), reference_mask(np.asarray(w), 8, 32, 0))
+
+
 def test_unknown_method():
   with pytest.raises(ValueError, match='Unknown mask method'):
     nm_mask(jnp.ones((4, 1)), 1, 4, method='sort')

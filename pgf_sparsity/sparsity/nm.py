@@ -5,6 +5,7 @@ method below is exact and returns the same mask; `nm_mask` picks the fastest one
 measurements of `scripts/bench_masks.py` (the cost of each method depends on N and M, not on the values).
 Ranking works on the int32 bit pattern of |w|, which orders non-negative floats exactly like their values.
 """
+import functools
 import math
 from typing import Sequence, Tuple, Union
 
@@ -280,7 +281,16 @@ def nm_mask(w: jax.Array, n: int, m: int, axis: Axes = 0, method: str = 'auto') 
   if n == m:
     return jnp.ones(w.shape, bool)
   groups, restore = to_groups(lax.stop_gradient(w), axes, m)
-  return restore(METHODS[method](_keys(groups), n))
+  return restore(_grouped_mask(groups, n, method))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _grouped_mask(groups: jax.Array, n: int, method: str) -> jax.Array:
+  """The mask of groups (G, M, B) as its own traced function: a train step whose kernels share a shape and a
+  pattern (a Transformer's query, key and value kernels, its layers' feed-forward kernels) traces and lowers
+  their mask once and calls it for each, where inlining it would repeat its operations, up to thousands for a
+  selection network, for every kernel. XLA inlines the calls, so the compiled step is the same."""
+  return METHODS[method](_keys(groups), n)
 
 
 def group_counts(mask: jax.Array, m: int, axis: Axes = 0) -> jax.Array:
