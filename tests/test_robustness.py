@@ -130,7 +130,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(uninterrupted, t
     with open(path, 'r+b') as f:
       for eighth in range(1, 8):
         f.seek(size * eighth // 8)
-        f.write(damage[:max(0, size - size * eighth // 8)])
+        f.write(damage[:size - size * eighth // 8])  # not past the end: the file keeps its size
   state, _ = train.train_and_evaluate(config, workdir)
   assert int(state.step) == 600
   assert os.path.isdir(os.path.join(workdir, 'checkpoints_unusable', '100'))
