@@ -137,6 +137,23 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(uninterrupted, t
   assert_same_params(jax.device_get(state.params), reference)
 
 
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16', 'float16', 'int32', 'uint32', 'int8', 'uint8', 'bool',
+                                   'float64', 'int64'])
+def test_a_state_checksum_is_the_same_from_numpy_and_from_a_compiled_program(dtype):
+  """Arrays in host memory are summed by numpy, others (on accelerators, or spread over processes) by a compiled
+  program: a checkpoint saved one way verifies the other way. Each word of each array counts."""
+  rng = np.random.default_rng(0)
+  with jax.enable_x64(dtype.endswith('64')):
+    for shape in [(), (7,), (3, 5), (2, 3, 4), (0, 3)]:
+      values = rng.integers(0, 2, shape) if dtype == 'bool' else rng.normal(size=shape) * 100
+      x = jax.numpy.asarray(values).astype(dtype)
+      host = checkpoints._host_array_checksum(np.asarray(x))
+      np.testing.assert_array_equal(host, np.asarray(checkpoints._array_checksum(x)))
+      if x.size:
+        flipped = np.array(x)
+        flipped.reshape(-1).view(np.uint8)[-1] ^= 1  # one bit of the last element
+        assert (checkpoints._host_array_checksum(flipped) != host).all()
+
 def test_quieting_abandoned_reads_drops_only_closed_event_loop_refusals(monkeypatch):
   """What orbax's abandoned reads raise (test_sharding's corrupt checkpoint, test_export's damaged directory) is
   dropped, alone or as the cause of another error; every other ignored exception still reaches the previous hook."""
