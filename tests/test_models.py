@@ -25,6 +25,11 @@ def test_swinv2_t_parameter_count_matches_published():
   assert count_params({'name': 'swinv2', 'variant': 'T/8', 'num_classes': 1000}, 256) == 28_347_154
 
 
+def jitted_apply(model):
+  """model.apply compiled as one program: the forward pass op by op compiles each operation on its own."""
+  return jax.jit(model.apply, static_argnames=('train', 'method', 'mutable', 'capture_intermediates'))
+
+
 TINY_VIT = {'name': 'vit', 'num_classes': 5, 'width': 16, 'depth': 2, 'mlp_dim': 32, 'num_heads': 2,
             'patch_size': 4}
 TINY_SWIN = {'name': 'swinv2', 'num_classes': 5, 'embed_dim': 16, 'depths': (2, 2), 'num_heads': (2, 4),
@@ -35,9 +40,10 @@ TINY_SWIN = {'name': 'swinv2', 'num_classes': 5, 'embed_dim': 16, 'depths': (2, 
 def test_output_shapes_and_dropout_paths(config, size):
   model = models.build(dict(config, dropout=0.1, stochastic_depth=0.1), 3)
   x = jnp.ones((3, size, size, 3))
-  params = model.init(jax.random.PRNGKey(0), x)['params']
-  assert model.apply({'params': params}, x).shape == (3, 5)
-  train_out = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(1)})
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)['params']
+  apply = jitted_apply(model)
+  assert apply({'params': params}, x).shape == (3, 5)
+  train_out = apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(1)})
   assert train_out.shape == (3, 5) and np.isfinite(np.asarray(train_out)).all()
 
 
@@ -51,7 +57,7 @@ OUT = r'.*/attention/out/kernel'
 def test_sparse_layers_exactly_where_configured(config, size, targets):
   model = models.build(config, 3)
   x = jnp.ones((2, size, size, 3))
-  params = model.init(jax.random.PRNGKey(0), x)['params']
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)['params']
   sp = Recipe.from_config({'recipe': 'static',
                            'targets': {k: {'regex': r, 'n': 1, 'm': 4} for k, r in targets.items()}}).bind(params, 10)
   bound = sp.kernels
@@ -61,8 +67,8 @@ def test_sparse_layers_exactly_where_configured(config, size, targets):
   assert set(bound) == expected and expected
   plan = sp.plan(0)
   masks = sp.masks(params, plan)
-  _, state = model.apply({'params': params, 'sparsity': sp.collection(masks, 0.0)}, x,
-                         mutable=[layers.SPARSE_LAYERS])
+  _, state = jitted_apply(model)({'params': params, 'sparsity': sp.collection(masks, 0.0)}, x,
+                                 mutable=(layers.SPARSE_LAYERS,))
   applied = {p.split('/mask_applied')[0] for p in tree_paths.flatten(state[layers.SPARSE_LAYERS])}
   assert applied == {p.rsplit('/', 1)[0] for p in expected}
   # Everything else stays dense: embeddings, norms, head, position bias MLPs.
@@ -74,14 +80,15 @@ def test_sparse_layers_exactly_where_configured(config, size, targets):
 def test_sparse_forward_differs_from_dense_and_matches_hardened_weights():
   model = models.build(TINY_VIT, 3)
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 16, 16, 3))
-  params = model.init(jax.random.PRNGKey(0), x)['params']
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)['params']
   params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(4), p.shape), params)
   sp = Recipe.from_config({'recipe': 'static', 'targets': {'ff': {'regex': FF, 'n': 1, 'm': 4}}}).bind(params, 10)
   masks = sp.masks(params, sp.plan(0))
-  sparse = model.apply({'params': params, 'sparsity': sp.collection(masks, 0.0)}, x)
+  apply = jitted_apply(model)
+  sparse = apply({'params': params, 'sparsity': sp.collection(masks, 0.0)}, x)
   hardened = jax.tree.map(lambda m, v: v if m is None else v * m, masks, params, is_leaf=lambda m: m is None)
-  np.testing.assert_allclose(sparse, model.apply({'params': hardened}, x), rtol=1e-5, atol=1e-6)
-  assert not np.allclose(sparse, model.apply({'params': params}, x))
+  np.testing.assert_allclose(sparse, apply({'params': hardened}, x), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(sparse, apply({'params': params}, x))
 
 
 def test_config_errors_name_the_key():
@@ -101,7 +108,7 @@ def test_config_errors_name_the_key():
 def test_non_sparse_capable_target_is_rejected():
   model = models.build(TINY_VIT, 3)
   x = jnp.ones((1, 16, 16, 3))
-  params = model.init(jax.random.PRNGKey(0), x)['params']
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)['params']
   sp = Recipe.from_config({'recipe': 'static', 'targets': {'head': {'regex': 'head/kernel', 'n': 1, 'm': 4}}}).bind(
       params, 10)
   with pytest.raises(ValueError, match='not sparse-capable'):
@@ -127,8 +134,8 @@ def test_exact_gelu_option_is_the_erf_form():
 def test_swinv2_layer_norm_epsilon_option(eps):
   model = models.build(dict(TINY_SWIN, norm_eps=eps), 3)
   x = 1e-3 * jax.random.normal(jax.random.PRNGKey(0), (1, 16, 16, 3))  # tiny variance: epsilon matters
-  params = model.init(jax.random.PRNGKey(1), x)
-  _, state = model.apply(params, x, capture_intermediates=True, mutable=['intermediates'])
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), x)
+  _, state = jitted_apply(model)(params, x, capture_intermediates=True, mutable=('intermediates',))
   embedded = np.asarray(state['intermediates']['patch_embed']['__call__'][0], np.float64)
   normed = np.asarray(state['intermediates']['patch_norm']['__call__'][0], np.float64)
   centred = embedded - embedded.mean(-1, keepdims=True)
@@ -145,12 +152,13 @@ def test_t5_dropout_is_shared_along_the_sequence():
   model = t5.T5(vocab_size=16, d_model=16, d_ff=32, num_heads=2, head_dim=8, encoder_layers=2, decoder_layers=1,
                 dropout=0.3)
   tokens = jnp.full((2, 7), 5, jnp.int32)
-  params = model.init(jax.random.PRNGKey(0), tokens, tokens[:, :3])['params']
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, tokens[:, :3])['params']
   params = dict(params, encoder_position_bias={'rel_embedding': jnp.zeros((2, 32))})
-  encoded, _ = model.apply({'params': params}, tokens, train=True, method=t5.T5.encode,
-                           rngs={'dropout': jax.random.PRNGKey(1)})
+  apply = jitted_apply(model)
+  encoded, _ = apply({'params': params}, tokens, train=True, method=t5.T5.encode,
+                     rngs={'dropout': jax.random.PRNGKey(1)})
   np.testing.assert_allclose(encoded, jnp.broadcast_to(encoded[:, :1], encoded.shape), rtol=1e-5, atol=1e-6)
-  deterministic, _ = model.apply({'params': params}, tokens, method=t5.T5.encode)
+  deterministic, _ = apply({'params': params}, tokens, method=t5.T5.encode)
   assert not np.allclose(encoded, deterministic)  # dropout did act
   assert not np.allclose(encoded[0], encoded[1])  # with a mask of its own per example
 
@@ -167,24 +175,26 @@ def test_t5_cached_decoding_equals_full_decoding():
   inputs = jnp.asarray(rng.integers(1, 32, (3, 9)))
   inputs = inputs.at[2, 6:].set(0)  # padding
   targets = jnp.asarray(rng.integers(1, 32, (3, 10)))
-  params = model.init(jax.random.PRNGKey(0), inputs, targets)['params']
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), inputs, targets)['params']
   params = jax.tree.map(lambda p: p * 3.0, params)  # sharper logits: argmax ties are unlikely
   apply_fn = lambda p, *args, variables=None, **kwargs: model.apply({'params': p, **(variables or {})}, *args,
                                                                     **kwargs)
-  full = model.apply({'params': params}, inputs, tasks.shift_right(targets))
-  encoded, valid = model.apply({'params': params}, inputs, method=t5.T5.encode)
+  apply = jitted_apply(model)
+  full = apply({'params': params}, inputs, tasks.shift_right(targets))
+  encoded, valid = apply({'params': params}, inputs, method=t5.T5.encode)
+  decode_step = jax.jit(lambda p, cache, tokens, i: apply_fn(p, encoded, valid, tokens, i, 10, method='decode_step',
+                                                             variables={'cache': cache}, mutable=['cache']))
   cache = model.empty_cache(3, 10)
   shifted = tasks.shift_right(targets)
   for i in range(10):
-    logits, updated = apply_fn(params, encoded, valid, shifted[:, i:i + 1], i, 10, method='decode_step',
-                               variables={'cache': cache}, mutable=['cache'])
+    logits, updated = decode_step(params, cache, shifted[:, i:i + 1], i)
     cache = updated['cache']
     np.testing.assert_allclose(logits[:, 0], full[:, i], rtol=1e-4, atol=1e-4)
 
   greedy = jax.jit(lambda p, x: decoding.greedy(apply_fn, p, x, 10, model.empty_cache(3, 10)))(params, inputs)
   tokens = jnp.zeros((3, 10), jnp.int32)
   for i in range(10):  # the reference: the whole decoder rerun on the prefix
-    logits = model.apply({'params': params}, inputs, tasks.shift_right(tokens))
+    logits = apply({'params': params}, inputs, tasks.shift_right(tokens))
     tokens = tokens.at[:, i].set(jnp.argmax(logits[:, i], axis=-1))
   np.testing.assert_array_equal(np.asarray(greedy), np.asarray(tokens))
 
@@ -198,20 +208,21 @@ def test_t5_packed_examples_do_not_see_each_other():
   model = t5.T5(vocab_size=32, d_model=32, d_ff=64, num_heads=4, head_dim=8, encoder_layers=2, decoder_layers=2)
   rng = np.random.default_rng(0)
   a_in, a_out, b_in, b_out = (rng.integers(2, 32, n) for n in (5, 4, 6, 3))
-  params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 12), jnp.int32), jnp.ones((1, 8), jnp.int32))['params']
-  params = jax.tree.map(lambda p: p * 2.0, params)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.ones((1, 12), jnp.int32), jnp.ones((1, 8), jnp.int32))
+  params = jax.tree.map(lambda p: p * 2.0, params['params'])
+  apply = jitted_apply(model)
 
   def alone(inputs, targets):
-    return model.apply({'params': params}, jnp.asarray(inputs)[None], tasks.shift_right(jnp.asarray(targets)[None]))[0]
+    return apply({'params': params}, jnp.asarray(inputs)[None], tasks.shift_right(jnp.asarray(targets)[None]))[0]
 
   inputs = jnp.asarray(np.concatenate([a_in, b_in, [0]]))[None]
   targets = jnp.asarray(np.concatenate([a_out, b_out, [0]]))[None]
   input_segments = jnp.asarray([[1] * 5 + [2] * 6 + [0]])
   target_segments = jnp.asarray([[1] * 4 + [2] * 3 + [0]])
-  packed = model.apply({'params': params}, inputs, tasks.shift_right(targets, target_segments),
-                       encoder_segment_ids=input_segments, decoder_segment_ids=target_segments)[0]
+  packed = apply({'params': params}, inputs, tasks.shift_right(targets, target_segments),
+                 encoder_segment_ids=input_segments, decoder_segment_ids=target_segments)[0]
   np.testing.assert_allclose(packed[:4], alone(a_in, a_out), rtol=1e-4, atol=1e-4)  # round-off
   np.testing.assert_allclose(packed[4:7], alone(b_in, b_out), rtol=1e-4, atol=1e-4)
   # Without the segment ids, the second example would see the first.
-  unpacked = model.apply({'params': params}, inputs, tasks.shift_right(targets))[0]
+  unpacked = apply({'params': params}, inputs, tasks.shift_right(targets))[0]
   assert not np.allclose(unpacked[4:7], alone(b_in, b_out), atol=1e-3)
