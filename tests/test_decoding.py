@@ -18,7 +18,7 @@ def _model_and_params(seed: int):
   model = t5.T5(vocab_size=VOCAB, d_model=16, d_ff=32, num_heads=2, head_dim=8, encoder_layers=1,
                 decoder_layers=2)
   inputs = jnp.asarray(np.random.default_rng(seed).integers(1, VOCAB, (2, 5)))
-  params = model.init(jax.random.PRNGKey(seed), inputs, inputs[:, :LENGTH])['params']
+  params = jax.jit(model.init)(jax.random.PRNGKey(seed), inputs, inputs[:, :LENGTH])['params']
   params = jax.tree.map(lambda p: p * 2.0, params)
   apply_fn = lambda p, *args, variables=None, **kwargs: model.apply({'params': p, **(variables or {})}, *args,
                                                                     **kwargs)
@@ -35,8 +35,8 @@ def _best_by_enumeration(model, params, inputs, alpha):
   tokens = jnp.asarray([h for _, h in hypotheses])
   best = []
   for row in range(inputs.shape[0]):  # every hypothesis scored in one call
-    logits = model.apply({'params': params}, jnp.repeat(inputs[row:row + 1], len(hypotheses), axis=0),
-                         tasks.shift_right(tokens))
+    logits = jax.jit(model.apply)({'params': params}, jnp.repeat(inputs[row:row + 1], len(hypotheses), axis=0),
+                                  tasks.shift_right(tokens))
     token_logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[..., None], axis=-1)[..., 0]
     scored = [(float(token_logp[i, :length].sum()) / ((5 + length) / 6) ** alpha, hypothesis)  # T5 / GNMT
               for i, (length, hypothesis) in enumerate(hypotheses)]

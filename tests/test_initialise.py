@@ -42,8 +42,8 @@ def test_hf_t5_weights_give_transformers_logits(tmp_path):
     expected = model(input_ids=torch.tensor(inputs), attention_mask=torch.tensor(inputs > 0),
                      decoder_input_ids=torch.tensor(decoder)).logits.numpy()
   params = tree_paths.nest(converters.hf_t5(str(tmp_path)))
-  ours = t5.T5(**TINY).apply({'params': jax.tree.map(jnp.asarray, params)}, jnp.asarray(inputs),
-                             jnp.asarray(decoder))
+  ours = jax.jit(t5.T5(**TINY).apply)({'params': jax.tree.map(jnp.asarray, params)}, jnp.asarray(inputs),
+                                      jnp.asarray(decoder))
   np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -136,7 +136,7 @@ def _vit_and_params():
   model = models.build(dict(name='vit', variant=None, width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=4,
                             pool='token', dtype='float32', num_classes=10), 10)
   images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, 3)), jnp.float32)
-  params = model.init(jax.random.PRNGKey(0), images)['params']
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), images)['params']
   params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
   return model, params, images
 
@@ -173,13 +173,14 @@ def _augreg_layout(params, scanned: bool):
 
 def test_big_vision_and_augreg_npz_give_the_same_vit(tmp_path):
   model, params, images = _vit_and_params()
-  expected = model.apply({'params': params}, images)
+  apply = jax.jit(model.apply)
+  expected = apply({'params': params}, images)
   for scanned in (False, True):
     path = str(tmp_path / f'vit_{scanned}.npz')
     np.savez(path, **_augreg_layout(params, scanned))
     converted = tree_paths.nest(converters.big_vision(path))
     assert set(tree_paths.flatten(converted)) == set(tree_paths.flatten(params))
-    logits = model.apply({'params': jax.tree.map(jnp.asarray, converted)}, images)
+    logits = apply({'params': jax.tree.map(jnp.asarray, converted)}, images)
     np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), rtol=1e-6, atol=1e-6)
 
 
@@ -253,8 +254,8 @@ def test_t5x_checkpoint_gives_transformers_logits(tmp_path, written_to):
   with torch.no_grad():
     expected = model(input_ids=torch.tensor(inputs), decoder_input_ids=torch.tensor(decoder)).logits.numpy()
   params = tree_paths.nest(converters.t5x(str(checkpoint)))
-  ours = t5.T5(**TINY).apply({'params': jax.tree.map(jnp.asarray, params)}, jnp.asarray(inputs),
-                             jnp.asarray(decoder))
+  ours = jax.jit(t5.T5(**TINY).apply)({'params': jax.tree.map(jnp.asarray, params)}, jnp.asarray(inputs),
+                                      jnp.asarray(decoder))
   np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-4, atol=1e-4)
   with pytest.raises(FileNotFoundError, match='T5X checkpoint directory'):
     converters.t5x(str(tmp_path / 'hf'))

@@ -158,17 +158,18 @@ def test_t5_shapes_causality_and_padding():
   rng = np.random.RandomState(0)
   enc = jnp.asarray(rng.randint(3, 300, (2, 10)), jnp.int32)
   dec = jnp.asarray(rng.randint(3, 300, (2, 7)), jnp.int32)
-  params = model.init(jax.random.PRNGKey(0), enc, dec)
-  logits = model.apply(params, enc, dec)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), enc, dec)
+  apply = jax.jit(model.apply)  # one program, rather than one per operation
+  logits = apply(params, enc, dec)
   assert logits.shape == (2, 7, 384)
-  changed = model.apply(params, enc, dec.at[:, 4].set(5))
+  changed = apply(params, enc, dec.at[:, 4].set(5))
   np.testing.assert_allclose(changed[:, :4], logits[:, :4], rtol=1e-5, atol=1e-5)  # the future is invisible
   assert not np.allclose(changed[:, 4:], logits[:, 4:])
-  padded = model.apply(params, jnp.pad(enc, ((0, 0), (0, 5))), dec)  # padding the encoder changes nothing
+  padded = apply(params, jnp.pad(enc, ((0, 0), (0, 5))), dec)  # padding the encoder changes nothing
   np.testing.assert_allclose(padded, logits, rtol=1e-4, atol=1e-4)
   tied = models.build({'name': 't5', 'variant': 'tiny', 'vocab_size': 384, 'tie_embeddings': True}, 384)
-  tied_params = tied.init(jax.random.PRNGKey(0), enc, dec)['params']
-  assert 'lm_head' not in tied_params and tied.apply({'params': tied_params}, enc, dec).shape == (2, 7, 384)
+  tied_params = jax.jit(tied.init)(jax.random.PRNGKey(0), enc, dec)['params']
+  assert 'lm_head' not in tied_params and jax.jit(tied.apply)({'params': tied_params}, enc, dec).shape == (2, 7, 384)
 
 
 TINY_T5 = dict(variant=None, d_model=64, d_ff=128, num_heads=2, head_dim=32, encoder_layers=1, decoder_layers=1)

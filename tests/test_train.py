@@ -202,7 +202,8 @@ def test_grad_norm_is_the_norm_of_the_flowed_gradient_the_optimizer_clips():
   plan = exp.recipe.plan(60)
   state = exp.initial_state()
   batch = exp.shard(data.train_batch(0))
-  _, _, grads, masks, _ = steps_lib._gradients(exp, plan, state, batch)  # pylint: disable=protected-access
+  gradients = jax.jit(functools.partial(steps_lib._gradients, exp, plan))  # pylint: disable=protected-access
+  _, _, grads, masks, _ = gradients(state, batch)
   params = jax.device_get(state.params)
   flowed = jax.tree.map(lambda g, m, w: g if m is None else g + np.where(m, 0, w), grads, masks, params,
                         is_leaf=lambda x: x is None)
