@@ -14,7 +14,7 @@ from pgf_sparsity.sparsity import Recipe, tree_paths
 def test_the_param_path_equals_the_layer_path_on_the_package_models(arg):
   """Same logits and the same gradients, bit for bit, at a sparse step of each kind."""
   exp, data = build_experiment(load_config('digits', arg))
-  params = exp.init_state(jax.random.PRNGKey(0)).params
+  params = jax.jit(exp.init_state)(jax.random.PRNGKey(0)).params  # one program, not one per operation
   batch = data.train_batch(0)
   sp = exp.recipe
   step = sp.phases.sparse_start + sp.phases.sparse_steps // 3
