@@ -34,9 +34,10 @@ def _best_by_enumeration(model, params, inputs, alpha):
         hypotheses.append((length, body + end + (0,) * (LENGTH - length)))
   tokens = jnp.asarray([h for _, h in hypotheses])
   best = []
+  apply = jax.jit(model.apply)  # one program for every row, rather than one per operation
   for row in range(inputs.shape[0]):  # every hypothesis scored in one call
-    logits = jax.jit(model.apply)({'params': params}, jnp.repeat(inputs[row:row + 1], len(hypotheses), axis=0),
-                                  tasks.shift_right(tokens))
+    logits = apply({'params': params}, jnp.repeat(inputs[row:row + 1], len(hypotheses), axis=0),
+                   tasks.shift_right(tokens))
     token_logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[..., None], axis=-1)[..., 0]
     scored = [(float(token_logp[i, :length].sum()) / ((5 + length) / 6) ** alpha, hypothesis)  # T5 / GNMT
               for i, (length, hypothesis) in enumerate(hypotheses)]

@@ -52,6 +52,10 @@ def _words(x: jax.Array) -> jax.Array:
   return (x.astype(narrow) if x.dtype == jnp.bool_ else jax.lax.bitcast_convert_type(x, narrow)).astype(jnp.uint32)
 
 
+# The checksum's mixing constants, shared by its compiled and its numpy form (which must agree bit for bit).
+_INDEX_MIX, _WORD_MIX, _MIX_SHIFT = 0x9E3779B9, 0x85EBCA6B, 15
+
+
 @jax.jit
 def _array_checksum(x: jax.Array) -> jax.Array:
   """Two position-dependent sums of the words, mod 2^32: any change of one word changes the second (its
@@ -61,8 +65,8 @@ def _array_checksum(x: jax.Array) -> jax.Array:
   index = jnp.zeros(words.shape, jnp.uint32)
   for axis in range(words.ndim):
     index = index * jnp.uint32(words.shape[axis]) + jax.lax.broadcasted_iota(jnp.uint32, words.shape, axis)
-  mixed = (words ^ (index * jnp.uint32(0x9E3779B9))) * jnp.uint32(0x85EBCA6B)
-  mixed = mixed ^ (mixed >> 15)
+  mixed = (words ^ (index * jnp.uint32(_INDEX_MIX))) * jnp.uint32(_WORD_MIX)
+  mixed = mixed ^ (mixed >> _MIX_SHIFT)
   return jnp.stack([jnp.sum(mixed, dtype=jnp.uint32), jnp.sum(words * (2 * index + 1), dtype=jnp.uint32)])
 
 
@@ -75,14 +79,14 @@ def _host_array_checksum(x: np.ndarray) -> np.ndarray:
     words = x.view({1: np.uint8, 2: np.uint16}[x.dtype.itemsize]).astype(np.uint32)
   words = words.reshape(-1)  # row-major: the position of each word is the index the iotas build
   index = np.arange(words.size, dtype=np.uint32)
-  mixed = (words ^ (index * np.uint32(0x9E3779B9))) * np.uint32(0x85EBCA6B)
-  mixed ^= mixed >> np.uint32(15)
+  mixed = (words ^ (index * np.uint32(_INDEX_MIX))) * np.uint32(_WORD_MIX)
+  mixed ^= mixed >> np.uint32(_MIX_SHIFT)
   return np.asarray([mixed.sum(dtype=np.uint32), (words * (2 * index + np.uint32(1))).sum(dtype=np.uint32)],
                     np.uint32)
 
 
 def _on_the_host(x: jax.Array) -> bool:
-  """Whether this process's host memory holds the whole array already (numpy reads it without a copy)."""
+  """Whether this process's host memory holds the whole array (numpy reads it with no transfer from a device)."""
   return x.is_fully_addressable and all(device.platform == 'cpu' for device in x.devices())
 
 
