@@ -1,6 +1,7 @@
 """End-to-end training through train_and_evaluate on real data (sklearn digits)."""
 import functools
 import os
+import re
 import subprocess
 import sys
 
@@ -157,6 +158,19 @@ def test_compiles_once_per_plan_mdgf_once_sdgf_once_per_frame():
     assert len({exp.recipe.plan(s) for s in range(12)}) == expected_plans
     compilations = sum(f._cache_size() for f in compiled.cache.values())  # pylint: disable=protected-access
     assert compilations == expected_plans, recipe
+
+
+def test_a_sparse_train_step_writes_its_new_masks_without_copying_masks():
+  # The state is donated but for its masks: with them donated too, XLA copied the old and the new mask of
+  # every sparse kernel (the step reads the old ones after computing the new ones).
+  exp, data = build_experiment(load_config('digits', 'recipe=static,steps=4,finetune=0'))
+  compiled = steps_lib.CompiledSteps(exp)
+  plan, state = exp.recipe.plan(0), exp.initial_state()
+  new_state, _ = compiled.train_step(plan)(state, exp.shard(data.train_batch(0)))
+  assert plan.sparse and exp.recipe.sparse_paths
+  jitted = compiled.cache[('train_step', plan)]
+  hlo = jitted.lower(new_state.replace(masks=None), new_state.masks, exp.shard(data.train_batch(1))).compile().as_text()
+  assert ' pred[' in hlo and not re.search(r'= pred\[[\d,]*\]\S* copy\(', hlo)
 
 
 def test_runs_share_compiled_steps_only_within_the_block_and_only_for_the_same_experiment():

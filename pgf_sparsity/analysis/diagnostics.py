@@ -27,13 +27,13 @@ from pgf_sparsity.sparsity import tree_paths
 
 @functools.partial(jax.jit, static_argnames=('n', 'm', 'axes'))
 def _kernel_statistics(weight, mask, previous, *, n: int, m: int, axes: Tuple[int, ...]):
-  """(fraction of exact groups, zeros after masking, entries changed since `previous` (0 without), a copy
-  of the mask): one program per kernel and log step, compiled once per shape and pattern."""
+  """(fraction of exact groups, zeros after masking, entries changed since `previous` (0 without)): one
+  program per kernel and log step, compiled once per shape and pattern."""
   hardened = jnp.where(mask, weight, jnp.zeros((), weight.dtype))
   exact = jnp.mean(nm.group_counts(hardened != 0, m, axes) == n)
   zeros = jnp.sum(hardened == 0, dtype=jnp.int32)
   flips = nm.count_changed(mask, previous) if previous is not None else jnp.zeros((), jnp.float32)
-  return exact, zeros, flips, jnp.copy(mask)
+  return exact, zeros, flips
 
 
 def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_masks=None):
@@ -42,18 +42,16 @@ def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_mask
   Returns:
     (summary, masks copy): floats nm_exact (mean over kernels of the fraction of groups with exactly N
     non-zeros after masking), sparsity, pattern_n/<target>, pattern_m/<target>, and mask_flip_rate_log when
-    `previous_masks` (what the previous log step's call returned) are given; and a copy of the sparse
-    kernels' masks by path, to pass as the next log step's `previous_masks` (a train step donates the
-    state's own buffers).
+    `previous_masks` (what the previous log step's call returned) are given; and the sparse kernels' masks
+    by path, to pass as the next log step's `previous_masks` (a train step does not donate the masks).
   """
   flat, flat_masks = tree_paths.flatten(params), tree_paths.flatten(masks)
   previous = previous_masks if previous_masks is not None else {}
-  per_kernel, copies = [], {}
+  per_kernel = []
   for path in recipe.sparse_paths:
     n, m = recipe.pattern_of(path, plan)
-    *statistics, copies[path] = _kernel_statistics(flat[path], flat_masks[path], previous.get(path), n=n, m=m,
-                                                   axes=recipe.kernels[path][1])
-    per_kernel.append(statistics)
+    per_kernel.append(_kernel_statistics(flat[path], flat_masks[path], previous.get(path), n=n, m=m,
+                                         axes=recipe.kernels[path][1]))
   exact, zeros, flips = (np.asarray(column, np.float64) for column in zip(*jax.device_get(per_kernel)))
   total = sum(flat[path].size for path in recipe.sparse_paths)
   out = {'nm_exact': float(exact.mean()), 'sparsity': float(zeros.sum()) / total}
@@ -62,7 +60,7 @@ def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_mask
     out[f'pattern_m/{name}'] = float(m)
   if previous_masks is not None:
     out['mask_flip_rate_log'] = float(flips.sum()) / total
-  return out, copies
+  return out, {path: flat_masks[path] for path in recipe.sparse_paths}
 
 
 def _stats(values: np.ndarray, prefix: str) -> Dict[str, float]:

@@ -151,15 +151,14 @@ class CompiledSteps:
     self.packed = packed
     self.cache = {}
 
-  def _jit(self, fn, *args, on_params: bool = False, out=None, donate: bool = False):
+  def _jit(self, fn, *args, on_params: bool = False, out=None):
     """fn(exp, *args, state or params, batch) jitted with the state's (or the parameters') sharding."""
     key = (fn.__name__, *args)
     if key not in self.cache:
       exp = self.exp
       first = exp.state_sharding.params if on_params else exp.state_sharding
       self.cache[key] = jax.jit(functools.partial(fn, exp, *args), in_shardings=(first, exp.batch_sharding),
-                                out_shardings=exp.replicated if out is None else out,
-                                donate_argnums=(0,) if donate else ())
+                                out_shardings=exp.replicated if out is None else out)
     return self.cache[key]
 
   def _on_params(self, fn, out=None):
@@ -172,7 +171,22 @@ class CompiledSteps:
     return functools.partial(self.cache[key], arrays=self.packed.arrays)
 
   def train_step(self, plan: StepPlan):
-    return self._jit(train_step, plan, out=(self.exp.state_sharding, self.exp.replicated), donate=True)
+    """The train step of `plan`, called as step(state, batch) -> (state, metrics)."""
+    key = ('train_step', plan)
+    if key not in self.cache:
+      exp = self.exp
+
+      def step(state, masks, batch):
+        return train_step(exp, plan, state.replace(masks=masks), batch)
+
+      # The state is donated (updated in place) but for its masks: the step reads the old masks (the flip
+      # count) after computing the new ones, so XLA would copy both to write the new masks into the old
+      # buffers (two copies per sparse kernel per step); the new masks go to fresh buffers instead.
+      self.cache[key] = jax.jit(step, in_shardings=(exp.state_sharding.replace(masks=None),
+                                                    exp.state_sharding.masks, exp.batch_sharding),
+                                out_shardings=(exp.state_sharding, exp.replicated), donate_argnums=(0,))
+    jitted = self.cache[key]
+    return lambda state, batch: jitted(state.replace(masks=None), state.masks, batch)
 
   def gradient_noise(self, plan: StepPlan):
     return self._jit(gradient_noise, plan)
