@@ -141,6 +141,16 @@ def test_rank_counts_once_however_many_consumers_the_mask_has(n, m):
   assert compares(three_consumers) <= compares(mask_alone) + 3
 
 
+@pytest.mark.parametrize('n,m', [(1, 64), (1, 128), (127, 128), (1, 256)])
+def test_one_round_of_extremes_reads_the_weights_in_fused_loops(n, m):
+  # XLA's CPU compiler rewrites a reduction over more than 32 elements into reduce-windows, which do not fuse
+  # with the computation of their input: a 1:128 mask then wrote every kernel's keys out and read them back.
+  w = jnp.asarray(np.random.default_rng(m).normal(size=(2 * m, 24)), jnp.float32)
+  mask_fn = jax.jit(lambda w: nm_mask(w, n, m, method='extremes'))
+  assert 'reduce-window' not in mask_fn.lower(w).compile().as_text()
+  np.testing.assert_array_equal(np.asarray(mask_fn(w)), reference_mask(np.asarray(w), n, m, 0))
+
+
 def test_kernels_of_one_shape_and_pattern_trace_their_mask_once(monkeypatch):
   # A Transformer's query, key and value kernels (and its layers' feed-forward kernels) share shapes: a step
   # traces and lowers each distinct mask once, not once per kernel. XLA inlines the calls, so the compiled
