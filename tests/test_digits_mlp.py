@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from sklearn.datasets import load_digits
 
 from pgf_sparsity import SparseDense
 from pgf_sparsity.analysis import diagnostics
@@ -37,6 +36,8 @@ class MLP(nn.Module):
 
 
 def digits():
+  # imported here, not by the file, which every pytest worker collects: sklearn and scipy.stats take ~1 s
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
   data = load_digits()
   x = (data.images.reshape(-1, 64) / 16.0).astype(np.float32)
   y = data.target.astype(np.int32)

@@ -1,4 +1,8 @@
-"""The tfds (ImageNet) paths, on tfds mock data: pipelines, RandAugment, and a few training steps."""
+"""The tfds (ImageNet) paths, on tfds mock data: pipelines, RandAugment, and a few training steps.
+
+TensorFlow is imported by the tests that use it, not by the file: under `--dist loadfile` every pytest worker
+collects every file, and only the worker that runs this one needs TensorFlow (2-3 s of imports).
+"""
 import os
 import sys
 import time
@@ -6,12 +10,8 @@ import time
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from pgf_sparsity import config_lib
-from pgf_sparsity.data import randaugment
-from pgf_sparsity.data import tfds_images
 from pgf_sparsity.training import train
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -25,11 +25,13 @@ def _images_block(given):
 
 @pytest.fixture
 def mock_imagenet():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   with mock_tfds(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
     yield
 
 
 def test_pipeline_shapes_and_padding(mock_imagenet):
+  from pgf_sparsity.data import tfds_images  # pylint: disable=g-import-not-at-top
   data = tfds_images.TfdsImages(_images_block({'tfds_name': 'imagenet2012', 'image_size': 32,
                                  'randaugment': {'num_layers': 2, 'magnitude': 15},
                                  'num_train_examples': 24, 'num_eval_examples': 24}), 8, 10, 0)
@@ -43,6 +45,7 @@ def test_pipeline_shapes_and_padding(mock_imagenet):
 
 
 def test_training_batches_are_a_function_of_the_step(mock_imagenet):
+  from pgf_sparsity.data import tfds_images  # pylint: disable=g-import-not-at-top
   config = {'tfds_name': 'imagenet2012', 'image_size': 32, 'randaugment': {'num_layers': 2, 'magnitude': 9},
             'num_train_examples': 24, 'num_eval_examples': 24}
   first, second = (tfds_images.TfdsImages(_images_block(config), 8, 8, 0) for _ in range(2))
@@ -57,6 +60,7 @@ def test_training_batches_are_a_function_of_the_step(mock_imagenet):
 
 
 def test_dataset_without_tfds_access_says_how_to_convert_it(mock_imagenet, monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from pgf_sparsity.data import tfds_access  # pylint: disable=g-import-not-at-top
 
   def tfrecord_only(*args, **kwargs):
@@ -69,6 +73,7 @@ def test_dataset_without_tfds_access_says_how_to_convert_it(mock_imagenet, monke
 
 
 def test_missing_dataset_fails_fast_with_a_message(tmp_path):
+  from pgf_sparsity.data import tfds_images  # pylint: disable=g-import-not-at-top
   start = time.time()
   with pytest.raises(FileNotFoundError, match='not prepared.*No download is attempted'):
     tfds_images.TfdsImages(_images_block({'tfds_name': 'imagenet2012', 'tfds_data_dir': str(tmp_path),
@@ -77,6 +82,8 @@ def test_missing_dataset_fails_fast_with_a_message(tmp_path):
 
 
 def test_randaugment_ops_keep_shape_and_dtype():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from pgf_sparsity.data import randaugment  # pylint: disable=g-import-not-at-top
   image = tf.constant(np.random.RandomState(0).randint(0, 256, (20, 24, 3)), tf.uint8)
   for op in randaugment.OPS:
     out = op(image, 10.0)
@@ -103,6 +110,7 @@ def test_randaugment_ops_keep_shape_and_dtype():
 
 
 def test_randaugment_magnitudes_follow_timm_and_big_vision_scale():
+  from pgf_sparsity.data import randaugment  # pylint: disable=g-import-not-at-top
   # 10 is each op's published maximum (timm auto_augment, the TF TPU / big_vision RandAugment).
   assert randaugment.rotate_degrees(10) == 30.0 and randaugment.rotate_degrees(5) == 15.0
   assert randaugment.shear_factor(10) == pytest.approx(0.3) and randaugment.translate_fraction(10) == 0.45
