@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import scipy.stats
 
 from helpers import ROOT
 
@@ -23,6 +22,7 @@ def test_paired_ratio_cancels_drift_shared_by_the_round():
 
 
 def test_paired_ratio_is_the_geometric_mean_with_a_t_interval():
+  import scipy.stats  # pylint: disable=g-import-not-at-top  (here: every pytest worker collects this file)
   ratios = np.array([1.0, 1.1, 1.2])
   ratio, low, high = bench_train_step.paired_ratio(ratios * 0.3, np.full(3, 0.3))
   logs = np.log(ratios)
