@@ -40,7 +40,7 @@ def nm_summary(recipe: BoundRecipe, params, masks, plan: StepPlan, previous_mask
   """The realised N:M of every sparse kernel, computed where the arrays live.
 
   Returns:
-    (summary, masks copy): floats nm_exact (mean over kernels of the fraction of groups with exactly N
+    (summary, masks): floats nm_exact (mean over kernels of the fraction of groups with exactly N
     non-zeros after masking), sparsity, pattern_n/<target>, pattern_m/<target>, and mask_flip_rate_log when
     `previous_masks` (what the previous log step's call returned) are given; and the sparse kernels' masks
     by path, to pass as the next log step's `previous_masks` (a train step does not donate the masks).
