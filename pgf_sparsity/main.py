@@ -1,5 +1,4 @@
 """Entry point: python -m pgf_sparsity.main --config=configs/X.py[:args] --workdir=DIR [--config.k=v]."""
-import logging as std_logging
 import os
 import sys
 import traceback
@@ -79,8 +78,6 @@ def quiet_libraries() -> None:
   if not FLAGS['verbosity'].present and not FLAGS.alsologtostderr:
     logging.set_verbosity(logging.WARNING)
   logging.get_absl_logger().addFilter(_drop_orbax_tracebacks)
-  std_logging.getLogger('asyncio').addFilter(_drop_unretrieved)  # asyncio runs only orbax's writes here
-  sys.unraisablehook = _without_closed_loop_reports(sys.unraisablehook)
 
 
 def _drop_orbax_tracebacks(record) -> bool:
@@ -88,20 +85,6 @@ def _drop_orbax_tracebacks(record) -> bool:
   trace = record.exc_info[2] if record.exc_info else None
   files = [record.pathname] + [frame.f_code.co_filename for frame, _ in traceback.walk_tb(trace)]
   return not (record.exc_info and any(f'{os.sep}orbax{os.sep}' in f for f in files))
-
-
-def _drop_unretrieved(record) -> bool:
-  """False for asyncio's report of a write abandoned after the save had already failed."""
-  return 'exception was never retrieved' not in record.getMessage()
-
-
-def _without_closed_loop_reports(hook):
-  """After a failed save, orbax's writes still in flight complete into its closed event loop; Python reports
-  each as an unraisable 'Event loop is closed'. The failure itself is reported once, by the loop."""
-  def quiet(unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError) and 'Event loop is closed' in str(unraisable.exc_value)):
-      hook(unraisable)
-  return quiet
 
 
 def main(argv):

@@ -159,8 +159,8 @@ def test_quieting_abandoned_reads_drops_only_closed_event_loop_refusals(monkeypa
   dropped, alone or as the cause of another error; every other ignored exception still reaches the previous hook."""
   printed = []
   monkeypatch.setattr(sys, 'unraisablehook', printed.append)
-  checkpoints.quiet_abandoned_reads()
-  checkpoints.quiet_abandoned_reads()  # installed once
+  checkpoints.quiet_abandoned_orbax_work()
+  checkpoints.quiet_abandoned_orbax_work()  # installed once
   closed = RuntimeError('Event loop is closed')
   chained = GeneratorExit()
   chained.__cause__ = closed
@@ -187,8 +187,8 @@ def test_quieting_abandoned_reads_drops_only_unawaited_orbax_task_errors(caplog)
     del task
     gc.collect()
 
-  checkpoints.quiet_abandoned_reads()
-  checkpoints.quiet_abandoned_reads()  # installed once
+  checkpoints.quiet_abandoned_orbax_work()
+  checkpoints.quiet_abandoned_orbax_work()  # installed once
   assert sum(type(f).__name__ == '_DropAbandonedOrbaxTasks' for f in logging.getLogger('asyncio').filters) == 1
   with caplog.at_level(logging.ERROR, logger='asyncio'):
     failing_task(os.path.join(os.sep, 'venv', 'site-packages', 'orbax', 'checkpoint', 'serialization.py'))

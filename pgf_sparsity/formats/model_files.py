@@ -353,7 +353,7 @@ def _read_orbax(path: str) -> Tuple[Flat, Dict[str, Any]]:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from pgf_sparsity.sparsity import tree_paths  # pylint: disable=g-import-not-at-top
   from pgf_sparsity.training import checkpoints  # pylint: disable=g-import-not-at-top
-  checkpoints.quiet_abandoned_reads()
+  checkpoints.quiet_abandoned_orbax_work()
   try:
     directory = file_paths.absolute(path)
     meta = _check_meta(json.loads((directory / 'pgf_sparsity_meta.json').read_text()), path)

@@ -104,7 +104,7 @@ def state_checksum(state: Any) -> str:
   return f'{zlib.crc32(layout.encode()):08x}' + sums.astype('>u4').tobytes().hex()
 
 
-def _is_an_abandoned_read(unraisable) -> bool:
+def _is_an_abandoned_orbax_call(unraisable) -> bool:
   """Whether the ignored exception is, or was raised from, a refusal of a closed event loop."""
   error, seen = unraisable.exc_value, set()
   while error is not None and id(error) not in seen:
@@ -134,24 +134,25 @@ class _DropAbandonedOrbaxTasks(std_logging.Filter):
     return not _is_an_abandoned_orbax_task(record)
 
 
-def quiet_abandoned_reads() -> None:
-  """Call before an orbax read. If one of its reads fails, the others still finish, each reporting to orbax's
-  event loop, closed by then: Python would print every refusal as an ignored exception (hundreds of tracebacks
-  for one bad file), and asyncio, when it collects a read task whose failure nobody awaited any more, logs that
-  failure with its traceback. From the first call on those two reports alone are dropped (the failure itself is
-  the restore's error); other ignored exceptions and asyncio's other errors print."""
+def quiet_abandoned_orbax_work() -> None:
+  """Call before an orbax read or write. When one of its reads or writes fails, the others still finish, each
+  reporting to orbax's event loop, closed by then: Python would print every refusal as an ignored exception
+  (hundreds of tracebacks for one bad file), and asyncio, when it collects a task whose failure nobody awaited
+  any more, logs that failure with its traceback. From the first call on those two reports alone are dropped (the
+  failure itself is the restore's or the save's error); other ignored exceptions and asyncio's other errors
+  print."""
   asyncio_logger = std_logging.getLogger('asyncio')
   if not any(isinstance(f, _DropAbandonedOrbaxTasks) for f in asyncio_logger.filters):
     asyncio_logger.addFilter(_DropAbandonedOrbaxTasks())
   previous = sys.unraisablehook
-  if getattr(previous, 'drops_abandoned_reads', False):
+  if getattr(previous, 'drops_abandoned_orbax_work', False):
     return
 
   def hook(unraisable):
-    if not _is_an_abandoned_read(unraisable):
+    if not _is_an_abandoned_orbax_call(unraisable):
       previous(unraisable)
 
-  hook.drops_abandoned_reads = True
+  hook.drops_abandoned_orbax_work = True
   sys.unraisablehook = hook
 
 
@@ -181,6 +182,7 @@ class Checkpointer:
     that fails raises WriteFailedError naming its step, with nothing partial left behind."""
     self.wait()
     self._check_room(step, state)
+    quiet_abandoned_orbax_work()
     with self._failing_as(step):
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), digest=ocp.args.JsonSave({'checksum': state_checksum(state)})))
@@ -227,7 +229,7 @@ class Checkpointer:
     self.manager.reload()
 
   def restore(self, abstract_state: Any, step: int) -> Any:
-    quiet_abandoned_reads()
+    quiet_abandoned_orbax_work()
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), digest=ocp.args.JsonRestore()))
     if restored['digest'].get('checksum') != state_checksum(restored['state']):

@@ -60,7 +60,7 @@ def _from_workdir(workdir: str) -> Tuple[Dict[str, np.ndarray], Dict[str, np.nda
     step = manager.latest_step()
     if step is None:
       raise FileNotFoundError(f'config.init.path {workdir!r} holds no checkpoint.')
-    checkpoints.quiet_abandoned_reads()
+    checkpoints.quiet_abandoned_orbax_work()
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
   masks = {p: np.asarray(m) for p, m in tree_paths.flatten(state.get('masks') or {}).items()}
   return {p: np.asarray(a) for p, a in tree_paths.flatten(state['params']).items()}, masks
