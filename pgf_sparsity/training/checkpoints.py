@@ -165,6 +165,7 @@ class Checkpointer:
 
   def __init__(self, workdir: epath.PathLike, max_to_keep: int = 3):
     """`workdir`: an absolute path or URL (file_paths.absolute)."""
+    quiet_abandoned_orbax_work()  # before any of this checkpointer's reads and writes
     self.directory = epath.Path(workdir) / 'checkpoints'
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'digest'),
@@ -182,7 +183,6 @@ class Checkpointer:
     that fails raises WriteFailedError naming its step, with nothing partial left behind."""
     self.wait()
     self._check_room(step, state)
-    quiet_abandoned_orbax_work()
     with self._failing_as(step):
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), digest=ocp.args.JsonSave({'checksum': state_checksum(state)})))
@@ -229,7 +229,6 @@ class Checkpointer:
     self.manager.reload()
 
   def restore(self, abstract_state: Any, step: int) -> Any:
-    quiet_abandoned_orbax_work()
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), digest=ocp.args.JsonRestore()))
     if restored['digest'].get('checksum') != state_checksum(restored['state']):
