@@ -36,7 +36,7 @@ class MLP(nn.Module):
 
 
 def digits():
-  # imported here, not by the file, which every pytest worker collects: sklearn and scipy.stats take ~1 s
+  # imported here, not by the file, which every pytest worker collects: only this file needs sklearn (and scipy)
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
   data = load_digits()
   x = (data.images.reshape(-1, 64) / 16.0).astype(np.float32)

@@ -1,7 +1,7 @@
 """The tfds (ImageNet) paths, on tfds mock data: pipelines, RandAugment, and a few training steps.
 
 TensorFlow is imported by the tests that use it, not by the file: under `--dist loadfile` every pytest worker
-collects every file, and only the worker that runs this one needs TensorFlow (2-3 s of imports).
+collects every file, and only the worker that runs this one needs TensorFlow.
 """
 import os
 import sys
