@@ -27,6 +27,7 @@ PY
 )
 [[ -z $missing ]] || { echo "setup: these do not import: $missing" >&2; exit 1; }
 bash scripts/get_data.sh
-# The N:M inference kernel (C++ through jax.ffi), compiled once per machine into ~/.cache/pgf_sparsity.
-.venv/bin/python -c "from pgf_sparsity.inference import kernel; kernel.build()" \
-  || { echo "setup: the N:M inference kernel did not build (is g++ installed?)" >&2; exit 1; }
+# The C++ kernels (the N:M mask of training, the N:M matmul of inference; through jax.ffi), compiled once per
+# machine into ~/.cache/pgf_sparsity.
+.venv/bin/python -c "from pgf_sparsity.sparsity import native; [native.build(s) for s in native.SOURCES]" \
+  || { echo "setup: the C++ kernels did not build (is g++ installed?)" >&2; exit 1; }

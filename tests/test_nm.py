@@ -1,3 +1,8 @@
+import os
+import platform
+import subprocess
+import sys
+
 import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
@@ -5,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
+from helpers import ROOT
 from pgf_sparsity import nm_mask
 from pgf_sparsity.sparsity import nm
 
@@ -42,6 +48,7 @@ def kernels(draw):
 def test_matches_reference_exactly(case, method):
   w, n, m, axis = case
   assume(method != 'network' or nm.network_compiles_quickly(n, m))
+  assume(method != 'kernel' or nm.kernel_unavailable_reason(n, m) is None)
   got = np.asarray(nm_mask(jnp.asarray(w), n, m, axis=axis, method=method))
   np.testing.assert_array_equal(got, reference_mask(w, n, m, axis))
   counts = np.asarray(nm.group_counts(jnp.asarray(got), m, axis))
@@ -50,9 +57,69 @@ def test_matches_reference_exactly(case, method):
 
 def method_cases(patterns):
   """(method, n, m) for every method and pattern, but selection networks too large to compile quickly (which
-  `choose_method` never picks)."""
+  `choose_method` never picks) and patterns beyond the C++ kernel's lists."""
   return [(method, n, m) for method in sorted(nm.METHODS) for n, m in patterns
-          if method != 'network' or nm.network_compiles_quickly(n, m)]
+          if (method != 'network' or nm.network_compiles_quickly(n, m))
+          and (method != 'kernel' or min(n, m - n + 1) <= 16)]
+
+
+def test_the_mask_kernel_builds_and_loads_here():
+  """CI must exercise the C++ mask (which `auto` picks on a CPU), not fall back to XLA's without saying so."""
+  assert nm.kernel_unavailable_reason(2, 4) is None
+  assert nm.choose_method(8, 64) == 'kernel'
+
+
+@pytest.mark.parametrize('n,m', [(2, 4), (1, 8), (5, 8), (8, 64), (16, 128), (113, 128), (3, 12)])
+def test_the_mask_kernel_on_column_blocks_stacks_and_vmap(n, m):
+  # 40 columns: two whole blocks of 16 and a partial one; a stack of kernels under vmap (leading axes); ties.
+  rng = np.random.default_rng(n * 1000 + m)
+  w = rng.integers(-4, 5, size=(3, 2 * m, 40)).astype(np.float32) * rng.choice([1, 0.5], size=(3, 2 * m, 40))
+  got = jax.jit(jax.vmap(lambda x: nm_mask(x, n, m, method='kernel')))(jnp.asarray(w))
+  for i in range(3):
+    np.testing.assert_array_equal(np.asarray(got[i]), reference_mask(w[i], n, m, 0))
+
+
+ELSEWHERE = r"""
+import sys
+import jax.numpy as jnp, numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_nm import reference_mask
+from pgf_sparsity.sparsity import nm
+print(nm.kernel_unavailable_reason(8, 64))
+for n, m in [(8, 64), (1, 32), (15, 16), (5, 128)]:
+  w = np.random.default_rng(m).integers(-3, 4, size=(2 * m, 21)).astype(np.float32)
+  assert (np.asarray(nm.nm_mask(jnp.asarray(w), n, m)) == reference_mask(w, n, m, 0)).all(), (n, m)
+try:
+  nm.nm_mask(jnp.ones((64, 2)), 8, 64, method='kernel')
+except ValueError as e:
+  print(e)
+"""
+
+
+def run_elsewhere(tmp_path, **env):
+  done = subprocess.run([sys.executable, '-c', ELSEWHERE, os.path.dirname(os.path.abspath(__file__))], cwd=ROOT,
+                        env=dict(os.environ, PGF_SPARSITY_CACHE=str(tmp_path), **env), capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  return done.stdout.splitlines()
+
+
+def test_without_a_compiler_the_masks_come_from_xla(tmp_path):
+  lines = run_elsewhere(tmp_path, CXX='no-such-compiler')
+  assert lines == ['no C++ compiler (no-such-compiler) to build nm_mask.cc'] * 2
+  assert not list(tmp_path.iterdir())  # nothing half-built left behind
+
+
+@pytest.mark.skipif(platform.machine() != 'x86_64', reason='the portable build is chosen by an x86-64 -march')
+def test_the_mask_kernel_built_without_avx512_is_exact_too(tmp_path):
+  assert run_elsewhere(tmp_path, PGF_SPARSITY_MARCH='x86-64-v3') == ['None']
+  assert len(list(tmp_path.glob('nm_mask_*.so'))) == 1  # built anew, for that target
+
+
+def test_the_mask_kernel_refuses_long_lists_in_one_line():
+  with pytest.raises(ValueError, match='lists of up to 16; 32:64 needs 32'):
+    nm_mask(jnp.ones((64, 2)), 32, 64, method='kernel')
+  assert nm.choose_method(32, 64) != 'kernel'
 
 
 @pytest.mark.parametrize('method,n,m', method_cases([(2, 4), (1, 8), (4, 8), (16, 32), (4, 32), (8, 64), (1, 128),
@@ -156,8 +223,9 @@ def test_kernels_of_one_shape_and_pattern_trace_their_mask_once(monkeypatch):
   # traces and lowers each distinct mask once, not once per kernel. XLA inlines the calls, so the compiled
   # program is that of the inlined masks.
   traced = []
-  network = nm.METHODS['network']
-  monkeypatch.setitem(nm.METHODS, 'network', lambda key, n: traced.append(key.shape) or network(key, n))
+  method = nm.choose_method(8, 32)
+  chosen = nm.METHODS[method]
+  monkeypatch.setitem(nm.METHODS, method, lambda groups, n: traced.append(groups.shape) or chosen(groups, n))
 
   def step(q, k, v, wide):
     return [nm_mask(w, 8, 32) for w in (q, k, v, wide)]

@@ -1,6 +1,7 @@
 """The method in one place, knowing parameter paths and nothing else of the package.
 
   nm              N:M masks: exactly N kept per group of M along a kernel's grouping axes
+  native          the C++ kernels (nm_mask.cc here, inference's matmul) compiled and registered with XLA
   grouping        the groups of M that masks and packed files share (numpy or JAX)
   schedules       phases (dense, sparse, fine-tune), beta(t) decays, SDGF structure schedules
   gradient_flow   the optax transformation that decides what pruned weights receive

@@ -4,15 +4,19 @@ Ties are broken deterministically: among equal magnitudes the lower index within
 method below is exact and returns the same mask; `nm_mask` picks the fastest one for (N, M), following the
 measurements of `scripts/bench_masks.py` (the cost of each method depends on N and M, not on the values).
 Ranking works on the int32 bit pattern of |w|, which orders non-negative floats exactly like their values.
+On the CPU the fastest is a C++ kernel (nm_mask.cc) where it builds; the others are XLA programs.
 """
 import functools
 import math
-from typing import Sequence, Tuple, Union
+import os
+from typing import Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from pgf_sparsity.sparsity import native
 from pgf_sparsity.sparsity.grouping import to_groups
 
 Axes = Union[int, Sequence[int]]
@@ -234,12 +238,48 @@ def _mask_by_bisection(key: jax.Array, n: int) -> jax.Array:
   return above | (at & (idx <= bound))
 
 
-METHODS = {
-    'argmax': _mask_by_argmax,
-    'extremes': _mask_by_extremes,
-    'rank': _mask_by_rank,
-    'bisection': _mask_by_bisection,
-    'network': _mask_by_network,
+_KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nm_mask.cc')
+_KERNEL_TARGET = 'pgf_sparsity_nm_mask'
+_KERNEL_MAX_LIST = 16  # nm_mask.cc's kMaxList
+
+
+def kernel_unavailable_reason(n: int, m: int) -> Optional[str]:
+  """None where the C++ mask kernel computes N:M here, else why not: it runs on a CPU backend of one device
+  (it has no sharding rule: XLA would gather a sharded kernel's weights to every device to call it, where its
+  own programs compute each shard's groups where they are), where it builds, for lists of up to 16 of the most
+  extreme keys (min(N, M - N + 1)), at any M."""
+  if jax.default_backend() != 'cpu':
+    return f'the mask kernel runs on the CPU; the default backend is {jax.default_backend()}'
+  if jax.device_count() > 1:
+    return f'the mask kernel has no sharding rule; this run has {jax.device_count()} devices'
+  if min(n, m - n + 1) > _KERNEL_MAX_LIST:
+    return f'the mask kernel keeps lists of up to {_KERNEL_MAX_LIST}; {n}:{m} needs {min(n, m - n + 1)}'
+  return native.register(_KERNEL_SOURCE, 'PgfNmMask', _KERNEL_TARGET)
+
+
+def _mask_by_kernel(groups: jax.Array, n: int) -> jax.Array:
+  """The C++ kernel: one pass over the weights, with none of the copies of their keys that XLA writes before a
+  selection network (nm_mask.cc says how). Its words are unpacked where the mask is used, as the network's."""
+  reason = kernel_unavailable_reason(n, groups.shape[1])
+  if reason:
+    raise native.KernelUnavailableError(reason)
+  g, m, b = groups.shape
+  words = jax.ShapeDtypeStruct((g, m // _word_width(m), b), jnp.uint32)
+  call = jax.ffi.ffi_call(_KERNEL_TARGET, words, vmap_method='broadcast_all')
+  return _unpacked(call(groups.astype(jnp.float32), n=np.int64(n)), m)
+
+
+def _on_keys(method):
+  return lambda groups, n: method(_keys(groups), n)
+
+
+METHODS = {  # each takes the weights grouped (G, M, B) and N
+    'argmax': _on_keys(_mask_by_argmax),
+    'extremes': _on_keys(_mask_by_extremes),
+    'rank': _on_keys(_mask_by_rank),
+    'bisection': _on_keys(_mask_by_bisection),
+    'network': _on_keys(_mask_by_network),
+    'kernel': _mask_by_kernel,
 }
 
 
@@ -258,7 +298,9 @@ def choose_method(n: int, m: int) -> str:
   31:32, 1:128) costs two passes; the selection network costs one pass of 2 min(N, M - N + 1) operations per
   weight plus a packing pass, so it wins for every other group of up to 128 whose network compiles quickly
   (4:16, 16:32, 4:32, 8:64, 8:128); beyond, ranking still wins for groups of up to 64 with many rounds (32:64),
-  picking extremes takes min(N, M - N) rounds and bisection a fixed number of passes.
+  picking extremes takes min(N, M - N) rounds and bisection a fixed number of passes. Argmax and ranking fuse
+  into the mask's consumers in a train step; the others write the weights' keys out first, and where the C++
+  kernel is available (`kernel_unavailable_reason`) it replaces them: one pass that writes only the mask.
 
   Args:
     n: weights kept per group.
@@ -272,6 +314,8 @@ def choose_method(n: int, m: int) -> str:
     return 'argmax'
   if m <= 8:
     return 'rank'
+  if kernel_unavailable_reason(n, m) is None:
+    return 'kernel'
   if rounds <= 1:
     return 'extremes'
   if network_compiles_quickly(n, m):
@@ -312,7 +356,7 @@ def _grouped_mask(groups: jax.Array, n: int, method: str) -> jax.Array:
   pattern (a Transformer's query, key and value kernels, its layers' feed-forward kernels) traces and lowers
   their mask once and calls it for each, where inlining it would repeat its operations, up to thousands for a
   selection network, for every kernel. XLA inlines the calls, so the compiled step is the same."""
-  return METHODS[method](_keys(groups), n)
+  return METHODS[method](groups, n)
 
 
 def group_counts(mask: jax.Array, m: int, axis: Axes = 0) -> jax.Array:
