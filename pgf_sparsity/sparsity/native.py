@@ -7,6 +7,7 @@ Each library is built once per source, compiler flags and jaxlib version, into $
 """
 import ctypes
 import functools
+import glob
 import hashlib
 import os
 import subprocess
@@ -16,8 +17,9 @@ from typing import Optional
 import jax
 
 FLAGS = ('-O3', '-fopenmp', '-shared', '-fPIC', '-std=c++17', '-w')
+# Every C++ source of the package's folders (what scripts/setup.sh builds ahead).
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = tuple(os.path.join(_PACKAGE, *name.split('/')) for name in ('sparsity/nm_mask.cc', 'inference/nm_matmul.cc'))
+SOURCES = tuple(sorted(glob.glob(os.path.join(_PACKAGE, '*', '*.cc'))))
 
 
 class KernelUnavailableError(ValueError):
@@ -61,8 +63,8 @@ def build(source: str) -> str:
     os.remove(staged)
     if isinstance(e, FileNotFoundError):
       raise KernelUnavailableError(f'no C++ compiler ({compiler}) to build {os.path.basename(source)}') from None
-    raise KernelUnavailableError(f'{os.path.basename(source)} did not compile: {(e.stderr.strip().splitlines() or [""])[-1]}'
-                                 ) from None
+    last_line = (e.stderr.strip().splitlines() or [''])[-1]
+    raise KernelUnavailableError(f'{os.path.basename(source)} did not compile: {last_line}') from None
   os.replace(staged, path)  # atomic: a concurrent build never loads a half-written library
   return path
 
