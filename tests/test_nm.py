@@ -12,6 +12,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from helpers import ROOT
 from pgf_sparsity import nm_mask
+from pgf_sparsity.sparsity import native
 from pgf_sparsity.sparsity import nm
 
 
@@ -108,6 +109,15 @@ def test_without_a_compiler_the_masks_come_from_xla(tmp_path):
   lines = run_elsewhere(tmp_path, CXX='no-such-compiler')
   assert lines == ['no C++ compiler (no-such-compiler) to build nm_mask.cc'] * 2
   assert not list(tmp_path.iterdir())  # nothing half-built left behind
+
+
+def test_a_source_that_does_not_compile_is_reported_by_its_first_error(tmp_path, monkeypatch):
+  monkeypatch.setenv('PGF_SPARSITY_CACHE', str(tmp_path / 'cache'))
+  source = tmp_path / 'broken.cc'
+  source.write_text('int f() {\n  return undeclared_name;\n}\n')
+  with pytest.raises(native.KernelUnavailableError, match=r"^broken.cc did not compile: .*error: .*undeclared_name"):
+    native.build(str(source))
+  assert not list((tmp_path / 'cache').iterdir())  # nothing half-built left behind
 
 
 @pytest.mark.skipif(platform.machine() != 'x86_64', reason='the portable build is chosen by an x86-64 -march')

@@ -43,6 +43,12 @@ def _library_path(source: str) -> str:
   return os.path.join(cache_dir(), f'{os.path.splitext(os.path.basename(source))[0]}_{key}.so')
 
 
+def _first_error(stderr: str) -> str:
+  """The compiler's first error line (its last line is only a caret under the code)."""
+  lines = stderr.strip().splitlines() or ['']
+  return next((line.strip() for line in lines if 'error' in line), lines[-1])
+
+
 def build(source: str) -> str:
   """Compiles `source` (a C++ file's path) once per source, flags and jaxlib; returns the library's path.
 
@@ -63,8 +69,7 @@ def build(source: str) -> str:
     os.remove(staged)
     if isinstance(e, FileNotFoundError):
       raise KernelUnavailableError(f'no C++ compiler ({compiler}) to build {os.path.basename(source)}') from None
-    last_line = (e.stderr.strip().splitlines() or [''])[-1]
-    raise KernelUnavailableError(f'{os.path.basename(source)} did not compile: {last_line}') from None
+    raise KernelUnavailableError(f'{os.path.basename(source)} did not compile: {_first_error(e.stderr)}') from None
   os.replace(staged, path)  # atomic: a concurrent build never loads a half-written library
   return path
 
