@@ -113,7 +113,8 @@ def test_without_a_compiler_the_masks_come_from_xla(tmp_path):
 
 def test_a_source_that_does_not_compile_is_reported_by_its_first_error(tmp_path, monkeypatch):
   monkeypatch.setenv('PGF_SPARSITY_CACHE', str(tmp_path / 'cache'))
-  source = tmp_path / 'broken.cc'
+  source = tmp_path / 'error_cases' / 'broken.cc'  # 'error' in the path too, where gcc repeats it first
+  source.parent.mkdir()
   source.write_text('int f() {\n  return undeclared_name;\n}\n')
   with pytest.raises(native.KernelUnavailableError, match=r"^broken.cc did not compile: .*error: .*undeclared_name"):
     native.build(str(source))

@@ -44,9 +44,10 @@ def _library_path(source: str) -> str:
 
 
 def _first_error(stderr: str) -> str:
-  """The compiler's first error line (its last line is only a caret under the code)."""
+  """The compiler's first diagnostic of an error ('file:line:col: error: ...'; its last line is only a caret
+  under the code). Matched by its marker, not the word alone, which a file's path may hold."""
   lines = stderr.strip().splitlines() or ['']
-  return next((line.strip() for line in lines if 'error' in line), lines[-1])
+  return next((line.strip() for line in lines if ' error: ' in line), lines[-1])
 
 
 def build(source: str) -> str:
